@@ -1,0 +1,46 @@
+# rbd-csi build and test entry points. go-ceph must be built with the tag of
+# the Ceph release whose libraries are installed: `pacific` for Debian 12's
+# Ceph 16.2. Override with `make GO_TAGS=quincy ...` on newer systems.
+GO        ?= go
+GO_TAGS   ?= pacific
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/rbd-csi/rbd-csi/internal/version.Version=$(VERSION)
+GOFLAGS_BUILD := -tags $(GO_TAGS) -trimpath -ldflags "$(LDFLAGS)"
+
+.PHONY: all build csictl test unit vet fmt-check bench demo clean
+
+all: build
+
+## build: the driver binary, bin/rbd-csi
+build:
+	$(GO) build $(GOFLAGS_BUILD) -o bin/rbd-csi ./cmd/rbd-csi
+
+## csictl: the operator CLI, bin/csictl
+csictl:
+	$(GO) build -trimpath -o bin/csictl ./proto-tools/csictl
+
+## test: unit tests, integration tests and csi-sanity against a real Ceph
+## (started and stopped by the script when CEPH_MON_HOST is not set)
+test: vet fmt-check
+	GO_TAGS=$(GO_TAGS) bash e2e/run-tests.sh
+
+## unit: only the tests that need no Ceph cluster (they skip the others)
+unit:
+	env -u CEPH_MON_HOST -u CEPH_ADMIN_KEY $(GO) test -tags $(GO_TAGS) -count=1 ./...
+
+vet:
+	$(GO) vet -tags $(GO_TAGS) ./...
+
+fmt-check:
+	@out=$$(gofmt -l cmd internal e2e proto-tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## bench: driver vs raw go-ceph (controller) and driver vs raw commands (node)
+bench: build
+	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh
+
+## demo: a local Ceph, the driver, and one volume walked through its life
+demo: build csictl
+	bash e2e/demo.sh
+
+clean:
+	rm -rf bin

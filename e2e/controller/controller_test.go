@@ -1,0 +1,446 @@
+// Package controller tests the Controller service against a real Ceph
+// cluster: crash safety, concurrency, bounded calls and credential errors.
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rbd-csi/rbd-csi/e2e/harness"
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
+	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/driver"
+)
+
+const clusterID = "e2e"
+
+// fixture is one test's view of the cluster: a unique image-name prefix so
+// that counting images and trash entries sees only this test's volumes.
+type fixture struct {
+	env     cephtest.Env
+	prefix  string
+	dir     string
+	backend *librbd.Backend
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	env := cephtest.FromEnv(t)
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	f := &fixture{env: env, prefix: "t" + hex.EncodeToString(b) + "-", dir: t.TempDir(), backend: librbd.New(librbd.Options{OpTimeout: 20 * time.Second})}
+	t.Cleanup(f.backend.Close)
+	if err := os.WriteFile(f.configPath(), []byte(env.ClusterConfigJSON(clusterID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) configPath() string { return filepath.Join(f.dir, "clusters.json") }
+
+func (f *fixture) args(instance string) []string {
+	return []string{"--mode=controller", "--cluster-config=" + f.configPath(), "--instance-id=" + instance, "--ceph-timeout=10s", "-v=4"}
+}
+
+func (f *fixture) secrets() map[string]string {
+	return map[string]string{"userID": f.env.Admin.User, "userKey": f.env.Admin.Key}
+}
+
+func (f *fixture) createReq(name string) *csi.CreateVolumeRequest {
+	return &csi.CreateVolumeRequest{
+		Name:          name,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30},
+		Parameters:    map[string]string{"clusterID": clusterID, "pool": f.env.Pool, "volumeNamePrefix": f.prefix, "csi.storage.k8s.io/pvc/name": name, "csi.storage.k8s.io/pvc/namespace": "e2e"},
+		Secrets:       f.secrets(),
+		VolumeCapabilities: []*csi.VolumeCapability{{
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		}},
+	}
+}
+
+// images lists this test's images in the pool.
+func (f *fixture) images(t *testing.T) []string {
+	t.Helper()
+	names, err := f.backend.ListImages(context.Background(), f.env.Admin, f.env.Cluster(clusterID), f.env.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for _, n := range names {
+		if strings.HasPrefix(n, f.prefix) {
+			mine = append(mine, n)
+		}
+	}
+	return mine
+}
+
+// waitTrashEmpty waits for the mgr (or the driver) to purge this test's
+// trash entries and returns those still there at the deadline.
+func (f *fixture) waitTrashEmpty(t *testing.T, within time.Duration) []string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		entries, err := f.backend.ListTrash(context.Background(), f.env.Admin, f.env.Cluster(clusterID), f.env.Pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []string
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name, f.prefix) {
+				mine = append(mine, e.Name)
+			}
+		}
+		if len(mine) == 0 || time.Now().After(deadline) {
+			return mine
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (f *fixture) ownerRecord(t *testing.T, image string) string {
+	t.Helper()
+	ref := ceph.ImageRef{Cluster: f.env.Cluster(clusterID), Pool: f.env.Pool, Name: image}
+	info, err := f.backend.StatImage(context.Background(), f.env.Admin, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Metadata["rbd-csi.owner"]
+}
+
+// TestCrashAtEachStepThenRetryLeavesNoOrphan kills the driver at each armed
+// failpoint of CreateVolume and DeleteVolume, retries with a fresh process,
+// and checks that exactly the expected images exist afterwards.
+func TestCrashAtEachStepThenRetryLeavesNoOrphan(t *testing.T) {
+	f := newFixture(t)
+	d := harness.Start(t, f.dir, f.args("crash"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	ids := map[string]string{}
+	for _, point := range []string{"create-before-metadata", "create-before-reply"} {
+		name := "pvc-" + point
+		d.Restart("RBD_CSI_FAILPOINTS=" + point)
+		if _, err := d.Controller().CreateVolume(ctx, f.createReq(name)); err == nil {
+			t.Fatalf("%s: call succeeded although the driver was to die", point)
+		}
+		if !d.WaitExit(10 * time.Second) {
+			t.Fatalf("%s: failpoint did not kill the driver", point)
+		}
+		d.Restart()
+		resp, err := d.Controller().CreateVolume(ctx, f.createReq(name))
+		if err != nil {
+			t.Fatalf("%s: retry: %v", point, err)
+		}
+		ids[point] = resp.Volume.VolumeId
+		img := resp.Volume.VolumeId[strings.LastIndex(resp.Volume.VolumeId, "/")+1:]
+		if rec := f.ownerRecord(t, img); !strings.Contains(rec, `"pvcName":"`+name+`"`) {
+			t.Errorf("%s: owner record after retry = %q", point, rec)
+		}
+	}
+	if got := f.images(t); len(got) != 2 {
+		t.Fatalf("after crashed creates: %d images %v, want 2", len(got), got)
+	}
+
+	for i, point := range []string{"trash-before-move", "trash-before-purge"} {
+		id := ids[[]string{"create-before-metadata", "create-before-reply"}[i]]
+		d.Restart("RBD_CSI_FAILPOINTS=" + point)
+		if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()}); err == nil {
+			t.Fatalf("%s: call succeeded although the driver was to die", point)
+		}
+		if !d.WaitExit(10 * time.Second) {
+			t.Fatalf("%s: failpoint did not kill the driver", point)
+		}
+		d.Restart()
+		if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()}); err != nil {
+			t.Fatalf("%s: retry: %v", point, err)
+		}
+	}
+	if got := f.images(t); len(got) != 0 {
+		t.Fatalf("after crashed deletes: images left %v", got)
+	}
+	if left := f.waitTrashEmpty(t, 60*time.Second); len(left) != 0 {
+		t.Fatalf("trash entries never purged: %v", left)
+	}
+}
+
+// TestRandomKillsDuringProvisioningLoseNothing runs creates and deletes while
+// a killer SIGKILLs the driver at random moments; every call is retried until
+// it succeeds, then the pool must hold exactly the volumes the client
+// believes exist.
+func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
+	f := newFixture(t)
+	d := harness.Start(t, f.dir, f.args("random"))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	// Each attempt is, with even odds, cut short by a SIGKILL at a random
+	// moment of its first 60 ms: inside the RPC, between Ceph calls, or
+	// before the reply is sent.
+	var kills atomic.Int32
+	withKiller := func(fn func(context.Context) error) func(context.Context) error {
+		return func(c context.Context) error {
+			if coin, _ := rand.Int(rand.Reader, big.NewInt(2)); coin.Int64() == 1 {
+				delay, _ := rand.Int(rand.Reader, big.NewInt(60))
+				timer := time.AfterFunc(time.Duration(delay.Int64())*time.Millisecond, func() {
+					if d.Alive() {
+						kills.Add(1)
+						d.Kill()
+					}
+				})
+				defer timer.Stop()
+			}
+			return fn(c)
+		}
+	}
+
+	believed := map[string]string{} // name -> volume ID
+	const ops = 40
+	for i := range ops {
+		name := fmt.Sprintf("pvc-%d", i%12)
+		id, exists := believed[name]
+		var err error
+		if exists && i%3 == 0 {
+			err = d.Retry(ctx, withKiller(func(c context.Context) error {
+				_, err := d.Controller().DeleteVolume(c, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()})
+				return err
+			}))
+			delete(believed, name)
+		} else {
+			err = d.Retry(ctx, withKiller(func(c context.Context) error {
+				resp, err := d.Controller().CreateVolume(c, f.createReq(name))
+				if err == nil {
+					believed[name] = resp.Volume.VolumeId
+				}
+				return err
+			}))
+		}
+		if err != nil {
+			t.Fatalf("op %d on %s: %v", i, name, err)
+		}
+	}
+	if !d.Alive() {
+		d.Restart()
+	}
+	t.Logf("%d operations, %d SIGKILLs", ops, kills.Load())
+	if kills.Load() == 0 {
+		t.Fatal("the killer never fired: the test proved nothing")
+	}
+
+	images := f.images(t)
+	wantImages := map[string]bool{}
+	for _, id := range believed {
+		wantImages[id[strings.LastIndex(id, "/")+1:]] = true
+	}
+	for _, img := range images {
+		if !wantImages[img] {
+			t.Errorf("orphaned image %s", img)
+		}
+		delete(wantImages, img)
+	}
+	for img := range wantImages {
+		t.Errorf("volume %s believed to exist is gone", img)
+	}
+	for _, img := range images {
+		if f.ownerRecord(t, img) == "" {
+			t.Errorf("image %s has no owner record", img)
+		}
+	}
+	purgeStart := time.Now()
+	if left := f.waitTrashEmpty(t, 90*time.Second); len(left) != 0 {
+		t.Errorf("trash entries never purged: %v", left)
+	}
+	t.Logf("trash drained in %v", time.Since(purgeStart).Round(time.Millisecond))
+	for _, id := range believed {
+		_, _ = d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()})
+	}
+}
+
+// TestConcurrentSameNameCreatesAcrossTwoControllers races two controller
+// processes (same instance ID, as two replicas without leader election
+// would) on the same names: one image per name, every caller gets its ID.
+func TestConcurrentSameNameCreatesAcrossTwoControllers(t *testing.T) {
+	f := newFixture(t)
+	a := harness.Start(t, filepath.Join(f.dir), f.args("twins"))
+	dirB := filepath.Join(f.dir, "b")
+	if err := os.MkdirAll(dirB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b := harness.Start(t, dirB, f.args("twins"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	const names, callers = 6, 8
+	ids := make([][]string, names)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for n := range names {
+		ids[n] = make([]string, callers)
+		for c := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				client := a.Controller()
+				if c%2 == 1 {
+					client = b.Controller()
+				}
+				resp, err := client.CreateVolume(ctx, f.createReq(fmt.Sprintf("pvc-race-%d", n)))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				ids[n][c] = resp.Volume.VolumeId
+			}()
+		}
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	for n := range names {
+		for c := range callers {
+			if ids[n][c] != ids[n][0] {
+				t.Errorf("name %d: caller %d got %s, caller 0 got %s", n, c, ids[n][c], ids[n][0])
+			}
+		}
+	}
+	if got := f.images(t); len(got) != names {
+		t.Fatalf("%d images for %d names: %v", len(got), names, got)
+	}
+	for n := range names {
+		if _, err := a.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ids[n][0], Secrets: f.secrets()}); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestUnreachableClusterAnswersWithinTheDeadline points the driver at a
+// monitor address nobody listens on.
+func TestUnreachableClusterAnswersWithinTheDeadline(t *testing.T) {
+	env := cephtest.FromEnv(t)
+	cfg, err := clusterconfig.Parse([]byte(`[{"clusterID":"void","monitors":["127.0.0.1:1"]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := librbd.New(librbd.Options{OpTimeout: 5 * time.Second})
+	defer backend.Close()
+	d, err := driver.New(driver.Options{Mode: driver.ModeController, InstanceID: "void", Clusters: cfg, Backend: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := d.Serve(filepath.Join(t.TempDir(), "csi.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(time.Second)
+
+	req := &csi.CreateVolumeRequest{
+		Name: "pvc-void", Parameters: map[string]string{"clusterID": "void", "pool": "kube"},
+		Secrets: map[string]string{"userID": "admin", "userKey": env.Admin.Key},
+		VolumeCapabilities: []*csi.VolumeCapability{{
+			AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		}},
+	}
+	const deadline = 2 * time.Second
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			start := time.Now()
+			_, err := d.CreateVolume(ctx, req)
+			took := time.Since(start)
+			if c := status.Code(err); c != codes.DeadlineExceeded && c != codes.Unavailable && c != codes.Aborted {
+				t.Errorf("call %d: code %v (%v), want DeadlineExceeded, Unavailable or Aborted", i, c, err)
+			}
+			// A generous margin: the property is "bounded", not "fast".
+			if took > deadline+time.Second {
+				t.Errorf("call %d returned after %v, deadline %v", i, took, deadline)
+			}
+		}()
+	}
+	wg.Wait()
+	// The lock on the name must be free again: a later call is not Aborted.
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if _, err := d.CreateVolume(ctx, req); status.Code(err) == codes.Aborted {
+		t.Fatalf("lock still held after the calls returned: %v", err)
+	}
+}
+
+func TestWrongKeyIsUnauthenticatedNamingTheUser(t *testing.T) {
+	f := newFixture(t)
+	d := harness.Start(t, f.dir, f.args("auth"))
+	req := f.createReq("pvc-auth")
+	wrong := "AQBdc1tlAAAAABAAqqqqqqqqqqqqqqqqqqqqqq=="
+	req.Secrets = map[string]string{"userID": "admin", "userKey": wrong}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := d.Controller().CreateVolume(ctx, req)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "client.admin") {
+		t.Fatalf("got %v, want Unauthenticated naming client.admin", err)
+	}
+	if strings.Contains(err.Error(), wrong) {
+		t.Fatal("the error leaks the key")
+	}
+	log, _ := os.ReadFile(d.Log)
+	if strings.Contains(string(log), wrong) || strings.Contains(string(log), f.env.Admin.Key) {
+		t.Fatal("the driver log holds a key")
+	}
+}
+
+func TestCreateWithDataPoolAndFeatures(t *testing.T) {
+	f := newFixture(t)
+	if f.env.DataPool == "" {
+		t.Skip("no data pool in this cluster (CEPH_DATA_POOL_NAME unset)")
+	}
+	d := harness.Start(t, f.dir, f.args("features"))
+	req := f.createReq("pvc-features")
+	req.Parameters["dataPool"] = f.env.DataPool
+	req.Parameters["imageFeatures"] = "layering,exclusive-lock,object-map,fast-diff"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := d.Controller().CreateVolume(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := resp.Volume.VolumeId[strings.LastIndex(resp.Volume.VolumeId, "/")+1:]
+	info, err := f.backend.StatImage(ctx, f.env.Admin, ceph.ImageRef{Cluster: f.env.Cluster(clusterID), Pool: f.env.Pool, Name: img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff
+	if info.Features&ceph.UserFeatures != want || info.DataPool != f.env.DataPool {
+		t.Fatalf("image has features %s, data pool %q", info.Features, info.DataPool)
+	}
+	// The same name with other features is a conflict, not a silent reuse.
+	req.Parameters["imageFeatures"] = "layering"
+	if _, err := d.Controller().CreateVolume(ctx, req); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("conflicting repeat: %v, want AlreadyExists", err)
+	}
+	if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: resp.Volume.VolumeId, Secrets: f.secrets()}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,92 @@
+// Package sanity runs the upstream csi-sanity suite in-process against the
+// real driver (go-ceph backend) and a real Ceph cluster.
+package sanity
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
+	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/driver"
+)
+
+func TestSanity(t *testing.T) {
+	env := cephtest.FromEnv(t)
+	dir := t.TempDir()
+	clusters, err := clusterconfig.Parse([]byte(env.ClusterConfigJSON("sanity")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := librbd.New(librbd.Options{OpTimeout: 20 * time.Second})
+	defer backend.Close()
+	d, err := driver.New(driver.Options{
+		Mode: driver.ModeController, InstanceID: "sanity-" + filepath.Base(dir),
+		Clusters: clusters, Backend: backend,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "csi.sock")
+	srv, err := d.Serve("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(5 * time.Second)
+
+	cfg := sanity.NewTestConfig()
+	cfg.Address = sock
+	cfg.TargetPath = filepath.Join(dir, "target")
+	cfg.StagingPath = filepath.Join(dir, "staging")
+	cfg.IdempotentCount = 10
+	cfg.TestVolumeSize = 1 << 30
+	cfg.TestVolumeExpandSize = 2 << 30
+	cfg.TestVolumeParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool}
+	// csi-test reads secrets only from a file: a 0600 file in the test's
+	// temporary directory, removed when the test ends.
+	cfg.SecretsFile = writeSecretsFile(t, dir, env.Admin.User, env.Admin.Key)
+
+	sc := sanity.GinkgoTest(&cfg)
+	gomega.RegisterFailHandler(ginkgo.Fail)
+	suite, reporter := ginkgo.GinkgoConfiguration()
+	suite.SkipStrings = skipSpecs()
+	reporter.Verbose = testing.Verbose()
+	ginkgo.RunSpecs(t, "rbd-csi sanity", suite, reporter)
+	sc.Finalize()
+}
+
+// skipSpecs lists spec groups that do not apply to the services this
+// test serves, overridable with SANITY_SKIP (comma-separated).
+func skipSpecs() []string {
+	if s, ok := os.LookupEnv("SANITY_SKIP"); ok {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(s, ",")
+	}
+	return []string{"Node Service"}
+}
+
+func writeSecretsFile(t *testing.T, dir, user, key string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, op := range []string{"CreateVolumeSecret", "DeleteVolumeSecret", "ControllerExpandVolumeSecret",
+		"ControllerValidateVolumeCapabilitiesSecret", "NodeStageVolumeSecret", "NodePublishVolumeSecret",
+		"CreateSnapshotSecret", "DeleteSnapshotSecret", "ListSnapshotsSecret", "GetSnapshotSecret"} {
+		fmt.Fprintf(&b, "%s:\n  userID: %q\n  userKey: %q\n", op, user, key)
+	}
+	path := filepath.Join(dir, "secrets.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -1,0 +1,170 @@
+// Package ceph defines what the driver needs from a Ceph cluster, as a Go
+// interface with no cgo in it, so that parameter validation, the RPC handlers
+// and their unit tests build without librados. The real implementation lives
+// in package librbd (go-ceph); a fake for unit tests lives in cephfake.
+package ceph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Credentials are a cephx identity. Key is secret: Credentials never prints it.
+type Credentials struct {
+	User string // without the "client." prefix
+	Key  string
+}
+
+// String redacts the key so that a stray %v never leaks it into a log.
+func (c Credentials) String() string { return "client." + c.User + " (key redacted)" }
+
+// GoString redacts the key for %#v as well.
+func (c Credentials) GoString() string { return c.String() }
+
+// Cluster says how to reach one Ceph cluster.
+type Cluster struct {
+	// ID names the cluster in the driver's cluster config; empty for a
+	// cluster named only by its monitors (legacy in-tree parameters).
+	ID             string
+	Monitors       []string
+	RadosNamespace string
+}
+
+// Key identifies the cluster for connection reuse.
+func (c Cluster) Key() string {
+	return c.ID + "|" + strings.Join(c.Monitors, ",") + "|" + c.RadosNamespace
+}
+
+// ImageRef locates one RBD image.
+type ImageRef struct {
+	Cluster Cluster
+	Pool    string
+	Name    string
+}
+
+// String is the image spec an operator types into the rbd CLI.
+func (r ImageRef) String() string {
+	if r.Cluster.RadosNamespace != "" {
+		return r.Pool + "/" + r.Cluster.RadosNamespace + "/" + r.Name
+	}
+	return r.Pool + "/" + r.Name
+}
+
+// ImageSpec is what CreateImage makes.
+type ImageSpec struct {
+	Size     uint64
+	Features Features
+	DataPool string
+	// Metadata is written to the image (rbd image-meta) right after creation.
+	Metadata map[string]string
+}
+
+// ImageInfo is what the driver reads back from an existing image.
+type ImageInfo struct {
+	Name     string
+	ID       string
+	Size     uint64
+	Features Features
+	DataPool string // empty when the image has no separate data pool
+	Metadata map[string]string
+}
+
+// TrashEntry is one image in a pool's RBD trash.
+type TrashEntry struct {
+	ID           string
+	Name         string
+	DeletionTime time.Time
+}
+
+// PoolUsage is the capacity view of one pool.
+type PoolUsage struct {
+	UsedBytes  uint64
+	MaxAvail   uint64 // what the cluster can still store in the pool, after replication
+	QuotaBytes uint64 // 0 = no quota
+}
+
+// Available is what a new volume can use: the pool's free space, capped by
+// what its quota leaves.
+func (u PoolUsage) Available() uint64 {
+	if u.QuotaBytes == 0 {
+		return u.MaxAvail
+	}
+	if u.UsedBytes >= u.QuotaBytes {
+		return 0
+	}
+	return min(u.MaxAvail, u.QuotaBytes-u.UsedBytes)
+}
+
+// Watcher is a client that has an image open.
+type Watcher struct {
+	Addr   string
+	Client uint64
+}
+
+// Backend is the set of Ceph operations the driver performs. Every call is
+// bounded by ctx: an implementation returns when ctx is done even if Ceph has
+// not answered, with an error that wraps ErrTimeout.
+type Backend interface {
+	// CreateImage creates the image and writes spec.Metadata to it. It returns
+	// ErrExists, without touching the image, when the name is taken.
+	CreateImage(ctx context.Context, cr Credentials, ref ImageRef, spec ImageSpec) error
+	// StatImage returns ErrNotFound when there is no such image.
+	StatImage(ctx context.Context, cr Credentials, ref ImageRef) (ImageInfo, error)
+	// SetMetadata writes the keys given; other keys are left alone.
+	SetMetadata(ctx context.Context, cr Credentials, ref ImageRef, md map[string]string) error
+	// ResizeImage grows the image to size bytes.
+	ResizeImage(ctx context.Context, cr Credentials, ref ImageRef, size uint64) error
+	// RemovePartialImage removes what a creation interrupted half way left
+	// behind under ref's name (librbd's remove handles missing pieces).
+	RemovePartialImage(ctx context.Context, cr Credentials, ref ImageRef) error
+	// TrashImage moves the image to the pool's trash and returns its image ID.
+	// ErrNotFound when there is no such image, ErrBusy when a client has it open.
+	TrashImage(ctx context.Context, cr Credentials, ref ImageRef) (string, error)
+	// ListTrash lists the trash of the pool (and the cluster's namespace).
+	ListTrash(ctx context.Context, cr Credentials, cluster Cluster, pool string) ([]TrashEntry, error)
+	// PurgeTrash removes one trashed image. With async it hands the removal to
+	// the ceph-mgr (rbd_support task) and returns ErrNoManager when there is no
+	// manager to take it; without, it removes synchronously.
+	PurgeTrash(ctx context.Context, cr Credentials, cluster Cluster, pool, id string, async bool) error
+	// ListImages lists image names in the pool (and namespace), sorted.
+	ListImages(ctx context.Context, cr Credentials, cluster Cluster, pool string) ([]string, error)
+	// PoolUsage reports the pool's capacity.
+	PoolUsage(ctx context.Context, cr Credentials, cluster Cluster, pool string) (PoolUsage, error)
+	// Watchers lists the clients, other than this process, that have the
+	// image open.
+	Watchers(ctx context.Context, cr Credentials, ref ImageRef) ([]Watcher, error)
+	// PoolID resolves a pool name; ErrNotFound when the pool does not exist.
+	PoolID(ctx context.Context, cr Credentials, cluster Cluster, pool string) (int64, error)
+	// PoolName resolves a pool ID; ErrNotFound when the pool does not exist.
+	PoolName(ctx context.Context, cr Credentials, cluster Cluster, id int64) (string, error)
+}
+
+// Errors every Backend wraps, so callers can pick a gRPC code with errors.Is.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrExists      = errors.New("already exists")
+	ErrAuth        = errors.New("authentication failed")
+	ErrPermission  = errors.New("permission denied")
+	ErrTimeout     = errors.New("timed out")
+	ErrUnavailable = errors.New("cluster unavailable")
+	ErrBusy        = errors.New("in use")
+	ErrNoSpace     = errors.New("no space left")
+	ErrNoManager   = errors.New("no active ceph-mgr")
+	ErrInvalid     = errors.New("invalid argument")
+)
+
+// OpError carries the operation and object of a failed Ceph call, wrapping
+// one of the sentinel errors above (or the raw error when none applies).
+type OpError struct {
+	Op     string // e.g. "create image"
+	Target string // e.g. "kube/csi-vol-..." or "cluster 1a2b..."
+	Err    error
+}
+
+func (e *OpError) Error() string { return fmt.Sprintf("%s %s: %v", e.Op, e.Target, e.Err) }
+
+// Unwrap lets errors.Is see the sentinel.
+func (e *OpError) Unwrap() error { return e.Err }

@@ -1,0 +1,346 @@
+package librbd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ceph/go-ceph/rados"
+	"github.com/ceph/go-ceph/rbd"
+	"github.com/ceph/go-ceph/rbd/admin"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/failpoint"
+)
+
+// CreateImage implements ceph.Backend.
+func (b *Backend) CreateImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, spec ceph.ImageSpec) error {
+	return b.onPool(ctx, "create image", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		if err := createImage(io, ref.Name, spec); err != nil {
+			return err
+		}
+		failpoint.Crash("create-before-metadata")
+		if len(spec.Metadata) == 0 {
+			return nil
+		}
+		return withImage(io, ref.Name, false, func(img *rbd.Image) error { return setMetadata(img, spec.Metadata) })
+	})
+}
+
+func createImage(io *rados.IOContext, name string, spec ceph.ImageSpec) error {
+	opts := rbd.NewRbdImageOptions()
+	defer opts.Destroy()
+	if err := opts.SetUint64(rbd.ImageOptionFormat, 2); err != nil {
+		return err
+	}
+	if err := opts.SetUint64(rbd.ImageOptionFeatures, uint64(spec.Features)); err != nil {
+		return err
+	}
+	if spec.DataPool != "" {
+		if err := opts.SetString(rbd.ImageOptionDataPool, spec.DataPool); err != nil {
+			return err
+		}
+	}
+	return rbd.CreateImage(io, name, spec.Size, opts)
+}
+
+// StatImage implements ceph.Backend.
+func (b *Backend) StatImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (ceph.ImageInfo, error) {
+	var info ceph.ImageInfo
+	err := b.onPool(ctx, "inspect image", ref, cr, func(c *conn, io *rados.IOContext) error {
+		return withImage(io, ref.Name, true, func(img *rbd.Image) error {
+			var err error
+			info, err = statImage(c, io, img)
+			return err
+		})
+	})
+	return info, err
+}
+
+func statImage(c *conn, io *rados.IOContext, img *rbd.Image) (ceph.ImageInfo, error) {
+	info := ceph.ImageInfo{Name: img.GetName()}
+	var err error
+	if info.Size, err = img.GetSize(); err != nil {
+		return info, fmt.Errorf("size: %w", err)
+	}
+	features, err := img.GetFeatures()
+	if err != nil {
+		return info, fmt.Errorf("features: %w", err)
+	}
+	info.Features = ceph.Features(features)
+	if info.ID, err = img.GetId(); err != nil {
+		return info, fmt.Errorf("id: %w", err)
+	}
+	if info.Features&ceph.FeatureDataPool != 0 {
+		id, err := img.GetDataPoolID()
+		if err != nil {
+			return info, fmt.Errorf("data pool: %w", err)
+		}
+		if info.DataPool, err = c.rc.GetPoolByID(id); err != nil {
+			return info, fmt.Errorf("data pool %d: %w", id, err)
+		}
+	}
+	if info.Metadata, err = img.ListMetadata(); err != nil {
+		return info, fmt.Errorf("metadata: %w", err)
+	}
+	return info, nil
+}
+
+// SetMetadata implements ceph.Backend.
+func (b *Backend) SetMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, md map[string]string) error {
+	return b.onPool(ctx, "set metadata of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		return withImage(io, ref.Name, false, func(img *rbd.Image) error { return setMetadata(img, md) })
+	})
+}
+
+func setMetadata(img *rbd.Image, md map[string]string) error {
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := img.SetMetadata(k, md[k]); err != nil {
+			return fmt.Errorf("set %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// ResizeImage implements ceph.Backend.
+func (b *Backend) ResizeImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, size uint64) error {
+	return b.onPool(ctx, "resize image", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		return withImage(io, ref.Name, false, func(img *rbd.Image) error { return img.Resize(size) })
+	})
+}
+
+// RemovePartialImage implements ceph.Backend.
+func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) error {
+	return b.onPool(ctx, "remove partial image", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		return rbd.RemoveImage(io, ref.Name)
+	})
+}
+
+// TrashImage implements ceph.Backend.
+func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (string, error) {
+	var id string
+	err := b.onPool(ctx, "move to trash", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		err := withImage(io, ref.Name, true, func(img *rbd.Image) error {
+			var err error
+			id, err = img.GetId()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		failpoint.Crash("trash-before-move")
+		return rbd.GetImage(io, ref.Name).Trash(0)
+	})
+	return id, err
+}
+
+// ListTrash implements ceph.Backend.
+func (b *Backend) ListTrash(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) ([]ceph.TrashEntry, error) {
+	var out []ceph.TrashEntry
+	ref := ceph.ImageRef{Cluster: cl, Pool: pool}
+	err := b.onPool(ctx, "list trash of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		entries, err := rbd.GetTrashList(io)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			out = append(out, ceph.TrashEntry{ID: e.Id, Name: e.Name, DeletionTime: e.DeletionTime})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// mgrFresh is how long a positive "mgr is active" check is trusted.
+const mgrFresh = time.Minute
+
+// PurgeTrash implements ceph.Backend.
+func (b *Backend) PurgeTrash(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool, id string, async bool) error {
+	ref := ceph.ImageRef{Cluster: cl, Pool: pool, Name: id}
+	if !async {
+		return b.onPool(ctx, "purge trash entry", ref, cr, func(_ *conn, io *rados.IOContext) error {
+			return rbd.TrashRemove(io, id, true)
+		})
+	}
+	return b.run(ctx, "schedule trash purge of", ref.String(), cl, cr, func(c *conn) error {
+		if !c.mgrActive() {
+			return ceph.ErrNoManager
+		}
+		_, err := admin.NewFromConn(c.rc).Task().AddTrashRemove(admin.NewImageSpec(pool, cl.RadosNamespace, id))
+		return err
+	})
+}
+
+// mgrActive asks the monitors whether a ceph-mgr is active: a mgr command
+// sent with none active would wait for the full op timeout.
+func (c *conn) mgrActive() bool {
+	c.mu.Lock()
+	fresh := time.Since(c.mgrSeen) < mgrFresh
+	c.mu.Unlock()
+	if fresh {
+		return true
+	}
+	out, _, err := c.rc.MonCommand([]byte(`{"prefix":"mgr stat","format":"json"}`))
+	if err != nil {
+		return false
+	}
+	var st struct {
+		Available bool `json:"available"`
+	}
+	if json.Unmarshal(out, &st) != nil || !st.Available {
+		return false
+	}
+	c.mu.Lock()
+	c.mgrSeen = time.Now()
+	c.mu.Unlock()
+	return true
+}
+
+// ListImages implements ceph.Backend.
+func (b *Backend) ListImages(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) ([]string, error) {
+	var names []string
+	ref := ceph.ImageRef{Cluster: cl, Pool: pool}
+	err := b.onPool(ctx, "list images of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		var err error
+		names, err = rbd.GetImageNames(io)
+		sort.Strings(names)
+		return err
+	})
+	return names, err
+}
+
+// PoolUsage implements ceph.Backend.
+func (b *Backend) PoolUsage(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) (ceph.PoolUsage, error) {
+	var u ceph.PoolUsage
+	err := b.run(ctx, "read usage of pool", pool, cl, cr, func(c *conn) error {
+		var err error
+		u, err = poolUsage(c.rc, pool)
+		return err
+	})
+	return u, err
+}
+
+func poolUsage(rc *rados.Conn, pool string) (ceph.PoolUsage, error) {
+	var df struct {
+		Pools []struct {
+			Name  string `json:"name"`
+			Stats struct {
+				Stored   uint64 `json:"stored"`
+				MaxAvail uint64 `json:"max_avail"`
+			} `json:"stats"`
+		} `json:"pools"`
+	}
+	if err := monJSON(rc, map[string]string{"prefix": "df", "format": "json"}, &df); err != nil {
+		return ceph.PoolUsage{}, err
+	}
+	var u ceph.PoolUsage
+	found := false
+	for _, p := range df.Pools {
+		if p.Name == pool {
+			u.UsedBytes, u.MaxAvail, found = p.Stats.Stored, p.Stats.MaxAvail, true
+		}
+	}
+	if !found {
+		return u, fmt.Errorf("pool %s: %w", pool, ceph.ErrNotFound)
+	}
+	var quota struct {
+		MaxBytes uint64 `json:"quota_max_bytes"`
+	}
+	if err := monJSON(rc, map[string]string{"prefix": "osd pool get-quota", "pool": pool, "format": "json"}, &quota); err != nil {
+		return u, err
+	}
+	u.QuotaBytes = quota.MaxBytes
+	return u, nil
+}
+
+func monJSON(rc *rados.Conn, cmd map[string]string, out any) error {
+	req, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	res, status, err := rc.MonCommand(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w (%s)", cmd["prefix"], err, status)
+	}
+	if err := json.Unmarshal(res, out); err != nil {
+		return fmt.Errorf("%s: unexpected reply: %w", cmd["prefix"], err)
+	}
+	return nil
+}
+
+// Watchers implements ceph.Backend.
+func (b *Backend) Watchers(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) ([]ceph.Watcher, error) {
+	var out []ceph.Watcher
+	err := b.onPool(ctx, "list watchers of", ref, cr, func(c *conn, io *rados.IOContext) error {
+		self := c.rc.GetInstanceID()
+		return withImage(io, ref.Name, true, func(img *rbd.Image) error {
+			ws, err := img.ListWatchers()
+			if err != nil {
+				return err
+			}
+			for _, w := range ws {
+				if uint64(w.Id) != self {
+					out = append(out, ceph.Watcher{Addr: w.Addr, Client: uint64(w.Id)})
+				}
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PoolID implements ceph.Backend.
+func (b *Backend) PoolID(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) (int64, error) {
+	var id int64
+	err := b.run(ctx, "look up pool", pool, cl, cr, func(c *conn) error {
+		var err error
+		id, err = c.rc.GetPoolByName(pool)
+		return err
+	})
+	return id, err
+}
+
+// PoolName implements ceph.Backend.
+func (b *Backend) PoolName(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, id int64) (string, error) {
+	var name string
+	err := b.run(ctx, "look up pool", fmt.Sprintf("id %d", id), cl, cr, func(c *conn) error {
+		var err error
+		name, err = c.rc.GetPoolByID(id)
+		return err
+	})
+	return name, err
+}
+
+// onPool runs fn with the pool's I/O context.
+func (b *Backend) onPool(ctx context.Context, op string, ref ceph.ImageRef, cr ceph.Credentials, fn func(*conn, *rados.IOContext) error) error {
+	return b.run(ctx, op, ref.String(), ref.Cluster, cr, func(c *conn) error {
+		io, err := c.ioctx(ref.Pool, ref.Cluster.RadosNamespace)
+		if err != nil {
+			return err
+		}
+		return fn(c, io)
+	})
+}
+
+// withImage opens the image, runs fn and closes it on every path.
+func withImage(io *rados.IOContext, name string, readOnly bool, fn func(*rbd.Image) error) error {
+	open := rbd.OpenImage
+	if readOnly {
+		open = rbd.OpenImageReadOnly
+	}
+	img, err := open(io, name, rbd.NoSnapshot)
+	if err != nil {
+		return err
+	}
+	ferr := fn(img)
+	cerr := img.Close()
+	return errors.Join(ferr, cerr)
+}

@@ -1,0 +1,133 @@
+package driver
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
+// clusterFor resolves the cluster a StorageClass names. A legacy monitors
+// list that matches a configured cluster uses that cluster's ID, which keeps
+// volume IDs short and lets monitors change later.
+func (d *Driver) clusterFor(p params.Volume) (ceph.Cluster, error) {
+	if p.ClusterID != "" {
+		cl, err := d.opts.Clusters.Lookup(p.ClusterID)
+		if err != nil {
+			return ceph.Cluster{}, invalid("parameter clusterID: %v", err)
+		}
+		return cl, nil
+	}
+	if cl, ok := d.opts.Clusters.FindByMonitors(p.Monitors); ok {
+		return cl, nil
+	}
+	return ceph.Cluster{Monitors: p.Monitors}, nil
+}
+
+// clusterForID resolves the cluster a volume ID names.
+func (d *Driver) clusterForID(id volid.ID) (ceph.Cluster, error) {
+	if id.ClusterID == "" {
+		return ceph.Cluster{Monitors: id.Monitors}, nil
+	}
+	cl, err := d.opts.Clusters.Lookup(id.ClusterID)
+	if errors.Is(err, clusterconfig.ErrUnknownCluster) {
+		// The volume exists somewhere we can no longer reach: refusing is
+		// safer than reporting success and leaking the image.
+		return ceph.Cluster{}, status.Errorf(codes.FailedPrecondition, "volume belongs to cluster %q, which the cluster config no longer lists: restore its entry", id.ClusterID)
+	}
+	return cl, err
+}
+
+// poolAccess is a pool the controller has worked with, and the credentials
+// it used, for the calls that carry no secrets (GetCapacity, ListVolumes).
+// Credentials stay in memory only.
+type poolAccess struct {
+	cluster ceph.Cluster
+	pool    string
+	creds   ceph.Credentials
+}
+
+type knownPools struct {
+	mu    sync.Mutex
+	pools map[string]poolAccess
+}
+
+func newKnownPools() *knownPools { return &knownPools{pools: map[string]poolAccess{}} }
+
+func (k *knownPools) remember(cl ceph.Cluster, pool string, cr ceph.Credentials) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.pools[cl.Key()+"|"+pool] = poolAccess{cluster: cl, pool: pool, creds: cr}
+}
+
+// list returns the known pools in a stable order.
+func (k *knownPools) list() []poolAccess {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	keys := make([]string, 0, len(k.pools))
+	for key := range k.pools {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	out := make([]poolAccess, 0, len(keys))
+	for _, key := range keys {
+		out = append(out, k.pools[key])
+	}
+	return out
+}
+
+func (k *knownPools) lookup(cl ceph.Cluster, pool string) (ceph.Credentials, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	a, ok := k.pools[cl.Key()+"|"+pool]
+	return a.creds, ok
+}
+
+// credsFor finds credentials for a call that carries none: a Secret mounted
+// under --secrets-dir/<clusterID>/, else those last used for the pool.
+func (d *Driver) credsFor(cl ceph.Cluster, pool string) (ceph.Credentials, error) {
+	if d.opts.SecretsDir != "" && cl.ID != "" {
+		cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
+		if err == nil {
+			return cr, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return ceph.Credentials{}, status.Errorf(codes.FailedPrecondition, "secrets for cluster %q: %v", cl.ID, err)
+		}
+	}
+	if cr, ok := d.known.lookup(cl, pool); ok {
+		return cr, nil
+	}
+	return ceph.Credentials{}, status.Errorf(codes.FailedPrecondition, "no credentials for pool %q: mount a Secret with userID and userKey at %s/<clusterID>/ (--secrets-dir), or create a volume in the pool first", pool, d.opts.SecretsDir)
+}
+
+// readSecretDir reads a mounted Kubernetes Secret holding userID and userKey.
+func readSecretDir(dir string) (ceph.Credentials, error) {
+	user, err := os.ReadFile(filepath.Join(dir, params.SecretUserID))
+	if err != nil {
+		return ceph.Credentials{}, err
+	}
+	key, err := os.ReadFile(filepath.Join(dir, params.SecretUserKey))
+	if err != nil {
+		return ceph.Credentials{}, err
+	}
+	cr, err := params.Credentials(map[string]string{
+		params.SecretUserID:  strings.TrimSpace(string(user)),
+		params.SecretUserKey: strings.TrimSpace(string(key)),
+	}, "")
+	if err != nil {
+		return ceph.Credentials{}, fmt.Errorf("in %s: %w", dir, err)
+	}
+	return cr, nil
+}

@@ -1,0 +1,493 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/failpoint"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
+const (
+	mib = 1 << 20
+	gib = 1 << 30
+	// defaultSize is used when the request gives no capacity.
+	defaultSize = 1 * gib
+	// metaOwner is the image-meta key recording who the image was made for:
+	// `rbd image-meta get POOL/IMAGE rbd-csi.owner`.
+	metaOwner = "rbd-csi.owner"
+)
+
+// owner is the JSON stored under metaOwner.
+type owner struct {
+	Name         string `json:"name"`
+	Instance     string `json:"instance,omitempty"`
+	PVCName      string `json:"pvcName,omitempty"`
+	PVCNamespace string `json:"pvcNamespace,omitempty"`
+	PVName       string `json:"pvName,omitempty"`
+}
+
+// ControllerGetCapabilities implements csi.ControllerServer.
+func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	rpcs := []csi.ControllerServiceCapability_RPC_Type{
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	}
+	caps := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
+	for _, t := range rpcs {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+// createPlan is everything CreateVolume decided before touching Ceph.
+type createPlan struct {
+	params params.Volume
+	creds  ceph.Credentials
+	ref    ceph.ImageRef
+	size   uint64
+	limit  uint64
+	block  bool
+}
+
+// CreateVolume implements csi.ControllerServer. The image name is derived
+// from the request name (params.ImageName), so the whole operation is one
+// exclusive create plus one metadata write; a retry after a crash at any
+// point lands on the same image and finishes what is missing.
+func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	plan, err := d.planCreate(req)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := d.locks.lock(ctx, "create/"+req.GetName())
+	if err != nil {
+		return nil, lockStatus(err, "volume "+req.GetName())
+	}
+	defer unlock()
+
+	poolID, err := d.opts.Backend.PoolID(ctx, plan.creds, plan.ref.Cluster, plan.ref.Pool)
+	if err != nil {
+		return nil, poolStatus(err, plan.ref.Pool)
+	}
+	volumeID, err := encodeID(plan.ref, poolID)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	d.known.remember(plan.ref.Cluster, plan.ref.Pool, plan.creds)
+	size, err := d.ensureImage(ctx, req.GetName(), plan)
+	if err != nil {
+		return nil, err
+	}
+	failpoint.Crash("create-before-reply")
+	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
+		VolumeId:      volumeID,
+		CapacityBytes: int64(size),
+		VolumeContext: volumeContext(plan),
+	}}, nil
+}
+
+func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
+	if req.GetName() == "" {
+		return createPlan{}, invalid("name is required")
+	}
+	if req.GetVolumeContentSource() != nil {
+		return createPlan{}, invalid("volume content source (snapshot restore or clone) is not supported by this driver version")
+	}
+	block, err := checkCapabilities(req.GetVolumeCapabilities())
+	if err != nil {
+		return createPlan{}, err
+	}
+	p, err := params.ParseVolume(req.GetParameters())
+	if err != nil {
+		return createPlan{}, invalid("%v", err)
+	}
+	cl, err := d.clusterFor(p)
+	if err != nil {
+		return createPlan{}, err
+	}
+	creds, err := params.Credentials(req.GetSecrets(), p.AdminID)
+	if err != nil {
+		return createPlan{}, invalid("%v", err)
+	}
+	size, limit, err := capacity(req.GetCapacityRange())
+	if err != nil {
+		return createPlan{}, err
+	}
+	ref := ceph.ImageRef{Cluster: cl, Pool: p.Pool, Name: params.ImageName(p.Prefix, d.opts.InstanceID, req.GetName())}
+	return createPlan{params: p, creds: creds, ref: ref, size: size, limit: limit, block: block}, nil
+}
+
+// ensureImage creates the image or adopts the one an earlier attempt made.
+func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
+	own, err := json.Marshal(owner{
+		Name: name, Instance: d.opts.InstanceID,
+		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
+	})
+	if err != nil {
+		return 0, status.Errorf(codes.Internal, "encode owner record: %v", err)
+	}
+	spec := ceph.ImageSpec{Size: plan.size, Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(own)}}
+	err = d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec)
+	if err == nil {
+		return plan.size, nil
+	}
+	if !errors.Is(err, ceph.ErrExists) {
+		return 0, createStatus(err, plan)
+	}
+	return d.adoptImage(ctx, name, plan, spec)
+}
+
+// adoptImage handles an image that already has the derived name: a retry, a
+// concurrent caller, or a creation cut short by a crash.
+func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, spec ceph.ImageSpec) (uint64, error) {
+	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		// The name is taken but the image cannot be opened: librbd was
+		// interrupted between writing the name and the header. Remove the
+		// pieces and create again.
+		klog.InfoS("Removing partially created image", "image", plan.ref)
+		if err := d.opts.Backend.RemovePartialImage(ctx, plan.creds, plan.ref); err != nil && !errors.Is(err, ceph.ErrNotFound) {
+			return 0, cephStatus(err, "clean up partially created image "+plan.ref.String())
+		}
+		if err := d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec); err != nil {
+			return 0, createStatus(err, plan)
+		}
+		return plan.size, nil
+	}
+	if err != nil {
+		return 0, cephStatus(err, "inspect existing image "+plan.ref.String())
+	}
+	if err := compatible(info, name, plan); err != nil {
+		return 0, err
+	}
+	if _, ok := info.Metadata[metaOwner]; !ok {
+		// Created, but the process died before the owner record was written.
+		if err := d.opts.Backend.SetMetadata(ctx, plan.creds, plan.ref, spec.Metadata); err != nil {
+			return 0, cephStatus(err, "record owner of "+plan.ref.String())
+		}
+	}
+	return info.Size, nil
+}
+
+// compatible decides whether an existing image satisfies a repeated request.
+func compatible(info ceph.ImageInfo, name string, plan createPlan) error {
+	if raw, ok := info.Metadata[metaOwner]; ok {
+		var o owner
+		if err := json.Unmarshal([]byte(raw), &o); err == nil && o.Name != name {
+			return status.Errorf(codes.AlreadyExists, "image %s belongs to request %q, not %q", plan.ref, o.Name, name)
+		}
+	}
+	if info.Size < plan.size || (plan.limit > 0 && info.Size > plan.limit) {
+		return status.Errorf(codes.AlreadyExists, "volume %q exists with size %d bytes, outside the requested range [%d, %d]", name, info.Size, plan.size, plan.limit)
+	}
+	if got := info.Features & ceph.UserFeatures; got != plan.params.Features {
+		return status.Errorf(codes.AlreadyExists, "volume %q exists with imageFeatures %q, not %q", name, got, plan.params.Features)
+	}
+	if info.DataPool != plan.params.DataPool {
+		return status.Errorf(codes.AlreadyExists, "volume %q exists with dataPool %q, not %q", name, info.DataPool, plan.params.DataPool)
+	}
+	return nil
+}
+
+func createStatus(err error, plan createPlan) error {
+	if errors.Is(err, ceph.ErrNotFound) && plan.params.DataPool != "" {
+		return status.Errorf(codes.InvalidArgument, "create image %s: pool %q or dataPool %q does not exist: %v", plan.ref, plan.ref.Pool, plan.params.DataPool, err)
+	}
+	if errors.Is(err, ceph.ErrNotFound) {
+		return status.Errorf(codes.InvalidArgument, "create image %s: pool %q does not exist: %v", plan.ref, plan.ref.Pool, err)
+	}
+	if errors.Is(err, ceph.ErrNoSpace) {
+		return status.Errorf(codes.ResourceExhausted, "create image %s: pool %q is full or over quota: %v", plan.ref, plan.ref.Pool, err)
+	}
+	return cephStatus(err, "create image "+plan.ref.String())
+}
+
+func poolStatus(err error, pool string) error {
+	if errors.Is(err, ceph.ErrNotFound) {
+		return status.Errorf(codes.InvalidArgument, "pool %q does not exist: create it (`ceph osd pool create %s` and `rbd pool init %s`) or fix the pool parameter", pool, pool, pool)
+	}
+	return cephStatus(err, "look up pool "+pool)
+}
+
+func volumeContext(plan createPlan) map[string]string {
+	vc := map[string]string{
+		"pool":      plan.ref.Pool,
+		"imageName": plan.ref.Name,
+	}
+	if plan.ref.Cluster.ID != "" {
+		vc[params.KeyClusterID] = plan.ref.Cluster.ID
+	}
+	if plan.params.UserID != "" {
+		vc[params.KeyUserID] = plan.params.UserID
+	}
+	if plan.params.Mounter != "" {
+		vc[params.KeyMounter] = plan.params.Mounter
+	}
+	if plan.params.MapOpts != "" {
+		vc[params.KeyMapOptions] = plan.params.MapOpts
+	}
+	return vc
+}
+
+// capacity turns a CSI capacity range into the size to create (rounded up
+// to whole MiB where the limit allows) and the limit (0 = none).
+func capacity(r *csi.CapacityRange) (size, limit uint64, err error) {
+	req, lim := r.GetRequiredBytes(), r.GetLimitBytes()
+	if req < 0 || lim < 0 {
+		return 0, 0, invalid("capacity range must not be negative (required %d, limit %d)", req, lim)
+	}
+	if lim > 0 && req > lim {
+		return 0, 0, status.Errorf(codes.OutOfRange, "required_bytes %d exceeds limit_bytes %d", req, lim)
+	}
+	size = uint64(req)
+	if size == 0 {
+		size = defaultSize
+		if lim > 0 && uint64(lim) < size {
+			size = uint64(lim)
+		}
+	}
+	rounded := (size + mib - 1) / mib * mib
+	if lim == 0 || rounded <= uint64(lim) {
+		size = rounded
+	}
+	return size, uint64(lim), nil
+}
+
+// checkCapabilities validates access types and modes and reports whether
+// the volume is a raw block volume.
+func checkCapabilities(caps []*csi.VolumeCapability) (block bool, err error) {
+	if len(caps) == 0 {
+		return false, invalid("volume_capabilities are required")
+	}
+	for _, c := range caps {
+		isBlock, err := checkCapability(c)
+		if err != nil {
+			return false, err
+		}
+		block = block || isBlock
+	}
+	return block, nil
+}
+
+func checkCapability(c *csi.VolumeCapability) (block bool, err error) {
+	switch {
+	case c.GetBlock() != nil:
+		block = true
+	case c.GetMount() != nil:
+		if fs := c.GetMount().GetFsType(); fs != "" && fs != "ext4" && fs != "xfs" {
+			return false, invalid("fs_type %q is not supported: use ext4 or xfs", fs)
+		}
+	default:
+		return false, invalid("volume capability needs an access type (mount or block)")
+	}
+	switch mode := c.GetAccessMode().GetMode(); mode {
+	case csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER,
+		csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY,
+		csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER,
+		csi.VolumeCapability_AccessMode_SINGLE_NODE_MULTI_WRITER:
+	case csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER:
+		if !block {
+			return false, invalid("access mode %s needs a block volume: a filesystem on RBD mounted by several nodes would be corrupted; use volumeMode: Block or a single-node mode", mode)
+		}
+	case csi.VolumeCapability_AccessMode_UNKNOWN:
+		return false, invalid("access mode is required")
+	default:
+		return false, invalid("access mode %s is not supported: RBD volumes are single-node, or multi-node-multi-writer for block volumes", mode)
+	}
+	return block, nil
+}
+
+// DeleteVolume implements csi.ControllerServer. The image moves to the RBD
+// trash (constant time whatever its size) and is purged in the background by
+// the ceph-mgr, or by the driver when no mgr takes the task.
+func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("volume_id is required")
+	}
+	id, err := volid.Decode(req.GetVolumeId())
+	if err != nil {
+		// Not an ID this driver produced: it cannot name one of our images.
+		klog.InfoS("DeleteVolume of a foreign volume ID: nothing to do", "volume", req.GetVolumeId(), "reason", err)
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	unlock, err := d.locks.lock(ctx, "volume/"+req.GetVolumeId())
+	if err != nil {
+		return nil, lockStatus(err, "volume "+req.GetVolumeId())
+	}
+	defer unlock()
+	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	ref, err := d.imageRef(ctx, id, creds)
+	if errors.Is(err, errPoolGone) {
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.known.remember(ref.Cluster, ref.Pool, creds)
+	if err := d.trashAndPurge(ctx, creds, ref); err != nil {
+		return nil, err
+	}
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+	trashID, err := d.opts.Backend.TrashImage(ctx, creds, ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		// Gone already, or trashed by an attempt that died before the purge
+		// was scheduled: finish that attempt's work.
+		return d.purgeLeftover(ctx, creds, ref)
+	}
+	if errors.Is(err, ceph.ErrBusy) {
+		return d.busyStatus(ctx, creds, ref, err)
+	}
+	if err != nil {
+		return cephStatus(err, "move "+ref.String()+" to the trash")
+	}
+	failpoint.Crash("trash-before-purge")
+	d.purger.schedule(ctx, creds, ref.Cluster, ref.Pool, trashID, ref.Name)
+	return nil
+}
+
+func (d *Driver) purgeLeftover(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+	entries, err := d.opts.Backend.ListTrash(ctx, creds, ref.Cluster, ref.Pool)
+	if err != nil {
+		return cephStatus(err, "list trash of pool "+ref.Pool)
+	}
+	for _, e := range entries {
+		if e.Name == ref.Name {
+			d.purger.schedule(ctx, creds, ref.Cluster, ref.Pool, e.ID, e.Name)
+		}
+	}
+	return nil
+}
+
+func (d *Driver) busyStatus(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, cause error) error {
+	ws, err := d.opts.Backend.Watchers(ctx, creds, ref)
+	if err != nil || len(ws) == 0 {
+		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use or has snapshots: %v", ref, cause)
+	}
+	return status.Errorf(codes.FailedPrecondition, "volume image %s is still open by client %d at %s: unmount it there first (rbd status %s)", ref, ws[0].Client, ws[0].Addr, ref)
+}
+
+var errPoolGone = errors.New("pool no longer exists")
+
+// imageRef resolves a decoded ID to the image it names.
+func (d *Driver) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentials) (ceph.ImageRef, error) {
+	cl, err := d.clusterForID(id)
+	if err != nil {
+		return ceph.ImageRef{}, err
+	}
+	pool, err := d.opts.Backend.PoolName(ctx, creds, cl, id.PoolID)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return ceph.ImageRef{}, errPoolGone
+	}
+	if err != nil {
+		return ceph.ImageRef{}, cephStatus(err, fmt.Sprintf("look up pool %d", id.PoolID))
+	}
+	return ceph.ImageRef{Cluster: cl, Pool: pool, Name: id.Image}, nil
+}
+
+func encodeID(ref ceph.ImageRef, poolID int64) (string, error) {
+	return volid.ID{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, PoolID: poolID, Image: ref.Name}.Encode()
+}
+
+// ControllerExpandVolume implements csi.ControllerServer: RBD grows online.
+func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("volume_id is required")
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, invalid("capacity_range is required")
+	}
+	size, limit, err := capacity(req.GetCapacityRange())
+	if err != nil {
+		return nil, err
+	}
+	ref, creds, unlock, err := d.lockedVolume(ctx, req.GetVolumeId(), req.GetSecrets())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
+	if err != nil {
+		return nil, cephStatus(err, "inspect "+ref.String())
+	}
+	if limit > 0 && info.Size > limit {
+		return nil, status.Errorf(codes.OutOfRange, "volume is %d bytes, above limit_bytes %d: RBD volumes cannot shrink", info.Size, limit)
+	}
+	if info.Size < size {
+		if err := d.opts.Backend.ResizeImage(ctx, creds, ref, size); err != nil {
+			return nil, cephStatus(err, "resize "+ref.String())
+		}
+		info.Size = size
+	}
+	block := req.GetVolumeCapability().GetBlock() != nil
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: int64(info.Size), NodeExpansionRequired: !block}, nil
+}
+
+// lockedVolume decodes a volume ID, takes the volume lock and resolves its
+// image. Unknown IDs are NotFound, as the CSI spec asks of these calls.
+func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string) (ceph.ImageRef, ceph.Credentials, func(), error) {
+	id, err := volid.Decode(volumeID)
+	if err != nil {
+		return ceph.ImageRef{}, ceph.Credentials{}, nil, status.Errorf(codes.NotFound, "volume %q: %v", volumeID, err)
+	}
+	creds, err := params.Credentials(secrets, params.DefaultUser)
+	if err != nil {
+		return ceph.ImageRef{}, ceph.Credentials{}, nil, invalid("%v", err)
+	}
+	unlock, err := d.locks.lock(ctx, "volume/"+volumeID)
+	if err != nil {
+		return ceph.ImageRef{}, ceph.Credentials{}, nil, lockStatus(err, "volume "+volumeID)
+	}
+	ref, err := d.imageRef(ctx, id, creds)
+	if errors.Is(err, errPoolGone) {
+		err = status.Errorf(codes.NotFound, "volume %q: its pool no longer exists", volumeID)
+	}
+	if err != nil {
+		unlock()
+		return ceph.ImageRef{}, ceph.Credentials{}, nil, err
+	}
+	return ref, creds, unlock, nil
+}
+
+// ValidateVolumeCapabilities implements csi.ControllerServer.
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("volume_id is required")
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalid("volume_capabilities are required")
+	}
+	ref, creds, unlock, err := d.lockedVolume(ctx, req.GetVolumeId(), req.GetSecrets())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := d.opts.Backend.StatImage(ctx, creds, ref); err != nil {
+		return nil, cephStatus(err, "volume "+req.GetVolumeId())
+	}
+	if _, err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters:         req.GetParameters(),
+	}}, nil
+}

@@ -1,0 +1,232 @@
+// Package driver serves the CSI Identity, Controller and Node services over
+// gRPC. The handlers stay thin: parameters are validated by package params,
+// IDs by package volid, and every Ceph operation goes through the
+// ceph.Backend interface so that the same handlers run against go-ceph in
+// production and against an in-memory fake in unit tests.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/version"
+)
+
+// Mode selects which CSI services the process serves.
+type Mode string
+
+// Modes.
+const (
+	ModeController Mode = "controller"
+	ModeNode       Mode = "node"
+	ModeAll        Mode = "all"
+)
+
+// ParseMode validates a --mode value.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeController, ModeNode, ModeAll:
+		return m, nil
+	}
+	return "", fmt.Errorf("mode %q: want controller, node or all", s)
+}
+
+// DefaultName is the driver name used when --drivername is not given.
+const DefaultName = "rbd.csi.dev"
+
+// Options configure a Driver.
+type Options struct {
+	Name       string
+	NodeID     string
+	Mode       Mode
+	InstanceID string
+	Clusters   *clusterconfig.Config
+	Backend    ceph.Backend
+	// SecretsDir optionally holds, per clusterID, a directory with userID
+	// and userKey files (a mounted Kubernetes Secret). It serves the calls
+	// that carry no secrets: GetCapacity and ListVolumes.
+	SecretsDir string
+	// Node holds the node plugin's settings; ignored in controller mode.
+	Node NodeOptions
+}
+
+// Driver is the CSI plugin.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedControllerServer
+	csi.UnimplementedNodeServer
+
+	opts   Options
+	locks  *keyLocks
+	known  *knownPools
+	purger *purger
+	node   *nodeState
+}
+
+// New validates opts and builds a Driver.
+func New(opts Options) (*Driver, error) {
+	if opts.Name == "" {
+		opts.Name = DefaultName
+	}
+	if err := validateDriverName(opts.Name); err != nil {
+		return nil, err
+	}
+	if opts.Mode == "" {
+		opts.Mode = ModeAll
+	}
+	if opts.Clusters == nil {
+		opts.Clusters, _ = clusterconfig.Parse([]byte("[]"))
+	}
+	if opts.Mode != ModeNode && opts.Backend == nil {
+		return nil, errors.New("controller mode needs a Ceph backend")
+	}
+	if opts.Mode != ModeController && opts.NodeID == "" {
+		return nil, errors.New("node mode needs --nodeid")
+	}
+	d := &Driver{opts: opts, locks: newKeyLocks(), known: newKnownPools()}
+	if opts.Mode != ModeNode {
+		d.purger = newPurger(opts.Backend)
+	}
+	if opts.Mode != ModeController {
+		ns, err := newNodeState(opts)
+		if err != nil {
+			return nil, err
+		}
+		d.node = ns
+	}
+	return d, nil
+}
+
+// validateDriverName applies the CSI rule: at most 63 characters, beginning
+// and ending with an alphanumeric, with '-', '_' and '.' between.
+func validateDriverName(n string) error {
+	ok := len(n) <= 63 && n != ""
+	for i, r := range n {
+		alnum := (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		inner := r == '-' || r == '_' || r == '.'
+		if !alnum && (!inner || i == 0 || i == len(n)-1) {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("driver name %q: at most 63 characters, alphanumerics with '-', '_' or '.' inside", n)
+	}
+	return nil
+}
+
+// Server is a running gRPC endpoint.
+type Server struct {
+	grpc *grpc.Server
+	lis  net.Listener
+	wg   sync.WaitGroup
+	d    *Driver
+}
+
+// Serve listens on endpoint (unix:///path, unix:/path or a bare path) and
+// serves the services of the driver's mode until Stop.
+func (d *Driver) Serve(endpoint string) (*Server, error) {
+	path, err := ParseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("endpoint directory: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logRPC))
+	csi.RegisterIdentityServer(srv, d)
+	if d.opts.Mode != ModeNode {
+		csi.RegisterControllerServer(srv, d)
+		d.purger.start()
+	}
+	if d.opts.Mode != ModeController {
+		csi.RegisterNodeServer(srv, d)
+	}
+	s := &Server{grpc: srv, lis: lis, d: d}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(lis); err != nil {
+			klog.ErrorS(err, "gRPC server stopped")
+		}
+	}()
+	klog.InfoS("Serving CSI", "driver", d.opts.Name, "version", version.Version, "mode", d.opts.Mode, "endpoint", path)
+	return s, nil
+}
+
+// Stop ends the server after in-flight calls finish (bounded by grace).
+func (s *Server) Stop(grace time.Duration) {
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		s.grpc.Stop()
+	}
+	s.wg.Wait()
+	if s.d.purger != nil {
+		s.d.purger.stop()
+	}
+}
+
+// ParseEndpoint accepts unix:///path, unix:/path, unix://path and a bare path.
+func ParseEndpoint(ep string) (string, error) {
+	if !strings.Contains(ep, ":") {
+		if ep == "" {
+			return "", errors.New("endpoint is empty")
+		}
+		return ep, nil
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return "", fmt.Errorf("endpoint %q: %w", ep, err)
+	}
+	if u.Scheme != "unix" {
+		return "", fmt.Errorf("endpoint %q: only unix sockets are served (unix:///path)", ep)
+	}
+	path := u.Path
+	if u.Host != "" {
+		path = filepath.Join(u.Host, u.Path)
+	}
+	if path == "" {
+		path = u.Opaque
+	}
+	if path == "" {
+		return "", fmt.Errorf("endpoint %q has no path", ep)
+	}
+	return path, nil
+}
+
+// logRPC logs one line per call with its outcome; requests are logged only
+// at high verbosity and always through protosanitizer, so secrets never reach
+// the log.
+func logRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	id := nextRequestID()
+	if klog.V(5).Enabled() {
+		klog.InfoS("RPC request", "id", id, "method", info.FullMethod, "request", sanitize(req))
+	}
+	resp, err := handler(ctx, req)
+	logOutcome(id, info.FullMethod, req, resp, err, time.Since(start))
+	return resp, err
+}

@@ -1,0 +1,117 @@
+package driver
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
+// GetCapacity implements csi.ControllerServer. With StorageClass parameters
+// it reports the named pool; without, the sum over the pools this controller
+// knows (the CSI spec leaves that case to the plugin).
+func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	for _, c := range req.GetVolumeCapabilities() {
+		if _, err := checkCapability(c); err != nil {
+			return &csi.GetCapacityResponse{AvailableCapacity: 0}, nil
+		}
+	}
+	if len(req.GetParameters()) == 0 {
+		return d.totalCapacity(ctx)
+	}
+	p, err := params.ParseVolume(req.GetParameters())
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	cl, err := d.clusterFor(p)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := d.credsFor(cl, p.Pool)
+	if err != nil {
+		return nil, err
+	}
+	u, err := d.opts.Backend.PoolUsage(ctx, creds, cl, p.Pool)
+	if err != nil {
+		return nil, cephStatus(err, "read capacity of pool "+p.Pool)
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: int64(u.Available())}, nil
+}
+
+func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
+	var total uint64
+	for _, a := range d.known.list() {
+		u, err := d.opts.Backend.PoolUsage(ctx, a.creds, a.cluster, a.pool)
+		if err != nil {
+			return nil, cephStatus(err, "read capacity of pool "+a.pool)
+		}
+		total += u.Available()
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: int64(total)}, nil
+}
+
+// ListVolumes implements csi.ControllerServer over the pools this controller
+// knows, listing only images whose names this driver generates. The token is
+// the position in the listing, so volumes created or deleted between pages
+// may shift entries but never produce an error.
+func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, invalid("max_entries must not be negative")
+	}
+	start := 0
+	if tok := req.GetStartingToken(); tok != "" {
+		n, err := strconv.Atoi(tok)
+		if err != nil || n < 0 {
+			return nil, status.Errorf(codes.Aborted, "starting_token %q was not issued by this driver", tok)
+		}
+		start = n
+	}
+	ids, err := d.allVolumeIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if start > len(ids) {
+		return nil, status.Errorf(codes.Aborted, "starting_token %d is past the end of the list (%d volumes)", start, len(ids))
+	}
+	end := len(ids)
+	if m := int(req.GetMaxEntries()); m > 0 && start+m < end {
+		end = start + m
+	}
+	resp := &csi.ListVolumesResponse{}
+	for _, id := range ids[start:end] {
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: &csi.Volume{VolumeId: id}})
+	}
+	if end < len(ids) {
+		resp.NextToken = strconv.Itoa(end)
+	}
+	return resp, nil
+}
+
+func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
+	var ids []string
+	for _, a := range d.known.list() {
+		names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
+		if err != nil {
+			return nil, cephStatus(err, "list images of pool "+a.pool)
+		}
+		poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
+		if err != nil {
+			return nil, cephStatus(err, "look up pool "+a.pool)
+		}
+		for _, n := range names {
+			if !params.LooksGenerated(n) {
+				continue
+			}
+			id, err := volid.ID{ClusterID: a.cluster.ID, Monitors: a.cluster.Monitors, PoolID: poolID, Image: n}.Encode()
+			if err == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
+}

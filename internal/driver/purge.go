@@ -1,0 +1,131 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+)
+
+// purger removes trashed images. It first hands each to the ceph-mgr
+// (rbd_support trash-remove task), which persists the task and survives a
+// driver restart; when no mgr takes it, the purger removes the image itself
+// in the background. Pending work is visible with `rbd trash ls POOL` and
+// `ceph rbd task list`.
+type purger struct {
+	backend ceph.Backend
+	queue   chan purgeJob
+	wg      sync.WaitGroup
+	once    sync.Once
+	done    chan struct{}
+	// pending counts queued and running local purges.
+	mu      sync.Mutex
+	pending map[string]bool
+}
+
+type purgeJob struct {
+	creds   ceph.Credentials
+	cluster ceph.Cluster
+	pool    string
+	id      string
+	name    string
+}
+
+func (j purgeJob) key() string { return j.cluster.Key() + "|" + j.pool + "|" + j.id }
+
+// purgeTimeout bounds one local purge of a (possibly huge) image.
+const purgeTimeout = 30 * time.Minute
+
+// scheduleTimeout bounds handing a purge to the mgr inside the RPC.
+const scheduleTimeout = 5 * time.Second
+
+func newPurger(b ceph.Backend) *purger {
+	return &purger{backend: b, queue: make(chan purgeJob, 1024), done: make(chan struct{}), pending: map[string]bool{}}
+}
+
+func (p *purger) start() {
+	p.wg.Add(1)
+	go p.loop()
+}
+
+func (p *purger) stop() {
+	p.once.Do(func() { close(p.done) })
+	p.wg.Wait()
+}
+
+// schedule hands the purge to the mgr, or queues a local one. The image is
+// already in the trash, so DeleteVolume has succeeded either way; a failure
+// here leaves an entry that the next DeleteVolume of the same volume, or an
+// operator, finishes.
+func (p *purger) schedule(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool, id, name string) {
+	job := purgeJob{creds: cr, cluster: cl, pool: pool, id: id, name: name}
+	sctx, cancel := context.WithTimeout(ctx, scheduleTimeout)
+	defer cancel()
+	err := p.backend.PurgeTrash(sctx, cr, cl, pool, id, true)
+	if err == nil {
+		klog.V(4).InfoS("Trash purge handed to ceph-mgr", "pool", pool, "image", name, "id", id)
+		return
+	}
+	if !errors.Is(err, ceph.ErrNoManager) {
+		klog.InfoS("ceph-mgr did not take the trash purge; purging locally", "pool", pool, "image", name, "error", err)
+	}
+	p.enqueue(job)
+}
+
+func (p *purger) enqueue(job purgeJob) {
+	p.mu.Lock()
+	if p.pending[job.key()] {
+		p.mu.Unlock()
+		return
+	}
+	p.pending[job.key()] = true
+	p.mu.Unlock()
+	select {
+	case p.queue <- job:
+	default:
+		p.finish(job)
+		klog.InfoS("Purge queue full; trash entry left for the next delete or an operator", "pool", job.pool, "id", job.id)
+	}
+}
+
+func (p *purger) finish(job purgeJob) {
+	p.mu.Lock()
+	delete(p.pending, job.key())
+	p.mu.Unlock()
+}
+
+// Pending reports the number of local purges queued or running.
+func (p *purger) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}
+
+func (p *purger) loop() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case job := <-p.queue:
+			p.purge(job)
+		}
+	}
+}
+
+func (p *purger) purge(job purgeJob) {
+	defer p.finish(job)
+	ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
+	defer cancel()
+	start := time.Now()
+	err := p.backend.PurgeTrash(ctx, job.creds, job.cluster, job.pool, job.id, false)
+	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
+		klog.ErrorS(err, "Trash purge failed; the entry stays in the trash", "pool", job.pool, "image", job.name, "id", job.id)
+		return
+	}
+	klog.V(4).InfoS("Trash purge done", "pool", job.pool, "image", job.name, "duration", time.Since(start))
+}

@@ -1,0 +1,615 @@
+package mapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// krbdRig is a krbd mapper wired to a fake kernel, a recording executor
+// (which must stay unused) and a canned kernel log.
+type krbdRig struct {
+	kernel *fakeKernel
+	exec   *fakeExec
+	klog   *fakeKernelLog
+	cfg    Config
+}
+
+func newKRBDRig(t *testing.T, o fakeKernelOpts) *krbdRig {
+	t.Helper()
+	r := &krbdRig{kernel: newFakeKernel(t, o), exec: &fakeExec{}, klog: &fakeKernelLog{}}
+	r.cfg = Config{
+		SysfsRoot: r.kernel.sysfs,
+		DevRoot:   r.kernel.devRoot,
+		Exec:      r.exec,
+		KernelLog: r.klog,
+		Resolver:  fakeResolver{"mon-a.example": {"10.0.0.5"}, "mon-v6.example": {"fd00::7"}},
+	}
+	t.Cleanup(func() {
+		if calls := r.exec.Calls(); len(calls) > 0 {
+			t.Errorf("krbd ran commands, want none: %v", calls)
+		}
+	})
+	return r
+}
+
+func (r *krbdRig) mapper(t *testing.T) Mapper {
+	t.Helper()
+	m, err := New(KRBD, r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+type fakeResolver map[string][]string
+
+func (f fakeResolver) LookupIPAddr(_ context.Context, host string) ([]net.IPAddr, error) {
+	ips, ok := f[host]
+	if !ok {
+		return nil, fmt.Errorf("no such host %s", host)
+	}
+	var out []net.IPAddr
+	for _, ip := range ips {
+		out = append(out, net.IPAddr{IP: net.ParseIP(ip)})
+	}
+	return out, nil
+}
+
+func krbdImage(name string) Image {
+	return Image{
+		Monitors: []string{"192.168.1.1:6789", "192.168.1.2:6789"},
+		User:     "csi-rbd",
+		Key:      testKey,
+		Pool:     "kube",
+		Name:     name,
+		Features: []string{"layering"},
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestKRBDMapWritesAddStringAndDiscoversDevice(t *testing.T) {
+	withNS := krbdImage("img-ns")
+	withNS.RadosNamespace = "tenant-a"
+	named := krbdImage("img-dns")
+	named.Monitors = []string{"mon-a.example:6789", "[fd00::1]:3300", "mon-v6.example"}
+	tests := []struct {
+		name     string
+		opts     fakeKernelOpts
+		img      Image
+		mapOpts  MapOptions
+		wantAdd  string
+		wantFile string
+	}{
+		{
+			name:     "default namespace via add_single_major",
+			img:      krbdImage("img-a"),
+			wantAdd:  "192.168.1.1:6789,192.168.1.2:6789 name=csi-rbd,secret=" + testKey + " kube img-a -",
+			wantFile: "add_single_major",
+		},
+		{
+			name:     "rados namespace goes into _pool_ns",
+			img:      withNS,
+			wantAdd:  "192.168.1.1:6789,192.168.1.2:6789 name=csi-rbd,secret=" + testKey + ",_pool_ns=tenant-a kube img-ns -",
+			wantFile: "add_single_major",
+		},
+		{
+			name:     "read-only and StorageClass options, legacy add file",
+			opts:     fakeKernelOpts{legacyOnly: true},
+			img:      krbdImage("img-ro"),
+			mapOpts:  MapOptions{ReadOnly: true, Extra: "queue_depth=128,notrim,ms_mode=prefer-crc"},
+			wantAdd:  "192.168.1.1:6789,192.168.1.2:6789 name=csi-rbd,secret=" + testKey + ",ro,queue_depth=128,notrim,ms_mode=prefer-crc kube img-ro -",
+			wantFile: "add",
+		},
+		{
+			name:     "monitor host names are resolved, IPv6 bracketed",
+			img:      named,
+			wantAdd:  "10.0.0.5:6789,[fd00::1]:3300,[fd00::7] name=csi-rbd,secret=" + testKey + " kube img-dns -",
+			wantFile: "add_single_major",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.supportedFeatures = "0x3d"
+			rig := newKRBDRig(t, tc.opts)
+			logs := captureKlog(t)
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), tc.img, tc.mapOpts)
+			if err != nil {
+				t.Fatalf("Map: %v", err)
+			}
+			writes := rig.kernel.Writes()
+			if len(writes) != 1 || writes[0] != tc.wantAdd {
+				t.Fatalf("kernel got writes %q, want exactly [%q]", writes, tc.wantAdd)
+			}
+			if filepath.Base(rig.kernel.addPath) != tc.wantFile {
+				t.Fatalf("test setup: add file %s", rig.kernel.addPath)
+			}
+			want := Device{Path: filepath.Join(rig.kernel.devRoot, "rbd0"), Mapper: KRBD, Attrs: map[string]string{
+				AttrDevID: "0", AttrPool: "kube", AttrNamespace: tc.img.RadosNamespace, AttrImage: tc.img.Name,
+				AttrReadOnly: fmt.Sprint(tc.mapOpts.ReadOnly),
+			}}
+			if fmt.Sprint(dev) != fmt.Sprint(want) {
+				t.Errorf("Map returned %+v, want %+v", dev, want)
+			}
+			if strings.Contains(fmt.Sprint(dev), testKey) || strings.Contains(logs.String(), testKey) {
+				t.Error("the key leaked into the Device or the logs")
+			}
+		})
+	}
+}
+
+func TestKRBDDiscoversEachImageAmongSeveral(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	m := rig.mapper(t)
+	ctx := ctxTimeout(t, 5*time.Second)
+	// Same image name in the default namespace and in a namespace: they
+	// are different images and must get different devices.
+	a := krbdImage("shared-name")
+	b := krbdImage("shared-name")
+	b.RadosNamespace = "ns1"
+	c := krbdImage("other")
+	for i, img := range []Image{a, b, c} {
+		dev, err := m.Map(ctx, img, MapOptions{})
+		if err != nil {
+			t.Fatalf("Map(%s): %v", img.Spec(), err)
+		}
+		if want := filepath.Join(rig.kernel.devRoot, fmt.Sprintf("rbd%d", i)); dev.Path != want {
+			t.Errorf("Map(%s) = %s, want %s", img.Spec(), dev.Path, want)
+		}
+	}
+	// Mapping them again (also from a "restarted" mapper) finds each one.
+	for i, img := range []Image{a, b, c} {
+		dev, err := rig.mapper(t).Map(ctx, img, MapOptions{})
+		if err != nil {
+			t.Fatalf("re-Map(%s): %v", img.Spec(), err)
+		}
+		if want := filepath.Join(rig.kernel.devRoot, fmt.Sprintf("rbd%d", i)); dev.Path != want {
+			t.Errorf("re-Map(%s) = %s, want %s", img.Spec(), dev.Path, want)
+		}
+	}
+	if n := len(rig.kernel.Writes()); n != 3 {
+		t.Errorf("kernel got %d add writes, want 3 (re-Map must not add)", n)
+	}
+}
+
+func TestKRBDMapWaitsForDeviceNode(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	// The device entry exists but /dev/rbd0 appears late, as with udev.
+	rig.kernel.addDevice(0, "kube", "", "late-node", "-", "0", "")
+	node := filepath.Join(rig.kernel.devRoot, "rbd0")
+	if err := os.Remove(node); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		_ = os.WriteFile(node, nil, 0o600)
+	}()
+	dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), krbdImage("late-node"), MapOptions{})
+	if err != nil || dev.Path != node {
+		t.Fatalf("Map = %v, %v; want %s", dev.Path, err, node)
+	}
+
+	// A node that never appears fails with advice, not a hang.
+	rig.kernel.addDevice(1, "kube", "", "no-node", "-", "0", "")
+	_ = os.Remove(filepath.Join(rig.kernel.devRoot, "rbd1"))
+	_, err = rig.mapper(t).Map(ctxTimeout(t, 300*time.Millisecond), krbdImage("no-node"), MapOptions{})
+	if !errors.Is(err, ErrMapFailed) || !strings.Contains(err.Error(), "udev") {
+		t.Errorf("Map without device node: %v, want ErrMapFailed mentioning udev", err)
+	}
+}
+
+func TestKRBDMapRefusesAccessModeConflict(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	ctx := ctxTimeout(t, 5*time.Second)
+	img := krbdImage("img")
+	if _, err := rig.mapper(t).Map(ctx, img, MapOptions{ReadOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := rig.mapper(t).Map(ctx, img, MapOptions{ReadOnly: false})
+	if !errors.Is(err, ErrMappingConflict) || GRPCCode(err) != codes.FailedPrecondition {
+		t.Errorf("read-write Map over read-only mapping: %v, want ErrMappingConflict", err)
+	}
+}
+
+func TestKRBDUnmapWritesRemoveAndIsIdempotent(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	ctx := ctxTimeout(t, 5*time.Second)
+	m := rig.mapper(t)
+	other, err := m.Map(ctx, krbdImage("other"), MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := m.Map(ctx, krbdImage("img"), MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rig.mapper(t).Unmap(ctx, dev); err != nil {
+		t.Fatalf("Unmap: %v", err)
+	}
+	// The fake processes a FIFO write just after the writer returns (the
+	// real kernel before); let it catch up before the next call.
+	rig.kernel.waitWrites(3, 2*time.Second)
+	if err := rig.mapper(t).Unmap(ctx, dev); err != nil {
+		t.Fatalf("second Unmap: %v", err)
+	}
+	writes := rig.kernel.waitWrites(4, 200*time.Millisecond)
+	if len(writes) != 3 || writes[2] != "1" {
+		t.Fatalf("kernel writes %q, want two adds then exactly one remove \"1\"", writes)
+	}
+	if _, err := os.Stat(filepath.Join(rig.kernel.bus, "devices", "1")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("device 1 still exists after Unmap")
+	}
+	if healthy, _ := m.Check(ctx, other); !healthy {
+		t.Error("unmapping one image disturbed another")
+	}
+
+	// The id of an unmapped device may be reused by another image; a stale
+	// Device must not unmap the newcomer.
+	newcomer, err := m.Map(ctx, krbdImage("newcomer"), MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newcomer.Attrs[AttrDevID] != dev.Attrs[AttrDevID] {
+		t.Fatalf("test setup: newcomer got id %s, want reused id %s", newcomer.Attrs[AttrDevID], dev.Attrs[AttrDevID])
+	}
+	if err := m.Unmap(ctx, dev); err != nil {
+		t.Fatalf("Unmap of stale device: %v", err)
+	}
+	if n := len(rig.kernel.waitWrites(5, 200*time.Millisecond)); n != 4 {
+		t.Errorf("stale Unmap wrote to the kernel (%d writes, want 4)", n)
+	}
+	if healthy, msg := m.Check(ctx, newcomer); !healthy {
+		t.Errorf("stale Unmap removed the newcomer: %s", msg)
+	}
+}
+
+func TestKRBDForceUnmapWritesForce(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	ctx := ctxTimeout(t, 5*time.Second)
+	m := rig.mapper(t)
+	dev, err := m.Map(ctx, krbdImage("img"), MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fu, ok := m.(ForceUnmapper)
+	if !ok {
+		t.Fatal("krbd does not implement ForceUnmapper")
+	}
+	if err := fu.ForceUnmap(ctx, dev); err != nil {
+		t.Fatal(err)
+	}
+	if w := rig.kernel.waitWrites(2, 2*time.Second); w[len(w)-1] != "0 force" {
+		t.Errorf("last write %q, want \"0 force\"", w[len(w)-1])
+	}
+}
+
+func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
+	tests := []struct {
+		name       string
+		supported  string
+		features   []string
+		readOnly   bool
+		wantErr    bool
+		wantInMsg  []string
+		notInMsg   []string
+		wantWrites int
+	}{
+		{
+			name:      "old kernel, default features: names them and offers feature disable",
+			supported: "0x1",
+			features:  []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"},
+			wantErr:   true,
+			wantInMsg: []string{
+				"exclusive-lock, object-map, fast-diff, deep-flatten",
+				"rbd feature disable kube/img deep-flatten fast-diff object-map exclusive-lock",
+				"imageFeatures=layering", "mounter: rbd-nbd", "supported_features=0x1",
+			},
+		},
+		{
+			name:      "journaling is not supported by krbd",
+			supported: "0x3d",
+			features:  []string{"layering", "exclusive-lock", "journaling"},
+			wantErr:   true,
+			wantInMsg: []string{"journaling", "rbd feature disable kube/img journaling", "mounter: rbd-nbd"},
+			notInMsg:  []string{"exclusive-lock,"},
+		},
+		{
+			name:      "data-pool cannot be disabled: no feature-disable advice",
+			supported: "0x3d",
+			features:  []string{"layering", "data-pool"},
+			wantErr:   true,
+			wantInMsg: []string{"data-pool", "imageFeatures=layering", "mounter: rbd-nbd"},
+			notInMsg:  []string{"rbd feature disable"},
+		},
+		{
+			name:       "read-only map only needs the read-incompatible features",
+			supported:  "0x3d",
+			features:   []string{"layering", "exclusive-lock", "journaling"},
+			readOnly:   true,
+			wantWrites: 1,
+		},
+		{
+			name:       "all features supported",
+			supported:  "0xbd",
+			features:   []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten", "data-pool"},
+			wantWrites: 1,
+		},
+		{
+			name:       "unknown feature names are left to the kernel",
+			supported:  "0x3d",
+			features:   []string{"layering", "some-future-feature"},
+			wantWrites: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: tc.supported})
+			img := krbdImage("img")
+			img.Features = tc.features
+			_, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{ReadOnly: tc.readOnly})
+			if tc.wantErr != (err != nil) {
+				t.Fatalf("Map error = %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				if !errors.Is(err, ErrUnsupportedFeatures) || GRPCCode(err) != codes.FailedPrecondition {
+					t.Errorf("error %v is not ErrUnsupportedFeatures/FailedPrecondition", err)
+				}
+				for _, s := range tc.wantInMsg {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q lacks %q", err, s)
+					}
+				}
+				for _, s := range tc.notInMsg {
+					if strings.Contains(err.Error(), s) {
+						t.Errorf("error %q should not contain %q", err, s)
+					}
+				}
+			}
+			if n := len(rig.kernel.Writes()); n != tc.wantWrites {
+				t.Errorf("kernel got %d writes, want %d", n, tc.wantWrites)
+			}
+		})
+	}
+}
+
+func TestKRBDMapTimeoutDiagnosesCrushTunables(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d", stallAdd: true})
+	rig.klog.lines = []string{
+		"rbd: loaded (major 251)",
+		"libceph: mon0 (1)192.168.1.1:6789 feature set mismatch, my 107b84a842aca < server's 40107b84a842aca, missing 400000000000000",
+		"libceph: mon0 (1)192.168.1.1:6789 missing required protocol features",
+	}
+	img := krbdImage("img")
+	before := time.Now()
+	_, err := rig.mapper(t).Map(ctxTimeout(t, 300*time.Millisecond), img, MapOptions{})
+	if elapsed := time.Since(before); elapsed > 3*time.Second {
+		t.Errorf("Map took %v despite a 300ms deadline", elapsed)
+	}
+	if !errors.Is(err, ErrClusterIncompatible) || !errors.Is(err, ErrMapTimeout) {
+		t.Fatalf("Map: %v, want ErrClusterIncompatible wrapping ErrMapTimeout", err)
+	}
+	if GRPCCode(err) != codes.FailedPrecondition {
+		t.Errorf("GRPCCode = %v, want FailedPrecondition", GRPCCode(err))
+	}
+	for _, s := range []string{
+		"CRUSH_TUNABLES5", "ceph osd crush tunables hammer", "rebalance",
+		"upgrade the node kernel", "mounter: rbd-nbd", "feature set mismatch",
+	} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error lacks %q: %v", s, err)
+		}
+	}
+	if strings.Contains(err.Error(), testKey) {
+		t.Error("the error contains the key")
+	}
+	if len(rig.klog.since) != 1 || rig.klog.since[0].Before(before) {
+		t.Errorf("kernel log asked since %v, want one call at or after %v", rig.klog.since, before)
+	}
+
+}
+
+func TestKRBDRetryAfterTimeoutReusesLateMapping(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d", stallAdd: true})
+	m := rig.mapper(t)
+	img := krbdImage("img")
+	_, err := m.Map(ctxTimeout(t, 200*time.Millisecond), img, MapOptions{})
+	if !errors.Is(err, ErrMapTimeout) || GRPCCode(err) != codes.DeadlineExceeded {
+		t.Fatalf("Map: %v, want ErrMapTimeout/DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), "192.168.1.1:6789") {
+		t.Errorf("timeout error does not name the monitors: %v", err)
+	}
+	// While the first add is still blocked, a retry with a short deadline
+	// waits for it rather than adding again.
+	_, err = m.Map(ctxTimeout(t, 200*time.Millisecond), img, MapOptions{})
+	if !errors.Is(err, ErrMapTimeout) || !strings.Contains(err.Error(), "still waiting for the kernel") {
+		t.Fatalf("retry while pending: %v, want ErrMapTimeout about the pending map", err)
+	}
+	rig.kernel.serveAdd() // the kernel completes the first add
+	dev, err := m.Map(ctxTimeout(t, 5*time.Second), img, MapOptions{})
+	if err != nil {
+		t.Fatalf("retry after the kernel finished: %v", err)
+	}
+	if dev.Path != filepath.Join(rig.kernel.devRoot, "rbd0") {
+		t.Errorf("retry returned %s, want rbd0", dev.Path)
+	}
+	if n := len(rig.kernel.Writes()); n != 1 {
+		t.Errorf("kernel got %d add writes, want 1", n)
+	}
+}
+
+func TestKRBDWithoutKernelSupport(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	cfg := rig.cfg
+	cfg.SysfsRoot = t.TempDir() // no bus/rbd
+	m, err := New(KRBD, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Map(ctxTimeout(t, time.Second), krbdImage("img"), MapOptions{})
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "modprobe rbd") || !strings.Contains(err.Error(), "rbd-nbd") {
+		t.Errorf("Map without krbd: %v, want ErrUnsupported with modprobe and rbd-nbd advice", err)
+	}
+}
+
+func TestKRBDRejectsUnsafeInputBeforeTouchingTheKernel(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Image, *MapOptions)
+	}{
+		{"secret in map options", func(_ *Image, o *MapOptions) { o.Extra = "secret=AQBx" }},
+		{"name in map options", func(_ *Image, o *MapOptions) { o.Extra = "name=admin" }},
+		{"namespace in map options", func(_ *Image, o *MapOptions) { o.Extra = "_pool_ns=other" }},
+		{"space in option value", func(_ *Image, o *MapOptions) { o.Extra = "queue_depth=1 kube evil -" }},
+		{"newline in options", func(_ *Image, o *MapOptions) { o.Extra = "notrim\nexclusive" }},
+		{"unknown option", func(_ *Image, o *MapOptions) { o.Extra = "frobnicate" }},
+		{"flag with value", func(_ *Image, o *MapOptions) { o.Extra = "notrim=1" }},
+		{"non-numeric value", func(_ *Image, o *MapOptions) { o.Extra = "queue_depth=lots" }},
+		{"space in image name", func(i *Image, _ *MapOptions) { i.Name = "img other" }},
+		{"comma in namespace", func(i *Image, _ *MapOptions) { i.RadosNamespace = "ns,secret=x" }},
+		{"slash in pool", func(i *Image, _ *MapOptions) { i.Pool = "../etc" }},
+		{"key with comma", func(i *Image, _ *MapOptions) { i.Key = testKey + ",ro" }},
+		{"key not a cephx key", func(i *Image, _ *MapOptions) { i.Key = "aGVsbG8=" }},
+		{"user with prefix", func(i *Image, _ *MapOptions) { i.User = "client.admin" }},
+		{"monitor with space", func(i *Image, _ *MapOptions) { i.Monitors = []string{"1.2.3.4:6789 name=x"} }},
+		{"no monitors", func(i *Image, _ *MapOptions) { i.Monitors = nil }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+			img, opts := krbdImage("img"), MapOptions{}
+			tc.modify(&img, &opts)
+			_, err := rig.mapper(t).Map(ctxTimeout(t, time.Second), img, opts)
+			if GRPCCode(err) != codes.InvalidArgument {
+				t.Fatalf("Map: %v (code %v), want InvalidArgument", err, GRPCCode(err))
+			}
+			if strings.Contains(err.Error(), testKey) {
+				t.Error("the error contains the key")
+			}
+			if w := rig.kernel.Writes(); len(w) != 0 {
+				t.Errorf("kernel got writes %q", w)
+			}
+		})
+	}
+}
+
+func TestKRBDCheck(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	ctx := ctxTimeout(t, 5*time.Second)
+	m := rig.mapper(t)
+	dev, err := m.Map(ctx, krbdImage("img"), MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if healthy, msg := m.Check(ctx, dev); !healthy {
+		t.Fatalf("Check of a fresh mapping: %s", msg)
+	}
+	rig.kernel.remove("0") // e.g. someone ran `rbd unmap` by hand
+	healthy, msg := m.Check(ctx, dev)
+	if healthy || !strings.Contains(msg, "no longer mapped") {
+		t.Errorf("Check after the kernel dropped the device = %v, %q", healthy, msg)
+	}
+	bad := dev
+	bad.Attrs = map[string]string{AttrDevID: "0 force", AttrPool: "kube", AttrImage: "img"}
+	if healthy, _ := m.Check(ctx, bad); healthy {
+		t.Error("Check accepted a malformed id")
+	}
+	if err := m.Unmap(ctx, bad); GRPCCode(err) != codes.InvalidArgument {
+		t.Errorf("Unmap with malformed id: %v, want InvalidArgument", err)
+	}
+}
+
+func TestKRBDRemoveErrorsAreClassified(t *testing.T) {
+	k := newKRBD(Config{}.withDefaults())
+	img := krbdImage("img")
+	tests := []struct {
+		err  error
+		want error
+	}{
+		{&os.PathError{Op: "write", Path: "remove", Err: syscall.EBUSY}, ErrDeviceBusy},
+		{&os.PathError{Op: "write", Path: "remove", Err: syscall.EIO}, ErrUnmapFailed},
+	}
+	for _, tc := range tests {
+		err := k.removeResult(img, "3", false, tc.err, nil)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("removeResult(%v) = %v, want %v", tc.err, err, tc.want)
+		}
+	}
+	if err := k.removeResult(img, "3", false, &os.PathError{Err: syscall.ENOENT}, nil); err != nil {
+		t.Errorf("ENOENT (already gone) = %v, want success", err)
+	}
+}
+
+func TestClassifyMapFailure(t *testing.T) {
+	img := krbdImage("img")
+	timeout := fmt.Errorf("%w: deadline", ErrMapTimeout)
+	tests := []struct {
+		name  string
+		werr  error
+		lines []string
+		want  error
+		code  codes.Code
+		in    []string
+	}{
+		{"feature mismatch after timeout", timeout,
+			[]string{"libceph: mon0 (1)10.0.0.1:6789 feature set mismatch, my 2b84a042aca < server's 2f84a042aca, missing 400000000000000"},
+			ErrClusterIncompatible, codes.FailedPrecondition, []string{"CRUSH_TUNABLES5", "tunables hammer"}},
+		{"feature mismatch with errno", &os.PathError{Err: syscall.EIO},
+			[]string{"libceph: mon0 missing required protocol features"},
+			ErrClusterIncompatible, codes.FailedPrecondition, []string{"upgrade the node kernel"}},
+		{"straw2 and upmap bits are named", timeout,
+			[]string{"libceph: mon0 feature set mismatch, my 1 < server's 2, missing 1000000200000"},
+			ErrClusterIncompatible, codes.FailedPrecondition, []string{"CRUSH_V4 (straw2", "OSDMAP_PG_UPMAP"}},
+		{"kernel says unsupported image features", &os.PathError{Err: syscall.ENXIO},
+			[]string{"rbd: image img: image uses unsupported features: 0x38"},
+			ErrUnsupportedFeatures, codes.FailedPrecondition, []string{"object-map, fast-diff, deep-flatten", "rbd feature disable"}},
+		{"no such image", &os.PathError{Err: syscall.ENOENT}, nil, ErrImageNotFound, codes.NotFound, []string{"kube/img"}},
+		{"auth failure", &os.PathError{Err: syscall.EACCES}, []string{"libceph: auth protocol 'cephx' auth failed: -13"},
+			ErrAccessDenied, codes.PermissionDenied, []string{"client.csi-rbd", "auth failed"}},
+		{"bad option", &os.PathError{Err: syscall.EINVAL}, nil, ErrInvalidOptions, codes.InvalidArgument, nil},
+		{"kernel mount_timeout", &os.PathError{Err: syscall.ETIMEDOUT}, nil, ErrMapTimeout, codes.DeadlineExceeded, []string{"192.168.1.1:6789"}},
+		{"plain timeout", timeout, []string{"unrelated: eth0 up"}, ErrMapTimeout, codes.DeadlineExceeded, []string{"reach the monitors"}},
+		{"other errno", &os.PathError{Err: syscall.EIO}, nil, ErrMapFailed, codes.Internal, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := classifyMapFailure(img, tc.werr, relevantKernelLines(tc.lines), nil)
+			if !errors.Is(err, tc.want) || GRPCCode(err) != tc.code {
+				t.Fatalf("got %v (code %v), want %v (%v)", err, GRPCCode(err), tc.want, tc.code)
+			}
+			for _, s := range tc.in {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("%q lacks %q", err, s)
+				}
+			}
+		})
+	}
+	err := classifyMapFailure(img, timeout, nil, errors.New("permission denied"))
+	if !strings.Contains(err.Error(), "kernel log unavailable") {
+		t.Errorf("an unreadable kernel log is not mentioned: %v", err)
+	}
+}
+
+func TestKRBDRedactsKeyFromKernelLog(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d", stallAdd: true})
+	// Old kernels echo a bad option token, which could be the secret.
+	rig.klog.lines = []string{"libceph: bad option at 'secret=" + testKey + "'"}
+	_, err := rig.mapper(t).Map(ctxTimeout(t, 200*time.Millisecond), krbdImage("img"), MapOptions{})
+	if err == nil || strings.Contains(err.Error(), testKey) || !strings.Contains(err.Error(), "<redacted>") {
+		t.Errorf("error must carry the kernel line with the key redacted: %v", err)
+	}
+}

@@ -1,0 +1,263 @@
+// Package mapper turns an RBD image into a local block device for the node
+// plugin. Three implementations sit behind the Mapper interface:
+//
+//   - "krbd": the kernel rbd driver, driven through /sys/bus/rbd. It runs no
+//     command at all; the cephx key goes straight from memory into the sysfs
+//     write, so it never appears in any process' arguments.
+//   - "rbd-nbd": userspace librbd exported through the kernel nbd driver by
+//     the rbd-nbd tool; supports every image feature.
+//   - "fuse": userspace librbd exported as a file by one rbd-fuse process per
+//     image, then turned into a block device with a loop device. This is the
+//     path for kernels that have neither rbd nor nbd.
+//
+// Secrets: Image.Key is never logged, never put into process arguments or
+// error messages, and never left in a file once a call returns (userspace
+// mappers get it through a 0600 keyring file in a private 0700 directory
+// that is removed as soon as the tool has read it).
+//
+// Deadlines: every external command and every potentially blocking sysfs or
+// FUSE access runs under the caller's context; a context without a deadline
+// gets Config.DefaultTimeout.
+//
+// Errors are wrapped around the sentinel errors in errors.go; use errors.Is
+// or GRPCCode to classify them.
+package mapper
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// Mapper names accepted by New.
+const (
+	KRBD   = "krbd"
+	RBDNBD = "rbd-nbd"
+	Fuse   = "fuse"
+)
+
+// DefaultTimeout bounds an operation whose context carries no deadline.
+const DefaultTimeout = 2 * time.Minute
+
+// Image identifies an RBD image and how to reach it.
+//
+// Key is a cephx secret: it is never logged, never put into process
+// arguments or errors, and never left in a file after a call returns.
+type Image struct {
+	// Monitors are the monitor addresses as "host:port" (IPv6 as
+	// "[addr]:port"); the port may be omitted.
+	Monitors []string
+	// User is the cephx user without the "client." prefix.
+	User string
+	// Key is the user's base64 cephx secret.
+	Key string
+	// Pool, RadosNamespace (may be empty) and Name locate the image.
+	Pool, RadosNamespace, Name string
+	// Features are the image's features as rbd names (layering,
+	// exclusive-lock, object-map, fast-diff, deep-flatten, journaling,
+	// data-pool, ...), filled by the caller from librbd. krbd refuses
+	// images with features the kernel does not support.
+	Features []string
+	// ClusterFSID optionally names the cluster (its fsid UUID). When set,
+	// krbd only treats an existing mapping as this image's if the kernel
+	// reports the same cluster_fsid, which matters when a node mounts
+	// images from two clusters with identical pool and image names.
+	ClusterFSID string
+}
+
+// Spec returns "pool/[namespace/]image", the usual rbd image spec. It
+// contains no secret and is safe to log.
+func (img Image) Spec() string {
+	if img.RadosNamespace == "" {
+		return img.Pool + "/" + img.Name
+	}
+	return img.Pool + "/" + img.RadosNamespace + "/" + img.Name
+}
+
+// MapOptions tune one Map call.
+type MapOptions struct {
+	// ReadOnly maps the device read-only.
+	ReadOnly bool
+	// Extra is the StorageClass's comma-separated map options for the
+	// chosen mapper (krbd: kernel rbd/libceph options such as
+	// "queue_depth=256,notrim"; rbd-nbd: "io-timeout=30,exclusive"; fuse:
+	// none). It is validated against an allowlist; see ValidateMapOptions.
+	Extra string
+	// Previous, when set, is the Device an earlier Map of the same image
+	// returned (read back from the caller's stage-state file). rbd-nbd uses
+	// it to re-attach a new rbd-nbd process to the existing nbd device
+	// after the old process died with the plugin, so that a filesystem
+	// mounted on it survives. Other mappers find their mapping without it.
+	Previous *Device
+}
+
+// Device is a mapped image.
+type Device struct {
+	// Path is the block device: /dev/rbd0, /dev/nbd0, /dev/loop3.
+	Path string `json:"path"`
+	// Mapper is the Name() of the mapper that made it.
+	Mapper string `json:"mapper"`
+	// Attrs is what Unmap, Check and re-attach need. The caller persists it
+	// (JSON stage-state file); it never contains secrets.
+	Attrs map[string]string `json:"attrs,omitempty"`
+}
+
+// Keys of Device.Attrs.
+const (
+	AttrPool      = "pool"
+	AttrNamespace = "namespace"
+	AttrImage     = "image"
+	// AttrDevID is the krbd device id (N of /dev/rbdN).
+	AttrDevID = "id"
+	// AttrCookie is the rbd-nbd device cookie used to re-attach.
+	AttrCookie = "cookie"
+	// AttrReadOnly is "true" when the device was mapped read-only.
+	AttrReadOnly = "readonly"
+)
+
+// Mapper turns RBD images into local block devices.
+type Mapper interface {
+	// Name returns the mapper's name as accepted by New.
+	Name() string
+	// Map makes the image a local block device. It is idempotent: an image
+	// already mapped by this mapper returns the existing device (also after
+	// the plugin restarted, i.e. from a new Mapper value).
+	Map(ctx context.Context, img Image, opts MapOptions) (Device, error)
+	// Unmap removes the device. It is idempotent: an already unmapped
+	// device is success. A device still in use (mounted, held open) fails
+	// with ErrDeviceBusy and is left alone.
+	Unmap(ctx context.Context, dev Device) error
+	// Check reports whether a previously returned Device is still healthy
+	// (for the NodeGetVolumeStats volume condition), with a message an
+	// operator can act on when it is not.
+	Check(ctx context.Context, dev Device) (healthy bool, msg string)
+}
+
+// ForceUnmapper is implemented by mappers that can tear a mapping down while
+// it is still open (krbd "force"): in-flight I/O is failed and every later
+// I/O on the device fails. Only for callers that know the device's users
+// are gone for good; a mounted filesystem on it will see I/O errors.
+type ForceUnmapper interface {
+	ForceUnmap(ctx context.Context, dev Device) error
+}
+
+// Config configures the mappers. The zero value works for krbd and
+// rbd-nbd on a real node; fuse needs StateDir.
+type Config struct {
+	// SysfsRoot is where sysfs is mounted ("/sys" when empty). Tests point
+	// it at a fake tree.
+	SysfsRoot string
+	// DevRoot is the device directory ("/dev" when empty).
+	DevRoot string
+	// StateDir holds the fuse mapper's per-image state: mountpoints, pid
+	// files, logs. It must survive plugin restarts (a hostPath) and is
+	// required for "fuse".
+	StateDir string
+	// SecretDir is where short-lived keyring files are created, each in its
+	// own 0700 directory. Prefer a tmpfs so keys never reach a disk. When
+	// empty: /dev/shm if it exists, else os.TempDir().
+	SecretDir string
+	// CephConf is an optional ceph.conf passed to rbd-nbd (-c) for extra
+	// client settings. Monitors and credentials always come from Image.
+	CephConf string
+	// Exec runs external commands (nil: the OS).
+	Exec Executor
+	// KernelLog reads kernel messages for krbd failure diagnosis
+	// (nil: /dev/kmsg).
+	KernelLog KernelLog
+	// Resolver resolves monitor host names for krbd, which needs IP
+	// addresses (nil: net.DefaultResolver).
+	Resolver Resolver
+	// DefaultTimeout bounds calls whose context has no deadline
+	// (0: DefaultTimeout).
+	DefaultTimeout time.Duration
+	// RBDNBDPath, RBDFusePath and LosetupPath name the binaries ("rbd-nbd",
+	// "rbd-fuse", "losetup" looked up in PATH when empty).
+	RBDNBDPath, RBDFusePath, LosetupPath string
+}
+
+func (c Config) withDefaults() Config {
+	if c.SysfsRoot == "" {
+		c.SysfsRoot = "/sys"
+	}
+	if c.DevRoot == "" {
+		c.DevRoot = "/dev"
+	}
+	if c.SecretDir == "" {
+		c.SecretDir = defaultSecretDir()
+	}
+	if c.Exec == nil {
+		c.Exec = OSExecutor{}
+	}
+	if c.KernelLog == nil {
+		c.KernelLog = KmsgLog{}
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = DefaultTimeout
+	}
+	if c.RBDNBDPath == "" {
+		c.RBDNBDPath = "rbd-nbd"
+	}
+	if c.RBDFusePath == "" {
+		c.RBDFusePath = "rbd-fuse"
+	}
+	if c.LosetupPath == "" {
+		c.LosetupPath = "losetup"
+	}
+	return c
+}
+
+func defaultSecretDir() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}
+
+// New returns the mapper called name ("krbd", "rbd-nbd" or "fuse").
+func New(name string, cfg Config) (Mapper, error) {
+	cfg = cfg.withDefaults()
+	switch name {
+	case KRBD:
+		return newKRBD(cfg), nil
+	case RBDNBD:
+		return newNBD(cfg), nil
+	case Fuse:
+		return newFuse(cfg)
+	default:
+		return nil, fmt.Errorf("%w: unknown mapper %q (want one of %v)", ErrInvalidOptions, name, Names())
+	}
+}
+
+// Names lists the mapper names New accepts.
+func Names() []string {
+	n := []string{KRBD, RBDNBD, Fuse}
+	sort.Strings(n)
+	return n
+}
+
+// withDeadline gives ctx a deadline when it has none, so that nothing this
+// package starts can block forever.
+func withDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// cleanAbs returns an absolute, symlink-free form of dir (which must exist),
+// because the kernel reports loop backing files and mountpoints that way.
+func cleanAbs(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}

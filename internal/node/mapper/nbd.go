@@ -1,0 +1,364 @@
+package mapper
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"k8s.io/klog/v2"
+)
+
+// nbd maps images with the rbd-nbd tool: userspace librbd served to the
+// kernel nbd driver by one rbd-nbd daemon per image. The key reaches
+// rbd-nbd through a 0600 keyring file that is deleted when the command
+// returns (the daemon keeps the key in memory).
+type nbd struct {
+	cfg   Config
+	locks keyedMutex
+}
+
+var nbdDevRe = regexp.MustCompile(`^/dev/nbd[0-9]+$`)
+
+func newNBD(cfg Config) *nbd { return &nbd{cfg: cfg} }
+
+func (n *nbd) Name() string { return RBDNBD }
+
+// nbdMapped is one entry of `rbd-nbd list-mapped --format json`.
+type nbdMapped struct {
+	PID       int    `json:"id"`
+	Pool      string `json:"pool"`
+	Namespace string `json:"namespace"`
+	Image     string `json:"image"`
+	Snap      string `json:"snap"`
+	Device    string `json:"device"`
+	Cookie    string `json:"cookie"`
+}
+
+func (m nbdMapped) is(img Image) bool {
+	return m.Pool == img.Pool && m.Namespace == img.RadosNamespace && m.Image == img.Name && (m.Snap == "" || m.Snap == "-")
+}
+
+// Map implements Mapper.
+func (n *nbd) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
+	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
+	defer cancel()
+	if err := validateImage(img); err != nil {
+		return Device{}, err
+	}
+	extra, err := parseOptions(RBDNBD, opts.Extra)
+	if err != nil {
+		return Device{}, err
+	}
+	unlock, err := n.locks.Lock(ctx, img.Spec())
+	if err != nil {
+		return Device{}, fmt.Errorf("%w: %w", ErrMapTimeout, err)
+	}
+	defer unlock()
+	dev, err := n.mapLocked(ctx, img, opts, extra)
+	return dev, redact(err, img.Key)
+}
+
+func (n *nbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
+	mapped, err := n.listMapped(ctx)
+	if err != nil {
+		return Device{}, fmt.Errorf("%w: %v", ErrMapFailed, err)
+	}
+	for _, m := range mapped {
+		if m.is(img) {
+			return n.existing(img, m, opts.ReadOnly)
+		}
+	}
+	if prev := opts.Previous; prev != nil && prev.Mapper == RBDNBD {
+		dev, attached, err := n.reattach(ctx, img, opts, extra, *prev)
+		if err != nil || attached {
+			return dev, err
+		}
+	}
+	return n.mapNew(ctx, img, opts, extra)
+}
+
+func (n *nbd) existing(img Image, m nbdMapped, readOnly bool) (Device, error) {
+	if ro, known := blockReadOnly(n.cfg.SysfsRoot, m.Device); known && ro != readOnly {
+		return Device{}, fmt.Errorf("%w: %s is already mapped at %s with read-only=%t, requested read-only=%t; unstage the other user or unmap it first",
+			ErrMappingConflict, img.Spec(), m.Device, ro, readOnly)
+	}
+	klog.V(4).InfoS("rbd-nbd: image already mapped", "image", img.Spec(), "device", m.Device)
+	return nbdDevice(img, m.Device, m.Cookie, readOnly), nil
+}
+
+func nbdDevice(img Image, path, cookie string, readOnly bool) Device {
+	return Device{
+		Path:   path,
+		Mapper: RBDNBD,
+		Attrs: map[string]string{
+			AttrPool:      img.Pool,
+			AttrNamespace: img.RadosNamespace,
+			AttrImage:     img.Name,
+			AttrCookie:    cookie,
+			AttrReadOnly:  strconv.FormatBool(readOnly),
+		},
+	}
+}
+
+// reattach connects a new rbd-nbd process to the nbd device an earlier
+// (now dead) process served, so that what is mounted on it keeps working.
+// attached is false when there is nothing to re-attach to.
+func (n *nbd) reattach(ctx context.Context, img Image, opts MapOptions, extra []option, prev Device) (Device, bool, error) {
+	if !nbdDevRe.MatchString(prev.Path) || prev.Attrs[AttrPool] != img.Pool ||
+		prev.Attrs[AttrNamespace] != img.RadosNamespace || prev.Attrs[AttrImage] != img.Name {
+		return Device{}, false, nil
+	}
+	st := n.kernelState(prev.Path)
+	if !st.connected {
+		return Device{}, false, nil
+	}
+	cookie := prev.Attrs[AttrCookie]
+	if st.hasBackend && st.backend != cookie {
+		klog.InfoS("rbd-nbd: previous device now serves another backend; mapping anew", "image", img.Spec(), "device", prev.Path)
+		return Device{}, false, nil
+	}
+	args := []string{"attach", "--device", prev.Path, "--try-netlink"}
+	if st.hasBackend {
+		// rbd-nbd refuses --cookie on kernels without backend support.
+		args = append(args, "--cookie", cookie)
+	}
+	if _, err := n.runWithKey(ctx, img, args, opts, extra); err != nil {
+		return Device{}, false, n.classify(img, "re-attaching "+prev.Path+" for", err)
+	}
+	klog.InfoS("rbd-nbd: re-attached image to its device", "image", img.Spec(), "device", prev.Path)
+	return nbdDevice(img, prev.Path, cookie, opts.ReadOnly), true, nil
+}
+
+func (n *nbd) mapNew(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
+	cookie, err := newCookie()
+	if err != nil {
+		return Device{}, fmt.Errorf("%w: %v", ErrMapFailed, err)
+	}
+	out, err := n.runWithKey(ctx, img, []string{"map", "--try-netlink", "--cookie", cookie}, opts, extra)
+	if err != nil {
+		return Device{}, n.classify(img, "mapping", err)
+	}
+	path := lastDeviceLine(out)
+	if path == "" {
+		return Device{}, fmt.Errorf("%w: rbd-nbd map of %s printed no device path (output %q)", ErrMapFailed, img.Spec(), tail(out, 200))
+	}
+	klog.InfoS("rbd-nbd: mapped image", "image", img.Spec(), "device", path, "readOnly", opts.ReadOnly)
+	return nbdDevice(img, path, cookie, opts.ReadOnly), nil
+}
+
+// runWithKey runs rbd-nbd with the credentials in a temporary keyring that
+// is removed as soon as the command returns.
+func (n *nbd) runWithKey(ctx context.Context, img Image, head []string, opts MapOptions, extra []option) (string, error) {
+	kr, err := writeTempKeyring(n.cfg.SecretDir, img.User, img.Key)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrMapFailed, err)
+	}
+	defer kr.Remove()
+	args := append([]string{}, head...)
+	if opts.ReadOnly {
+		args = append(args, "--read-only")
+	}
+	for _, o := range extra {
+		args = append(args, "--"+o.Name)
+		if o.HasValue {
+			args = append(args, o.Value)
+		}
+	}
+	args = append(args, "--id", img.User, "-m", strings.Join(img.Monitors, ","), "--keyring", kr.Path)
+	if n.cfg.CephConf != "" {
+		args = append(args, "-c", n.cfg.CephConf)
+	}
+	args = append(args, img.Spec())
+	return runTool(ctx, n.cfg.Exec, Command{Path: n.cfg.RBDNBDPath, Args: args})
+}
+
+// classify maps an rbd-nbd failure to a package error by its message.
+func (n *nbd) classify(img Image, doing string, err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %s %s with rbd-nbd; check that this node reaches the monitors %v: %v", ErrMapTimeout, doing, img.Spec(), img.Monitors, err)
+	case containsAny(msg, "failed to find unused device", "nbd module", "Module nbd not found", "failed to load nbd"):
+		return fmt.Errorf("%w: no usable nbd device on this node (load the module with `modprobe nbd nbds_max=256`, or all nbd devices are in use); or use StorageClass parameter mounter: krbd or fuse: %v", ErrUnsupported, err)
+	case containsAny(msg, "(2) No such file or directory", "image not found"):
+		return fmt.Errorf("%w: %s %s: %v", ErrImageNotFound, doing, img.Spec(), err)
+	case containsAny(msg, "(1) Operation not permitted", "(13) Permission denied"):
+		return fmt.Errorf("%w: the cluster refused client.%s for %s; check the secret and the user's caps: %v", ErrAccessDenied, img.User, img.Spec(), err)
+	case containsAny(msg, "(110) Connection timed out"):
+		return fmt.Errorf("%w: %s %s: %v", ErrMapTimeout, doing, img.Spec(), err)
+	default:
+		return fmt.Errorf("%w: %s %s with rbd-nbd: %v", ErrMapFailed, doing, img.Spec(), err)
+	}
+}
+
+// Unmap implements Mapper.
+func (n *nbd) Unmap(ctx context.Context, dev Device) error {
+	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
+	defer cancel()
+	img, err := nbdDeviceImage(dev)
+	if err != nil {
+		return err
+	}
+	unlock, err := n.locks.Lock(ctx, img.Spec())
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnmapFailed, err)
+	}
+	defer unlock()
+	ours, err := n.stillOurs(ctx, img, dev)
+	if err != nil || !ours {
+		return err
+	}
+	_, err = runTool(ctx, n.cfg.Exec, Command{Path: n.cfg.RBDNBDPath, Args: []string{"unmap", dev.Path}})
+	switch {
+	case err == nil:
+		klog.InfoS("rbd-nbd: unmapped image", "image", img.Spec(), "device", dev.Path)
+		return nil
+	case containsAny(err.Error(), "Device or resource busy", "(16)"):
+		return fmt.Errorf("%w: %s (%s) is still in use (mounted or held open); unmount it first: %v", ErrDeviceBusy, dev.Path, img.Spec(), err)
+	default:
+		return fmt.Errorf("%w: unmapping %s (%s): %v", ErrUnmapFailed, dev.Path, img.Spec(), err)
+	}
+}
+
+// stillOurs decides whether dev.Path still serves img, so that Unmap never
+// disconnects a device that has since been reused for another image.
+func (n *nbd) stillOurs(ctx context.Context, img Image, dev Device) (bool, error) {
+	mapped, err := n.listMapped(ctx)
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrUnmapFailed, err)
+	}
+	for _, m := range mapped {
+		if m.Device == dev.Path {
+			return m.is(img), nil
+		}
+	}
+	// No live rbd-nbd process serves it. The kernel may still hold the
+	// connection (the daemon died), waiting for a re-attach.
+	st := n.kernelState(dev.Path)
+	switch {
+	case !st.connected:
+		return false, nil
+	case st.hasBackend:
+		return st.backend == dev.Attrs[AttrCookie], nil
+	default:
+		return false, fmt.Errorf("%w: %s is still connected but its rbd-nbd process is gone and this kernel cannot tell which image it served; if it is %s, run `rbd-nbd unmap %s`",
+			ErrUnmapFailed, dev.Path, img.Spec(), dev.Path)
+	}
+}
+
+// Check implements Mapper.
+func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
+	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
+	defer cancel()
+	img, err := nbdDeviceImage(dev)
+	if err != nil {
+		return false, err.Error()
+	}
+	mapped, err := n.listMapped(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("cannot list rbd-nbd mappings: %v", err)
+	}
+	for _, m := range mapped {
+		if m.Device == dev.Path && m.is(img) {
+			return true, ""
+		}
+	}
+	if n.kernelState(dev.Path).connected {
+		return false, fmt.Sprintf("the rbd-nbd process serving %s (%s) is gone, so I/O on it stalls; it is re-attached when the volume is staged again (NodeStageVolume) within the reattach timeout", dev.Path, img.Spec())
+	}
+	return false, fmt.Sprintf("%s (%s) is no longer mapped; restage the volume", dev.Path, img.Spec())
+}
+
+func nbdDeviceImage(dev Device) (Image, error) {
+	if dev.Mapper != RBDNBD {
+		return Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, RBDNBD)
+	}
+	if !nbdDevRe.MatchString(dev.Path) {
+		return Image{}, fmt.Errorf("%w: %q is not an nbd device path", ErrInvalidDevice, dev.Path)
+	}
+	img := Image{Pool: dev.Attrs[AttrPool], RadosNamespace: dev.Attrs[AttrNamespace], Name: dev.Attrs[AttrImage]}
+	if err := validateNames(img); err != nil {
+		return Image{}, fmt.Errorf("%w: rbd-nbd device %s: %v", ErrInvalidDevice, dev.Path, err)
+	}
+	return img, nil
+}
+
+func (n *nbd) listMapped(ctx context.Context) ([]nbdMapped, error) {
+	out, err := runTool(ctx, n.cfg.Exec, Command{Path: n.cfg.RBDNBDPath, Args: []string{"list-mapped", "--format", "json"}})
+	if err != nil {
+		return nil, err
+	}
+	var mapped []nbdMapped
+	if strings.TrimSpace(out) == "" {
+		return nil, nil
+	}
+	if err := json.Unmarshal([]byte(out), &mapped); err != nil {
+		return nil, fmt.Errorf("parsing rbd-nbd list-mapped output: %w", err)
+	}
+	return mapped, nil
+}
+
+// nbdKernelState is what sysfs says about an nbd device.
+type nbdKernelState struct {
+	connected  bool   // /sys/block/nbdX/pid exists while a connection is set up
+	hasBackend bool   // kernel >= 5.14 publishes the backend (cookie)
+	backend    string // the cookie
+}
+
+func (n *nbd) kernelState(devPath string) nbdKernelState {
+	dir := filepath.Join(n.cfg.SysfsRoot, "block", filepath.Base(devPath))
+	var st nbdKernelState
+	if _, err := os.Stat(filepath.Join(dir, "pid")); err == nil {
+		st.connected = true
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "backend")); err == nil {
+		st.hasBackend = true
+		st.backend = strings.TrimSpace(string(b))
+	}
+	return st
+}
+
+// blockReadOnly reads /sys/block/<dev>/ro.
+func blockReadOnly(sysfs, devPath string) (ro, known bool) {
+	b, err := os.ReadFile(filepath.Join(sysfs, "block", filepath.Base(devPath), "ro"))
+	if err != nil {
+		return false, false
+	}
+	return strings.TrimSpace(string(b)) == "1", true
+}
+
+func lastDeviceLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		f := strings.Fields(lines[i])
+		if len(f) > 0 && nbdDevRe.MatchString(f[0]) {
+			return f[0]
+		}
+	}
+	return ""
+}
+
+func newCookie() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating device cookie: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,417 @@
+package mapper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// nbdRig is an rbd-nbd mapper with a fake rbd-nbd (executor) and a fake
+// /sys/block for the nbd devices.
+type nbdRig struct {
+	exec      *fakeExec
+	sysfs     string
+	secretDir string
+	cfg       Config
+
+	mu     sync.Mutex
+	mapped []nbdMapped // what the fake list-mapped reports
+}
+
+func newNBDRig(t *testing.T) *nbdRig {
+	t.Helper()
+	r := &nbdRig{exec: &fakeExec{}, sysfs: t.TempDir(), secretDir: t.TempDir()}
+	r.cfg = Config{SysfsRoot: r.sysfs, SecretDir: r.secretDir, Exec: r.exec, RBDNBDPath: "/usr/bin/rbd-nbd"}
+	r.exec.handler = r.defaultHandler
+	t.Cleanup(func() {
+		assertNoSecretInCalls(t, r.exec.Calls(), testKey)
+		if entries, _ := os.ReadDir(r.secretDir); len(entries) > 0 {
+			t.Errorf("keyring files left behind: %v", entries)
+		}
+	})
+	return r
+}
+
+func (r *nbdRig) mapper(t *testing.T) Mapper {
+	t.Helper()
+	m, err := New(RBDNBD, r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (r *nbdRig) setMapped(m ...nbdMapped) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mapped = m
+}
+
+// defaultHandler answers list-mapped from r.mapped and maps to /dev/nbd0.
+func (r *nbdRig) defaultHandler(c Command) (string, string, error) {
+	switch c.Args[0] {
+	case "list-mapped":
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		b, _ := json.Marshal(append([]nbdMapped{}, r.mapped...))
+		return string(b), "", nil
+	case "map":
+		return "/dev/nbd0\n", "", nil
+	default:
+		return "", "", nil
+	}
+}
+
+// connect makes /sys/block/<dev> look connected, optionally with a cookie.
+func (r *nbdRig) connect(t *testing.T, dev, backend string, withBackend bool) {
+	t.Helper()
+	dir := filepath.Join(r.sysfs, "block", filepath.Base(dev))
+	mustWrite(t, filepath.Join(dir, "pid"), "4242\n")
+	mustWrite(t, filepath.Join(dir, "ro"), "0\n")
+	if withBackend {
+		mustWrite(t, filepath.Join(dir, "backend"), backend+"\n")
+	}
+}
+
+func nbdImage() Image {
+	return Image{
+		Monitors: []string{"10.0.0.1:6789", "10.0.0.2:6789"}, User: "csi-rbd", Key: testKey,
+		Pool: "kube", RadosNamespace: "ns1", Name: "img",
+	}
+}
+
+// callsOf returns the commands whose first argument is sub.
+func callsOf(calls []Command, sub string) []Command {
+	var out []Command
+	for _, c := range calls {
+		if len(c.Args) > 0 && c.Args[0] == sub {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func argAfter(args []string, flag string) string {
+	i := slices.Index(args, flag)
+	if i < 0 || i+1 >= len(args) {
+		return ""
+	}
+	return args[i+1]
+}
+
+func TestNBDMapRunsRBDNBDWithKeyringNotKey(t *testing.T) {
+	tests := []struct {
+		name     string
+		opts     MapOptions
+		cephConf string
+		wantMid  []string // arguments between the cookie and --id
+	}{
+		{name: "read-write, no options"},
+		{name: "read-only with StorageClass options", opts: MapOptions{ReadOnly: true, Extra: "io-timeout=30,exclusive"},
+			wantMid: []string{"--read-only", "--io-timeout", "30", "--exclusive"}},
+		{name: "extra ceph.conf", cephConf: "/etc/ceph/ceph.conf"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.cfg.CephConf = tc.cephConf
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), nbdImage(), tc.opts)
+			if err != nil {
+				t.Fatalf("Map: %v", err)
+			}
+			maps := callsOf(rig.exec.Calls(), "map")
+			if len(maps) != 1 {
+				t.Fatalf("want one rbd-nbd map, got %v", rig.exec.Calls())
+			}
+			c := maps[0]
+			cookie := argAfter(c.Args, "--cookie")
+			keyring := argAfter(c.Args, "--keyring")
+			want := append([]string{"map", "--try-netlink", "--cookie", cookie}, tc.wantMid...)
+			want = append(want, "--id", "csi-rbd", "-m", "10.0.0.1:6789,10.0.0.2:6789", "--keyring", keyring)
+			if tc.cephConf != "" {
+				want = append(want, "-c", tc.cephConf)
+			}
+			want = append(want, "kube/ns1/img")
+			if c.Path != "/usr/bin/rbd-nbd" || !slices.Equal(c.Args, want) {
+				t.Errorf("rbd-nbd argv:\n got %q\nwant %q", c.Args, want)
+			}
+			if len(cookie) != 32 {
+				t.Errorf("cookie %q is not 128 random bits in hex", cookie)
+			}
+			// The keyring existed while rbd-nbd ran, held the key, and is
+			// gone now (checked in cleanup).
+			rig.exec.mu.Lock()
+			kr := rig.exec.keyrings
+			rig.exec.mu.Unlock()
+			if len(kr) != 1 || kr[0] != "[client.csi-rbd]\n\tkey = "+testKey+"\n" {
+				t.Errorf("keyring seen by rbd-nbd = %q", kr)
+			}
+			if !strings.HasPrefix(keyring, rig.secretDir+"/") {
+				t.Errorf("keyring %s is not under SecretDir %s", keyring, rig.secretDir)
+			}
+			want2 := nbdDevice(nbdImage(), "/dev/nbd0", cookie, tc.opts.ReadOnly)
+			if fmt.Sprint(dev) != fmt.Sprint(want2) {
+				t.Errorf("Map = %+v, want %+v", dev, want2)
+			}
+		})
+	}
+}
+
+func TestNBDKeyringIsPrivate(t *testing.T) {
+	rig := newNBDRig(t)
+	var mode, dirMode os.FileMode
+	rig.exec.handler = func(c Command) (string, string, error) {
+		if c.Args[0] == "map" {
+			kr := argAfter(c.Args, "--keyring")
+			if st, err := os.Stat(kr); err == nil {
+				mode = st.Mode().Perm()
+			}
+			if st, err := os.Stat(filepath.Dir(kr)); err == nil {
+				dirMode = st.Mode().Perm()
+			}
+		}
+		return rig.defaultHandler(c)
+	}
+	if _, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), nbdImage(), MapOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if mode != 0o600 || dirMode != 0o700 {
+		t.Errorf("keyring mode %o in dir mode %o, want 600 in 700", mode, dirMode)
+	}
+}
+
+func TestNBDMapReturnsExistingMapping(t *testing.T) {
+	rig := newNBDRig(t)
+	rig.setMapped(
+		nbdMapped{PID: 10, Pool: "kube", Namespace: "", Image: "img", Device: "/dev/nbd1", Cookie: "other-ns"},
+		nbdMapped{PID: 11, Pool: "kube", Namespace: "ns1", Image: "img", Snap: "snap1", Device: "/dev/nbd2", Cookie: "a-snapshot"},
+		nbdMapped{PID: 12, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd5", Cookie: "c00k1e"},
+	)
+	dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), nbdImage(), MapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Path != "/dev/nbd5" || dev.Attrs[AttrCookie] != "c00k1e" {
+		t.Errorf("Map = %+v, want the existing /dev/nbd5 with its cookie", dev)
+	}
+	if maps := callsOf(rig.exec.Calls(), "map"); len(maps) != 0 {
+		t.Errorf("Map of a mapped image ran rbd-nbd map: %v", maps)
+	}
+}
+
+func TestNBDReattachesAfterDaemonDied(t *testing.T) {
+	prev := nbdDevice(nbdImage(), "/dev/nbd3", "cookie-3", false)
+	tests := []struct {
+		name        string
+		connected   bool
+		withBackend bool
+		backend     string
+		prev        Device
+		wantCmd     string
+		wantArgs    []string // prefix
+	}{
+		{name: "connected with our cookie: attach with cookie", connected: true, withBackend: true, backend: "cookie-3", prev: prev,
+			wantCmd: "attach", wantArgs: []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--cookie", "cookie-3", "--id"}},
+		{name: "kernel without backend attribute: attach without cookie", connected: true, prev: prev,
+			wantCmd: "attach", wantArgs: []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--id"}},
+		{name: "device now serves another backend: map anew", connected: true, withBackend: true, backend: "someone-else", prev: prev,
+			wantCmd: "map"},
+		{name: "device disconnected: map anew", prev: prev, wantCmd: "map"},
+		{name: "previous device of another image: map anew", connected: true, withBackend: true, backend: "cookie-3",
+			prev: nbdDevice(Image{Pool: "kube", Name: "other"}, "/dev/nbd3", "cookie-3", false), wantCmd: "map"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			if tc.connected {
+				rig.connect(t, "/dev/nbd3", tc.backend, tc.withBackend)
+			}
+			p := tc.prev
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), nbdImage(), MapOptions{Previous: &p})
+			if err != nil {
+				t.Fatalf("Map: %v", err)
+			}
+			calls := rig.exec.Calls()
+			other := map[string]string{"attach": "map", "map": "attach"}[tc.wantCmd]
+			if len(callsOf(calls, tc.wantCmd)) != 1 || len(callsOf(calls, other)) != 0 {
+				t.Fatalf("want one %s and no %s, got %v", tc.wantCmd, other, calls)
+			}
+			if tc.wantCmd == "attach" {
+				got := callsOf(calls, "attach")[0].Args
+				if !slices.Equal(got[:len(tc.wantArgs)], tc.wantArgs) || got[len(got)-1] != "kube/ns1/img" {
+					t.Errorf("attach argv %q, want prefix %q and spec last", got, tc.wantArgs)
+				}
+				if dev.Path != "/dev/nbd3" || dev.Attrs[AttrCookie] != "cookie-3" {
+					t.Errorf("re-attach returned %+v, want /dev/nbd3 with the old cookie", dev)
+				}
+			}
+		})
+	}
+}
+
+func TestNBDUnmap(t *testing.T) {
+	ours := nbdDevice(nbdImage(), "/dev/nbd4", "cookie-4", false)
+	tests := []struct {
+		name      string
+		mapped    []nbdMapped
+		connected bool
+		backend   string
+		stderr    string
+		wantUnmap bool
+		want      error
+	}{
+		{name: "listed for our image: unmapped", wantUnmap: true,
+			mapped: []nbdMapped{{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd4"}}},
+		{name: "not listed, not connected: already gone"},
+		{name: "listed for another image: device reused, left alone",
+			mapped: []nbdMapped{{Pool: "kube", Image: "newcomer", Device: "/dev/nbd4"}}},
+		{name: "daemon dead but kernel holds our cookie: unmapped", connected: true, backend: "cookie-4", wantUnmap: true},
+		{name: "daemon dead, kernel holds another cookie: left alone", connected: true, backend: "cookie-x"},
+		{name: "busy device", wantUnmap: true, stderr: "rbd-nbd: failed to disconnect: (16) Device or resource busy", want: ErrDeviceBusy,
+			mapped: []nbdMapped{{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd4"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.setMapped(tc.mapped...)
+			if tc.connected {
+				rig.connect(t, "/dev/nbd4", tc.backend, true)
+			}
+			rig.exec.handler = func(c Command) (string, string, error) {
+				if c.Args[0] == "unmap" && tc.stderr != "" {
+					return "", tc.stderr, errors.New("exit status 1")
+				}
+				return rig.defaultHandler(c)
+			}
+			err := rig.mapper(t).Unmap(ctxTimeout(t, 5*time.Second), ours)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("Unmap: %v, want %v", err, tc.want)
+			}
+			unmaps := callsOf(rig.exec.Calls(), "unmap")
+			if tc.wantUnmap != (len(unmaps) == 1) {
+				t.Fatalf("unmap calls %v, want unmap=%v", unmaps, tc.wantUnmap)
+			}
+			if tc.wantUnmap && !slices.Equal(unmaps[0].Args, []string{"unmap", "/dev/nbd4"}) {
+				t.Errorf("unmap argv %q", unmaps[0].Args)
+			}
+		})
+	}
+}
+
+func TestNBDMapErrorsAreClassified(t *testing.T) {
+	tests := []struct {
+		stderr string
+		want   error
+		code   codes.Code
+	}{
+		{"rbd-nbd: failed to find unused device", ErrUnsupported, codes.FailedPrecondition},
+		{"rbd-nbd: failed to open image: (2) No such file or directory", ErrImageNotFound, codes.NotFound},
+		{"monclient: ... (13) Permission denied", ErrAccessDenied, codes.PermissionDenied},
+		{"rbd-nbd: failed to connect: (110) Connection timed out", ErrMapTimeout, codes.DeadlineExceeded},
+		{"rbd-nbd: something else", ErrMapFailed, codes.Internal},
+	}
+	for _, tc := range tests {
+		t.Run(tc.stderr, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.exec.handler = func(c Command) (string, string, error) {
+				if c.Args[0] == "map" {
+					return "", tc.stderr, errors.New("exit status 1")
+				}
+				return rig.defaultHandler(c)
+			}
+			_, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), nbdImage(), MapOptions{})
+			if !errors.Is(err, tc.want) || GRPCCode(err) != tc.code {
+				t.Fatalf("Map: %v (code %v), want %v (%v)", err, GRPCCode(err), tc.want, tc.code)
+			}
+			if !strings.Contains(err.Error(), tc.stderr) {
+				t.Errorf("error %q does not quote rbd-nbd's message", err)
+			}
+		})
+	}
+}
+
+func TestNBDMapHonoursDeadline(t *testing.T) {
+	rig := newNBDRig(t)
+	rig.exec.handler = func(c Command) (string, string, error) {
+		if c.Args[0] == "map" {
+			time.Sleep(300 * time.Millisecond) // a real executor is killed at the deadline
+			return "", "", context.DeadlineExceeded
+		}
+		return rig.defaultHandler(c)
+	}
+	_, err := rig.mapper(t).Map(ctxTimeout(t, 100*time.Millisecond), nbdImage(), MapOptions{})
+	if !errors.Is(err, ErrMapTimeout) {
+		t.Fatalf("Map: %v, want ErrMapTimeout", err)
+	}
+}
+
+func TestNBDRejectsKRBDOptions(t *testing.T) {
+	rig := newNBDRig(t)
+	_, err := rig.mapper(t).Map(ctxTimeout(t, time.Second), nbdImage(), MapOptions{Extra: "queue_depth=128"})
+	if !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("Map: %v, want ErrInvalidOptions", err)
+	}
+	if len(rig.exec.Calls()) != 0 {
+		t.Errorf("commands ran despite invalid options: %v", rig.exec.Calls())
+	}
+}
+
+func TestNBDCheck(t *testing.T) {
+	dev := nbdDevice(nbdImage(), "/dev/nbd6", "c6", false)
+	tests := []struct {
+		name      string
+		mapped    []nbdMapped
+		connected bool
+		healthy   bool
+		msg       string
+	}{
+		{name: "served", healthy: true, mapped: []nbdMapped{{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd6"}}},
+		{name: "daemon gone, kernel waiting", connected: true, msg: "rbd-nbd process serving /dev/nbd6"},
+		{name: "gone entirely", msg: "no longer mapped"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.setMapped(tc.mapped...)
+			if tc.connected {
+				rig.connect(t, "/dev/nbd6", "c6", true)
+			}
+			healthy, msg := rig.mapper(t).Check(ctxTimeout(t, time.Second), dev)
+			if healthy != tc.healthy || !strings.Contains(msg, tc.msg) {
+				t.Errorf("Check = %v, %q; want %v, containing %q", healthy, msg, tc.healthy, tc.msg)
+			}
+		})
+	}
+}
+
+func TestOSExecutorKillsAtDeadline(t *testing.T) {
+	start := time.Now()
+	_, _, err := OSExecutor{}.Run(ctxTimeout(t, 200*time.Millisecond), Command{Path: "sleep", Args: []string{"10"}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Run: %v, want DeadlineExceeded", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("Run took %v", time.Since(start))
+	}
+}
+
+func TestOSExecutorDropsCephEnvironment(t *testing.T) {
+	t.Setenv("CEPH_ARGS", "--keyring /elsewhere")
+	out, _, err := OSExecutor{}.Run(ctxTimeout(t, 5*time.Second), Command{Path: "sh", Args: []string{"-c", "echo \"[$CEPH_ARGS][$MINE]\""}, Env: []string{"MINE=1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "[][1]" {
+		t.Errorf("command saw %q, want CEPH_ARGS removed and MINE set", got)
+	}
+}

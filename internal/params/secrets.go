@@ -1,0 +1,100 @@
+package params
+
+import (
+	"encoding/base64"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+)
+
+// Secret keys. ceph-csi Secrets carry userID and userKey; in-tree
+// kubernetes.io/rbd Secrets carry only key, the user coming from the
+// StorageClass (adminId / userId).
+const (
+	SecretUserID  = "userID"
+	SecretUserKey = "userKey"
+	SecretKey     = "key"
+)
+
+// Credentials reads a CSI secrets map. legacyUser is the user an in-tree
+// Secret (only "key") belongs to. Errors name the missing or bad fields,
+// never the key, nor a userID that is not a valid user name (a Secret with
+// userID and userKey swapped would otherwise leak the key). The key is
+// returned without surrounding whitespace (Secrets made from files often end
+// in a newline).
+func Credentials(secrets map[string]string, legacyUser string) (ceph.Credentials, error) {
+	if len(secrets) == 0 {
+		return ceph.Credentials{}, fmt.Errorf("no secrets given: the StorageClass must name a Secret (csi.storage.k8s.io/provisioner-secret-name, node-stage-secret-name, controller-expand-secret-name) holding %s and %s, or an in-tree Secret with %s", SecretUserID, SecretUserKey, SecretKey)
+	}
+	user, hasUser := secrets[SecretUserID]
+	key, hasUserKey := secrets[SecretUserKey]
+	legacyKey, hasLegacyKey := secrets[SecretKey]
+	userFrom := "secret field " + SecretUserID
+	switch {
+	case hasUser && !hasUserKey && !hasLegacyKey:
+		if ValidateUser(user) != nil {
+			return ceph.Credentials{}, fmt.Errorf("secret has %s but no %s: add the cephx key, and check that %s holds the user name (without \"client.\")", SecretUserID, SecretUserKey, SecretUserID)
+		}
+		return ceph.Credentials{}, fmt.Errorf("secret has %s but no %s: add the cephx key of client.%s", SecretUserID, SecretUserKey, user)
+	case !hasUser && hasUserKey:
+		return ceph.Credentials{}, fmt.Errorf("secret has %s but no %s: add the cephx user name (without \"client.\")", SecretUserKey, SecretUserID)
+	case hasUser && hasUserKey:
+	case hasLegacyKey:
+		user, key = legacyUser, legacyKey
+		userFrom = "StorageClass parameter " + KeyAdminID + "/" + KeyUserID
+		if hasUser {
+			user, userFrom = secrets[SecretUserID], "secret field "+SecretUserID
+		}
+		if user == "" {
+			user = DefaultUser
+		}
+	default:
+		return ceph.Credentials{}, fmt.Errorf("secret has neither %s+%s nor %s (present keys: %s)", SecretUserID, SecretUserKey, SecretKey, keyList(secrets))
+	}
+	if ValidateUser(user) != nil {
+		// Not echoed: it may be the key put in the wrong field.
+		return ceph.Credentials{}, fmt.Errorf("%s is not a cephx user name (%d bytes): give the ID without \"client.\", 1 to 64 letters, digits, '.', '_' or '-'", userFrom, len(user))
+	}
+	key = strings.TrimSpace(key)
+	if err := validateKey(key); err != nil {
+		return ceph.Credentials{}, fmt.Errorf("secret key for client.%s: %w", user, err)
+	}
+	return ceph.Credentials{User: user, Key: key}, nil
+}
+
+// validateKey checks the shape of a cephx key without ever echoing it.
+func validateKey(k string) error {
+	if k == "" {
+		return fmt.Errorf("is empty")
+	}
+	if len(k) > 256 {
+		return fmt.Errorf("is implausibly long for a cephx key (%d bytes)", len(k))
+	}
+	// base64.StdEncoding skips '\r' and '\n' wherever they are, so check the
+	// alphabet first: a newline or comma inside the key would otherwise reach
+	// the kernel's map string.
+	if strings.ContainsFunc(k, func(r rune) bool {
+		return !(r == '+' || r == '/' || r == '=' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z'))
+	}) {
+		return fmt.Errorf("is not base64: it holds whitespace or other characters (a cephx key looks like the output of `ceph auth get-key client.NAME`)")
+	}
+	raw, err := base64.StdEncoding.DecodeString(k)
+	if err != nil {
+		return fmt.Errorf("is not base64 (a cephx key looks like the output of `ceph auth get-key client.NAME`)")
+	}
+	if len(raw) < 16 {
+		return fmt.Errorf("is too short to be a cephx key (%d bytes decoded)", len(raw))
+	}
+	return nil
+}
+
+func keyList(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
