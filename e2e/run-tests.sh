@@ -20,7 +20,7 @@
 #   GO_TAGS          build tags (default pacific: go-ceph for Ceph 16)
 #   TEST_LOG         where the go test output goes (default: a new temp dir)
 #   RBDCSI_CEPH_DIR  directory for the throw-away cluster (default: mktemp in /tmp)
-#   CEPH_MON_PORT_V1/CEPH_MON_PORT_V2  mon ports of it (default: free ones)
+#   CEPH_IP          its loopback address (default auto: a free 127.0.0.N)
 #   other up.sh settings (CEPH_STORE, CEPH_OSD_GB, ...) pass through
 #
 # Prints a summary ("N passed, N failed, N skipped", failing tests, skip
@@ -87,8 +87,9 @@ else
     "$CEPH_SCRIPTS/install.sh"
   fi
   OWN_CLUSTER=${RBDCSI_CEPH_DIR:-$(mktemp -d /tmp/rbdcsi.XXXXXX)}
-  # free ports: do not fight over 6789/3300 with a developer's cluster
-  export CEPH_MON_PORT_V1=${CEPH_MON_PORT_V1:-auto} CEPH_MON_PORT_V2=${CEPH_MON_PORT_V2:-auto}
+  # an address of its own (127.0.0.N, standard ports): no fight over
+  # 127.0.0.1:6789 with a developer's cluster, even while mon.sh stops the mon
+  export CEPH_IP=${CEPH_IP:-auto}
   unset CEPH_CONF CEPH_KEYRING
   CEPH_DIR=$OWN_CLUSTER "$CEPH_SCRIPTS/up.sh"
   # shellcheck source=/dev/null

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Start a throw-away single-node Ceph Pacific cluster for tests, bound to
-# 127.0.0.1 only: 1 mon, 1 mgr, 1 OSD (memstore by default), cephx on, no
-# systemd. Creates pool $CEPH_POOL (rbd-initialised) and, by default, a second
+# Start a throw-away single-node Ceph Pacific cluster for tests, bound to one
+# loopback address (127.0.0.1 by default): 1 mon, 1 mgr, 1 OSD (memstore by
+# default), cephx on, no systemd. Creates pool $CEPH_POOL (rbd-initialised) and, by default, a second
 # replicated pool $CEPH_DATA_POOL_NAME for `rbd create --data-pool` tests.
 # Writes $CEPH_DIR/env (mode 0600, holds the admin key) to `source`.
 #
@@ -17,10 +17,12 @@
 #   CEPH_POOL           RBD pool (default kube; empty = none)
 #   CEPH_DATA_POOL      1 (default) also create the data pool | 0 do not
 #   CEPH_DATA_POOL_NAME name of the data pool (default kube-data)
+#   CEPH_IP             loopback address of all daemons (default 127.0.0.1).
+#                       "auto": a free 127.0.0.N (N=2..254) for a cluster of
+#                       its own. When neither CEPH_IP nor the ports are given
+#                       and 127.0.0.1's mon ports are taken, auto is used.
 #   CEPH_MON_PORT_V1    msgr v1 port of the mon (default 6789)
 #   CEPH_MON_PORT_V2    msgr v2 port of the mon (default 3300)
-#                       "auto" picks a free pair in 20000-29999; when the
-#                       defaults are taken (another cluster) auto is used too
 #   CEPH_RESTART        1 = stop a cluster still running in CEPH_DIR first
 #                       (default: refuse)
 # Runs as root (the tests mount and attach loop devices anyway).
@@ -35,11 +37,12 @@ CEPH_MGR_MODULES=${CEPH_MGR_MODULES:-minimal}
 CEPH_POOL=${CEPH_POOL-kube}
 CEPH_DATA_POOL=${CEPH_DATA_POOL:-1}
 CEPH_DATA_POOL_NAME=${CEPH_DATA_POOL_NAME:-kube-data}
+IP=${CEPH_IP:-127.0.0.1}
 PORT_V1=${CEPH_MON_PORT_V1:-6789}
 PORT_V2=${CEPH_MON_PORT_V2:-3300}
-# ports given explicitly must be free; the defaults fall back to free ones
-PORTS_EXPLICIT=0
-[ -n "${CEPH_MON_PORT_V1:-}${CEPH_MON_PORT_V2:-}" ] && PORTS_EXPLICIT=1
+# what is given explicitly must be free; the defaults fall back to a free IP
+ADDR_EXPLICIT=0
+[ -n "${CEPH_IP:-}${CEPH_MON_PORT_V1:-}${CEPH_MON_PORT_V2:-}" ] && ADDR_EXPLICIT=1
 MON_ID=a
 MGR_ID=x
 MARK=.rbdcsi-ceph # marks a directory made by this script (down.sh checks it)
@@ -64,7 +67,8 @@ CEPH_DIR=${CEPH_DIR%/}
 # $CEPH_DIR/run/ceph-client.admin.<pid>.<cctid>.asok must fit in 107 bytes
 [ ${#CEPH_DIR} -le 50 ] || die "CEPH_DIR is too long (${#CEPH_DIR} > 50 chars): unix socket paths would not fit"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_busy IP PORT: something accepts connections there
+port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # An old cluster in the same directory: refuse while its daemons live (unless
 # CEPH_RESTART=1), otherwise clean it up (mounts, loops, pid files).
@@ -82,25 +86,30 @@ if [ -d "$CEPH_DIR" ] && [ -n "$(ls -A "$CEPH_DIR")" ]; then
   fi
   CEPH_DIR=$CEPH_DIR "$HERE/down.sh" >/dev/null
 fi
-# pick_ports: a free pair of neighbouring ports in 20000-29999
-pick_ports() {
-  local i p
-  for ((i = 0; i < 100; i++)); do
-    p=$((20000 + (RANDOM % 5000) * 2))
-    if ! port_busy "$p" && ! port_busy $((p + 1)); then
-      PORT_V1=$p PORT_V2=$((p + 1))
+# pick_ip: a loopback address 127.0.0.N whose mon ports are free. Clients
+# given host:port talk msgr v1 only to port 6789 (v2 to any other), and only
+# v1 fails fast on a wrong key: so keep the standard ports, change the address.
+pick_ip() {
+  local i n start=$RANDOM
+  for ((i = 0; i < 253; i++)); do
+    n=$((2 + (start + i) % 253))
+    if ! port_busy "127.0.0.$n" "$PORT_V1" && ! port_busy "127.0.0.$n" "$PORT_V2"; then
+      IP=127.0.0.$n
       return 0
     fi
   done
-  die "no free port pair found for the monitor"
+  die "no loopback address with free ports $PORT_V1 and $PORT_V2"
 }
-if [ "$PORT_V1" = auto ] || [ "$PORT_V2" = auto ]; then
-  pick_ports
-elif port_busy "$PORT_V1" || port_busy "$PORT_V2"; then
-  [ "$PORTS_EXPLICIT" = 0 ] ||
-    die "127.0.0.1:$PORT_V1 or :$PORT_V2 is in use (another cluster?); choose other CEPH_MON_PORT_V1/CEPH_MON_PORT_V2 or 'auto'"
-  pick_ports
-  echo "[ceph-up] default mon ports are in use (another cluster?); using $PORT_V1 (v1) and $PORT_V2 (v2)"
+case "$IP" in
+  auto) pick_ip ;;
+  127.*) ;;
+  *) die "CEPH_IP must be a loopback address (127.x.y.z) or auto" ;;
+esac
+if port_busy "$IP" "$PORT_V1" || port_busy "$IP" "$PORT_V2"; then
+  [ "$ADDR_EXPLICIT" = 0 ] ||
+    die "$IP:$PORT_V1 or :$PORT_V2 is in use (another cluster?); set other CEPH_MON_PORT_V1/CEPH_MON_PORT_V2 or CEPH_IP (e.g. auto)"
+  pick_ip
+  echo "[ceph-up] $PORT_V1/$PORT_V2 on 127.0.0.1 are in use (another cluster?); using $IP"
 fi
 
 rm -rf "${CEPH_DIR:?}"
@@ -140,7 +149,7 @@ if [ "$CEPH_MGR" = 1 ] && [ "$CEPH_MGR_MODULES" = minimal ] &&
   done
 fi
 FSID=$(cat /proc/sys/kernel/random/uuid)
-MON_ADDRS="[v2:127.0.0.1:$PORT_V2,v1:127.0.0.1:$PORT_V1]"
+MON_ADDRS="[v2:$IP:$PORT_V2,v1:$IP:$PORT_V1]"
 
 # --- configuration --------------------------------------------------------
 cat >"$CEPH_CONF" <<EOF
@@ -148,8 +157,8 @@ cat >"$CEPH_CONF" <<EOF
 fsid = $FSID
 mon host = $MON_ADDRS
 mon initial members = $MON_ID
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
+public addr = $IP
+cluster addr = $IP
 ms bind ipv6 = false
 auth cluster required = cephx
 auth service required = cephx
@@ -254,7 +263,7 @@ start_daemon ceph-mon -i "$MON_ID"
 # Only start other daemons after a client could log in: right after start the
 # mon refuses keys from its initial keyring for a moment, and a daemon whose
 # first login fails exits ("failed to fetch mon config").
-wait_for 30 "the monitor port" port_busy "$PORT_V1"
+wait_for 30 "the monitor port" port_busy "$IP" "$PORT_V1"
 wait_for 30 "the monitor" ceph --connect-timeout 5 mon stat
 say "mon up on $MON_ADDRS"
 if [ "$CEPH_MGR" = 1 ]; then
@@ -324,8 +333,8 @@ fi
 ADMIN_KEY=$(ceph-authtool -p -n client.admin "$ADMIN_KEYRING")
 # A client given host:port without a v1:/v2: prefix speaks msgr v1 to port
 # 6789 and msgr v2 to any other port: name the port it will get right.
-MON_HOST=127.0.0.1:$PORT_V1
-[ "$PORT_V1" = 6789 ] || MON_HOST=127.0.0.1:$PORT_V2
+MON_HOST=$IP:$PORT_V1
+[ "$PORT_V1" = 6789 ] || MON_HOST=$IP:$PORT_V2
 (
   umask 077
   {

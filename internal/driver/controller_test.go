@@ -105,7 +105,9 @@ func TestCreateVolumeRejectsBadRequests(t *testing.T) {
 		}, []string{"MULTI_NODE_READER_ONLY"}},
 		{"no secrets", func(r *csi.CreateVolumeRequest) { r.Secrets = nil }, []string{"userID", "userKey"}},
 		{"user without key", func(r *csi.CreateVolumeRequest) { r.Secrets = map[string]string{"userID": "admin"} }, []string{"userKey"}},
-		{"key that is not base64", func(r *csi.CreateVolumeRequest) { r.Secrets = map[string]string{"userID": "admin", "userKey": "not a key!"} }, []string{"base64"}},
+		{"key that is not base64", func(r *csi.CreateVolumeRequest) {
+			r.Secrets = map[string]string{"userID": "admin", "userKey": "not a key!"}
+		}, []string{"base64"}},
 		{"content source", func(r *csi.CreateVolumeRequest) {
 			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}
 		}, []string{"content source"}},

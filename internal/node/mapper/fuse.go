@@ -157,7 +157,17 @@ func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly b
 	if err := f.startRBDFuse(ctx, img, p); err != nil {
 		return Device{}, err
 	}
-	return f.ensureLoop(ctx, img, p, readOnly)
+	dev, err := f.ensureLoop(ctx, img, p, readOnly)
+	if err != nil {
+		// Do not leave the rbd-fuse we just started holding the image
+		// open: its watch would make deleting the volume fail.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if terr := f.teardown(cctx, img, p, false); terr != nil {
+			klog.ErrorS(terr, "fuse: cleanup after failed loop attach", "image", img.Spec())
+		}
+	}
+	return dev, err
 }
 
 type fuseState int
@@ -414,7 +424,7 @@ func (f *fuse) abortStart(ctx context.Context, img Image, p fusePaths, pid int) 
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	_ = syscall.Kill(pid, syscall.SIGKILL)
-	if err := f.unmountFuse(p.mnt); err != nil {
+	if err := f.unmountFuse(p.mnt, true); err != nil {
 		klog.ErrorS(err, "fuse: cleanup after failed start", "image", img.Spec())
 	}
 	waitGone(cctx, pid)
@@ -424,9 +434,15 @@ func (f *fuse) abortStart(ctx context.Context, img Image, p fusePaths, pid int) 
 // unmountFuse unmounts the rbd-fuse mount (rbd-fuse then exits). Not
 // mounted is success. A mount that stays busy is detached lazily: with no
 // loop device left on it nothing we own holds it, and a dead daemon's
-// mount must go for a new one to take its place.
-func (f *fuse) unmountFuse(mnt string) error {
-	for i := 0; i < 20; i++ {
+// mount must go for a new one to take its place. dead skips the retries:
+// a dead mount held by a detaching loop device stays busy until that
+// device's user lets go.
+func (f *fuse) unmountFuse(mnt string, dead bool) error {
+	tries := 20
+	if dead {
+		tries = 1
+	}
+	for i := 0; i < tries; i++ {
 		fstype, err := mountAt(f.mountinfo, mnt)
 		if err != nil {
 			return err
@@ -467,7 +483,7 @@ func (f *fuse) teardown(ctx context.Context, img Image, p fusePaths, recovering 
 		}
 	}
 	pid, hasPid := readPidFile(p.pid)
-	if err := f.unmountFuse(p.mnt); err != nil {
+	if err := f.unmountFuse(p.mnt, recovering); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnmapFailed, err)
 	}
 	if hasPid {
@@ -562,8 +578,8 @@ func (f *fuse) Check(ctx context.Context, dev Device) (bool, string) {
 	case state == fuseUnresponsive:
 		return false, fmt.Sprintf("rbd-fuse for %s does not answer within %s (cluster unreachable?); see %s", img.Spec(), probeTimeout, p.log)
 	}
-	if got := loopBackingFile(f.cfg.SysfsRoot, dev.Path); got != p.file {
-		return false, fmt.Sprintf("%s no longer backs %s (backing file now %q); the volume must be staged again", dev.Path, img.Spec(), got)
+	if got := loopBackingFile(f.cfg.SysfsRoot, dev.Path); got != p.file || loopDetaching(f.cfg.SysfsRoot, dev.Path) {
+		return false, fmt.Sprintf("%s no longer backs %s (backing file %q, or detached after rbd-fuse was replaced); the volume must be staged again", dev.Path, img.Spec(), got)
 	}
 	return true, ""
 }

@@ -409,6 +409,64 @@ func TestFuseRecoversAfterRBDFuseKilled(t *testing.T) {
 	}
 }
 
+func TestFuseRecoveryWhileOldDeviceStillInUse(t *testing.T) {
+	env := needCeph(t)
+	rig := newFuseRig(t)
+	img := env.image(env.createImage(t, 16))
+	ctx := ctxT(t, 2*time.Minute)
+	m := rig.mapper(t)
+
+	dev, err := m.Map(ctx, img, MapOptions{})
+	if err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	want := writeRandom(t, dev.Path, 1)
+	// A filesystem still mounted on the old device (stood in for by an
+	// exclusive open) must not stop recovery, nor be handed out again.
+	fd, err := syscall.Open(dev.Path, syscall.O_RDONLY|syscall.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Close(fd) }()
+	pids := rbdFusePids(rig.stateDir)
+	if len(pids) != 1 {
+		t.Fatalf("want one rbd-fuse process, found %v", pids)
+	}
+	_ = syscall.Kill(pids[0], syscall.SIGKILL)
+	waitGone(ctxT(t, 10*time.Second), pids[0])
+	env.blocklistWatchers(t, img.Spec())
+
+	dev2, err := m.Map(ctx, img, MapOptions{})
+	if err != nil {
+		t.Fatalf("Map while the old device is in use: %v", err)
+	}
+	if dev2.Path == dev.Path {
+		t.Fatalf("recovery handed out the dead device %s again", dev.Path)
+	}
+	if got := readSum(t, dev2.Path, 1); got != want {
+		t.Errorf("data after recovery has sha256 %s, want %s", got, want)
+	}
+	if healthy, _ := m.Check(ctx, dev); healthy {
+		t.Errorf("Check reports the dead device %s healthy", dev.Path)
+	}
+	if healthy, msg := m.Check(ctx, dev2); !healthy {
+		t.Errorf("Check of the new device: %s", msg)
+	}
+	// Unmap works even though the old device is still held.
+	if err := m.Unmap(ctx, dev2); err != nil {
+		t.Fatalf("Unmap: %v", err)
+	}
+	_ = syscall.Close(fd)
+	fd = -1
+	deadline := time.Now().Add(5 * time.Second)
+	for loopBackingFile("/sys", dev.Path) != "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if f := loopBackingFile("/sys", dev.Path); f != "" {
+		t.Errorf("old device %s still attached to %s after its last user closed it", dev.Path, f)
+	}
+}
+
 func TestFuseKeyNeverInArgvEnvOrFiles(t *testing.T) {
 	env := needCeph(t)
 	rig := newFuseRig(t)
@@ -540,6 +598,7 @@ func TestFuseMapFailuresLeaveNothing(t *testing.T) {
 	tests := []struct {
 		name    string
 		img     func() Image
+		cfg     func(*Config)
 		timeout time.Duration
 		want    error
 	}{
@@ -576,10 +635,19 @@ func TestFuseMapFailuresLeaveNothing(t *testing.T) {
 			timeout: 6 * time.Second,
 			want:    ErrMapTimeout,
 		},
+		{
+			name: "failed loop attach stops the rbd-fuse it started",
+			img:  func() Image { return env.image(existing) },
+			cfg:  func(c *Config) { c.LosetupPath = "false" },
+			want: ErrMapFailed,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rig := newFuseRig(t)
+			if tc.cfg != nil {
+				tc.cfg(&rig.cfg)
+			}
 			img := tc.img()
 			timeout := tc.timeout
 			if timeout == 0 {

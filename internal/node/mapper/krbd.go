@@ -202,7 +202,7 @@ func (k *krbd) controlFile(op string) string {
 func buildAddRequest(mons []string, img Image, extra []option, readOnly bool) []byte {
 	opts := []string{"name=" + img.User}
 	if img.RadosNamespace != "" {
-		_ = opts
+		opts = append(opts, "_pool_ns="+img.RadosNamespace)
 	}
 	if readOnly {
 		opts = append(opts, "ro")

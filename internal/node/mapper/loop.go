@@ -18,6 +18,11 @@ var loopDevRe = regexp.MustCompile(`^/dev/loop[0-9]+$`)
 // loopsBacking lists the loop devices (/dev/loopN) whose backing file is
 // file, from /sys/block/loop*/loop/backing_file. Unlike `losetup -j` this
 // never stats the file, which could hang on a dead FUSE mount.
+//
+// Devices with autoclear set are left out: they are being detached
+// (`losetup -d` of a device still in use only sets autoclear, and the
+// kernel frees it when its last user closes it), so they are nobody's
+// mapping any more, e.g. the old device of a recovered rbd-fuse.
 func loopsBacking(sysfs, file string) ([]string, error) {
 	dirs, err := filepath.Glob(filepath.Join(sysfs, "block", "loop*"))
 	if err != nil {
@@ -31,8 +36,8 @@ func loopsBacking(sysfs, file string) ([]string, error) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(d, "loop", "backing_file"))
-		if err != nil {
-			continue // not attached
+		if err != nil || loopDetaching(sysfs, name) {
+			continue // not attached, or on its way out
 		}
 		// The kernel appends " (deleted)" when the file was unlinked.
 		if strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") == file {
@@ -54,6 +59,13 @@ func loopBackingFile(sysfs, dev string) string {
 		return ""
 	}
 	return strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+}
+
+// loopDetaching reports whether loop device dev (loopN or /dev/loopN)
+// has autoclear set, i.e. goes away once its last user closes it.
+func loopDetaching(sysfs, dev string) bool {
+	b, err := os.ReadFile(filepath.Join(sysfs, "block", filepath.Base(dev), "loop", "autoclear"))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // attachLoop runs `losetup -f --show --direct-io=on [--read-only] FILE`.

@@ -211,6 +211,10 @@ func TestLoopsBackingScansSysfs(t *testing.T) {
 	mustWrite(t, filepath.Join(sysfs, "block", "loop12", "loop", "backing_file"), file+" (deleted)\n")
 	mustWrite(t, filepath.Join(sysfs, "block", "loop1", "loop", "backing_file"), "/other/file\n")
 	mustMkdir(t, filepath.Join(sysfs, "block", "loop0")) // detached: no loop/ dir
+	// Being detached (autoclear): not a mapping any more.
+	mustWrite(t, filepath.Join(sysfs, "block", "loop5", "loop", "backing_file"), file+"\n")
+	mustWrite(t, filepath.Join(sysfs, "block", "loop5", "loop", "autoclear"), "1\n")
+	mustWrite(t, filepath.Join(sysfs, "block", "loop3", "loop", "autoclear"), "0\n")
 	mustMkdir(t, filepath.Join(sysfs, "block", "loopback"))
 	got, err := loopsBacking(sysfs, file)
 	if err != nil || !slices.Equal(got, []string{"/dev/loop3", "/dev/loop12"}) {

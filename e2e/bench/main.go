@@ -1,0 +1,316 @@
+// Command bench measures the driver against baselines taken in the same run
+// on the same cluster, and prints one line per phase with throughput,
+// latency percentiles and the driver/baseline ratio.
+//
+// Controller phases: CreateVolume and DeleteVolume through the driver's gRPC
+// socket against raw go-ceph rbd.CreateImage / rbd.RemoveImage of the same
+// kind of image (1 GiB, layering), at concurrency 1 and 16, then the time a
+// DeleteVolume of a 100 GiB thin image takes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ceph/go-ceph/rados"
+	"github.com/ceph/go-ceph/rbd"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
+	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/driver"
+)
+
+type config struct {
+	count       int
+	concurrency []int
+	bigGiB      int
+	monitors    string
+	key         string
+	pool        string
+}
+
+func main() {
+	var c config
+	var conc string
+	flag.IntVar(&c.count, "count", 100, "volumes per phase")
+	flag.StringVar(&conc, "concurrency", "1,16", "comma-separated concurrency levels")
+	flag.IntVar(&c.bigGiB, "big-gib", 100, "size of the thin image whose deletion is timed")
+	flag.Parse()
+	for _, s := range strings.Split(conc, ",") {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err != nil || n < 1 {
+			fail(fmt.Errorf("bad concurrency %q", s))
+		}
+		c.concurrency = append(c.concurrency, n)
+	}
+	c.monitors, c.key, c.pool = os.Getenv("CEPH_MON_HOST"), os.Getenv("CEPH_ADMIN_KEY"), os.Getenv("CEPH_POOL")
+	if c.monitors == "" || c.key == "" {
+		fail(fmt.Errorf("CEPH_MON_HOST and CEPH_ADMIN_KEY must be set (make bench starts a cluster)"))
+	}
+	if c.pool == "" {
+		c.pool = "kube"
+	}
+	if err := run(c); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+type bench struct {
+	cfg     config
+	io      *rados.IOContext
+	client  csi.ControllerClient
+	backend *librbd.Backend
+	cluster ceph.Cluster
+	admin   ceph.Credentials
+}
+
+func run(c config) error {
+	klog.SetOutput(nilWriter{})
+	klog.LogToStderr(false)
+	conn, err := rawConn(c)
+	if err != nil {
+		return err
+	}
+	defer conn.Shutdown()
+	io, err := conn.OpenIOContext(c.pool)
+	if err != nil {
+		return err
+	}
+	defer io.Destroy()
+
+	b := &bench{cfg: c, io: io, admin: ceph.Credentials{User: "admin", Key: c.key}}
+	stop, err := b.startDriver()
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	fmt.Printf("rbd-csi bench: %d volumes of 1 GiB per phase, pool %s, monitors %s\n", c.count, c.pool, c.monitors)
+	for _, n := range c.concurrency {
+		if err := b.controllerPhases(n); err != nil {
+			return err
+		}
+	}
+	return b.bigDelete()
+}
+
+func rawConn(c config) (*rados.Conn, error) {
+	conn, err := rados.NewConnWithUser("admin")
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range map[string]string{"mon_host": c.monitors, "key": c.key, "admin_socket": "", "log_to_stderr": "false", "err_to_stderr": "false"} {
+		if err := conn.SetConfigOption(k, v); err != nil {
+			return nil, err
+		}
+	}
+	return conn, conn.Connect()
+}
+
+func (b *bench) startDriver() (func(), error) {
+	cfg, err := clusterconfig.Parse([]byte(`[{"clusterID":"bench","monitors":["` + strings.Join(strings.Split(b.cfg.monitors, ","), `","`) + `"]}]`))
+	if err != nil {
+		return nil, err
+	}
+	b.cluster, _ = cfg.Lookup("bench")
+	b.backend = librbd.New(librbd.Options{})
+	d, err := driver.New(driver.Options{Mode: driver.ModeController, InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()), Clusters: cfg, Backend: b.backend})
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "rbd-csi-bench")
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "csi.sock")
+	srv, err := d.Serve(sock)
+	if err != nil {
+		return nil, err
+	}
+	gc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	b.client = csi.NewControllerClient(gc)
+	return func() { gc.Close(); srv.Stop(5 * time.Second); b.backend.Close(); os.RemoveAll(dir) }, nil
+}
+
+func (b *bench) secrets() map[string]string {
+	return map[string]string{"userID": "admin", "userKey": b.cfg.key}
+}
+
+func (b *bench) createReq(name string, size int64) *csi.CreateVolumeRequest {
+	return &csi.CreateVolumeRequest{
+		Name: name, CapacityRange: &csi.CapacityRange{RequiredBytes: size},
+		Parameters: map[string]string{"clusterID": "bench", "pool": b.cfg.pool, "imageFeatures": "layering"},
+		Secrets:    b.secrets(),
+		VolumeCapabilities: []*csi.VolumeCapability{{
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+		}},
+	}
+}
+
+func (b *bench) controllerPhases(conc int) error {
+	n := b.cfg.count
+	rawNames := names(fmt.Sprintf("bench-raw-c%d-", conc), n)
+	rawCreate, err := measure(n, conc, func(i int) error {
+		opts := rbd.NewRbdImageOptions()
+		defer opts.Destroy()
+		_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
+		_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
+		return rbd.CreateImage(b.io, rawNames[i], 1<<30, opts)
+	})
+	if err != nil {
+		return fmt.Errorf("raw create: %w", err)
+	}
+	ids := make([]string, n)
+	drvCreate, err := measure(n, conc, func(i int) error {
+		resp, err := b.client.CreateVolume(context.Background(), b.createReq(fmt.Sprintf("bench-c%d-%d", conc, i), 1<<30))
+		if err == nil {
+			ids[i] = resp.Volume.VolumeId
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("driver create: %w", err)
+	}
+	report("CreateVolume", conc, drvCreate, rawCreate, "rbd.CreateImage")
+
+	rawDelete, err := measure(n, conc, func(i int) error { return rbd.RemoveImage(b.io, rawNames[i]) })
+	if err != nil {
+		return fmt.Errorf("raw remove: %w", err)
+	}
+	drvDelete, err := measure(n, conc, func(i int) error {
+		_, err := b.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: ids[i], Secrets: b.secrets()})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("driver delete: %w", err)
+	}
+	report("DeleteVolume", conc, drvDelete, rawDelete, "rbd.RemoveImage")
+	drain := b.waitTrashDrained(5 * time.Minute)
+	fmt.Printf("  background purge of %d trashed images finished %v after the last DeleteVolume\n", n, drain.Round(time.Millisecond))
+	return nil
+}
+
+func (b *bench) bigDelete() error {
+	size := int64(b.cfg.bigGiB) << 30
+	resp, err := b.client.CreateVolume(context.Background(), b.createReq("bench-big", size))
+	if err != nil {
+		return fmt.Errorf("create %d GiB volume: %w", b.cfg.bigGiB, err)
+	}
+	start := time.Now()
+	if _, err := b.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: resp.Volume.VolumeId, Secrets: b.secrets()}); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	drain := b.waitTrashDrained(10 * time.Minute)
+	fmt.Printf("DeleteVolume of a %d GiB thin image: returned in %v (background purge took %v more)\n", b.cfg.bigGiB, took.Round(time.Millisecond), drain.Round(time.Millisecond))
+	return nil
+}
+
+// waitTrashDrained waits until no bench image is left in the trash.
+func (b *bench) waitTrashDrained(limit time.Duration) time.Duration {
+	start := time.Now()
+	for time.Since(start) < limit {
+		entries, err := rbd.GetTrashList(b.io)
+		pending := 0
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name, "csi-vol-") {
+				pending++
+			}
+		}
+		if err == nil && pending == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return out
+}
+
+// result is one measured phase.
+type result struct {
+	total     time.Duration
+	latencies []time.Duration
+}
+
+func (r result) opsPerSec() float64 { return float64(len(r.latencies)) / r.total.Seconds() }
+
+func (r result) pct(p float64) time.Duration {
+	s := append([]time.Duration(nil), r.latencies...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	idx := int(float64(len(s)-1) * p)
+	return s[idx]
+}
+
+// measure runs op for i in [0,n) with conc workers.
+func measure(n, conc int, op func(i int) error) (result, error) {
+	lat := make([]time.Duration, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t := time.Now()
+				err := op(i)
+				lat[i] = time.Since(t)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("op %d: %w", i, err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return result{total: time.Since(start), latencies: lat}, firstErr
+}
+
+func report(phase string, conc int, drv, raw result, rawName string) {
+	fmt.Printf("%-13s c=%-2d driver %7.1f ops/s p50 %7s p99 %7s | raw %-16s %7.1f ops/s p50 %7s p99 %7s | ratio %.2f\n",
+		phase, conc, drv.opsPerSec(), ms(drv.pct(0.5)), ms(drv.pct(0.99)),
+		rawName, raw.opsPerSec(), ms(raw.pct(0.5)), ms(raw.pct(0.99)), drv.opsPerSec()/raw.opsPerSec())
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+type nilWriter struct{}
+
+func (nilWriter) Write(p []byte) (int, error) { return len(p), nil }
