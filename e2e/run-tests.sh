@@ -103,10 +103,16 @@ cd "$ROOT"
 # shellcheck disable=SC2206 # both are space-separated lists on purpose
 args=(-tags "$GO_TAGS" -count=1 -v -timeout "$GO_TEST_TIMEOUT" $GO_TEST_ARGS $TEST_PKGS)
 log "go test ${args[*]}   (output: $TEST_LOG)"
+# loop devices and mounts, to report what the tests left behind
+snapshot() {
+  { losetup -n -l -O NAME,BACK-FILE 2>/dev/null; findmnt -rn -o TARGET,FSTYPE 2>/dev/null; } | sort
+}
+snapshot >"$WORK/before"
 set +e
 go test "${args[@]}" 2>&1 | tee "$TEST_LOG"
 rc=${PIPESTATUS[0]}
 set -e
+snapshot >"$WORK/after"
 
 # --- summary -----------------------------------------------------------------
 # go test -v prints "--- PASS|FAIL|SKIP: Name (time)", indented for subtests.
@@ -146,6 +152,11 @@ echo
 echo "==== test summary (full output: $TEST_LOG)"
 echo "$summary"
 passed=${summary%% passed,*}
+leftovers=$(comm -13 "$WORK/before" "$WORK/after")
+if [ -n "$leftovers" ]; then
+  echo "loop devices and mounts that appeared during the tests and are still there:"
+  while IFS= read -r line; do echo "  $line"; done <<<"$leftovers"
+fi
 
 if [ "$rc" -ne 0 ]; then
   log "go test failed (exit $rc)"

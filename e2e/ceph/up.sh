@@ -23,6 +23,7 @@
 #                       and 127.0.0.1's mon ports are taken, auto is used.
 #   CEPH_MON_PORT_V1    msgr v1 port of the mon (default 6789)
 #   CEPH_MON_PORT_V2    msgr v2 port of the mon (default 3300)
+#                       "auto" means the standard port and CEPH_IP=auto
 #   CEPH_RESTART        1 = stop a cluster still running in CEPH_DIR first
 #                       (default: refuse)
 # Runs as root (the tests mount and attach loop devices anyway).
@@ -43,6 +44,12 @@ PORT_V2=${CEPH_MON_PORT_V2:-3300}
 # what is given explicitly must be free; the defaults fall back to a free IP
 ADDR_EXPLICIT=0
 [ -n "${CEPH_IP:-}${CEPH_MON_PORT_V1:-}${CEPH_MON_PORT_V2:-}" ] && ADDR_EXPLICIT=1
+# "auto" ports (older callers): the standard ports on an address of its own
+if [ "$PORT_V1" = auto ] || [ "$PORT_V2" = auto ]; then
+  [ "$PORT_V1" != auto ] || PORT_V1=6789
+  [ "$PORT_V2" != auto ] || PORT_V2=3300
+  [ -n "${CEPH_IP:-}" ] || IP=auto
+fi
 MON_ID=a
 MGR_ID=x
 MARK=.rbdcsi-ceph # marks a directory made by this script (down.sh checks it)
@@ -63,6 +70,7 @@ if [ "$CEPH_MGR" = 1 ] && ! command -v ceph-mgr >/dev/null; then
 fi
 case "$CEPH_STORE" in memstore | bluestore) ;; *) die "CEPH_STORE must be memstore or bluestore" ;; esac
 case "$CEPH_DIR" in /*) ;; *) die "CEPH_DIR must be an absolute path" ;; esac
+case "$PORT_V1$PORT_V2" in *[!0-9]*) die "CEPH_MON_PORT_V1/V2 must be port numbers (or auto)" ;; esac
 CEPH_DIR=${CEPH_DIR%/}
 # $CEPH_DIR/run/ceph-client.admin.<pid>.<cctid>.asok must fit in 107 bytes
 [ ${#CEPH_DIR} -le 50 ] || die "CEPH_DIR is too long (${#CEPH_DIR} > 50 chars): unix socket paths would not fit"

@@ -91,8 +91,8 @@ func New(opts Options) (*Driver, error) {
 	if opts.Clusters == nil {
 		opts.Clusters, _ = clusterconfig.Parse([]byte("[]"))
 	}
-	if opts.Mode != ModeNode && opts.Backend == nil {
-		return nil, errors.New("controller mode needs a Ceph backend")
+	if opts.Backend == nil {
+		return nil, errors.New("a Ceph backend is required")
 	}
 	if opts.Mode != ModeController && opts.NodeID == "" {
 		return nil, errors.New("node mode needs --nodeid")

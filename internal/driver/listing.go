@@ -56,7 +56,8 @@ func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, e
 }
 
 // ListVolumes implements csi.ControllerServer over the pools this controller
-// knows, listing only images whose names this driver generates. The token is
+// knows, listing only images this installation generated (by the instance
+// tag in their names). The token is
 // the position in the listing, so volumes created or deleted between pages
 // may shift entries but never produce an error.
 func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
@@ -104,7 +105,7 @@ func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
 			return nil, cephStatus(err, "look up pool "+a.pool)
 		}
 		for _, n := range names {
-			if !params.LooksGenerated(n) {
+			if !params.OwnedBy(n, d.opts.InstanceID) {
 				continue
 			}
 			id, err := volid.ID{ClusterID: a.cluster.ID, Monitors: a.cluster.Monitors, PoolID: poolID, Image: n}.Encode()

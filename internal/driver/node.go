@@ -1,13 +1,438 @@
 package driver
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
+	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
 // NodeOptions configure the node plugin.
 type NodeOptions struct {
-	// StateDir holds per-volume stage state and mapper working files.
+	// StateDir holds the volume index and mapper working files.
 	StateDir string
 	// Mapper is the node-wide default mapper (krbd, rbd-nbd, fuse).
 	Mapper string
+	// Mappers overrides the mapper implementations (tests); nil builds the
+	// real ones.
+	Mappers map[string]mapper.Mapper
+	// Mounter overrides the mounter (tests); nil uses the system tools.
+	Mounter mounter.Interface
 }
 
-type nodeState struct{}
+// nodeState is the node plugin's machinery.
+type nodeState struct {
+	mappers map[string]mapper.Mapper
+	mounter mounter.Interface
+	index   volumeIndex
+	def     string
+}
 
-func newNodeState(Options) (*nodeState, error) { return &nodeState{}, nil }
+func newNodeState(opts Options) (*nodeState, error) {
+	n := opts.Node
+	if n.StateDir == "" {
+		return nil, errors.New("node mode needs a state directory (--state-dir)")
+	}
+	if n.Mapper == "" {
+		n.Mapper = mapper.KRBD
+	}
+	ns := &nodeState{mappers: n.Mappers, mounter: n.Mounter, index: volumeIndex{dir: filepath.Join(n.StateDir, "volumes")}, def: n.Mapper}
+	if ns.mounter == nil {
+		ns.mounter = mounter.New(0)
+	}
+	if ns.mappers == nil {
+		ns.mappers = map[string]mapper.Mapper{}
+		for _, name := range mapper.Names() {
+			m, err := mapper.New(name, mapper.Config{StateDir: filepath.Join(n.StateDir, "mapper")})
+			if err != nil {
+				return nil, fmt.Errorf("mapper %s: %w", name, err)
+			}
+			ns.mappers[name] = m
+		}
+	}
+	if _, ok := ns.mappers[n.Mapper]; !ok {
+		return nil, fmt.Errorf("--mapper %q: want one of %s", n.Mapper, strings.Join(mapper.Names(), ", "))
+	}
+	return ns, nil
+}
+
+// NodeGetInfo implements csi.NodeServer.
+func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
+}
+
+// NodeGetCapabilities implements csi.NodeServer.
+func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	types := []csi.NodeServiceCapability_RPC_Type{
+		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
+		deprecatedVolumeCondition,
+		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	}
+	caps := make([]*csi.NodeServiceCapability, 0, len(types))
+	for _, t := range types {
+		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+// stageRequest is a validated NodeStageVolume.
+type stageRequest struct {
+	volumeID, staging string
+	block             bool
+	fsType            string
+	mountFlags        []string
+	mode              csi.VolumeCapability_AccessMode_Mode
+	creds             ceph.Credentials
+	ctx               map[string]string
+	mapperName        string
+}
+
+func (d *Driver) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
+	r := stageRequest{volumeID: req.GetVolumeId(), staging: req.GetStagingTargetPath(), ctx: req.GetVolumeContext()}
+	if r.volumeID == "" {
+		return r, invalid("volume_id is required")
+	}
+	if r.staging == "" {
+		return r, invalid("staging_target_path is required")
+	}
+	if req.GetVolumeCapability() == nil {
+		return r, invalid("volume_capability is required")
+	}
+	block, err := checkCapability(req.GetVolumeCapability())
+	if err != nil {
+		return r, err
+	}
+	r.block, r.mode = block, req.GetVolumeCapability().GetAccessMode().GetMode()
+	if m := req.GetVolumeCapability().GetMount(); m != nil {
+		r.fsType = m.GetFsType()
+		if r.fsType == "" {
+			r.fsType = "ext4"
+		}
+		if r.mountFlags, err = validateMountFlags(m.GetMountFlags()); err != nil {
+			return r, err
+		}
+	}
+	r.mapperName = d.node.def
+	if m := r.ctx[params.KeyMounter]; m != "" {
+		r.mapperName = m
+	}
+	if _, ok := d.node.mappers[r.mapperName]; !ok {
+		return r, invalid("mounter %q: want one of %s", r.mapperName, strings.Join(mapper.Names(), ", "))
+	}
+	if err := params.ValidateMapOptions(r.ctx[params.KeyMapOptions]); err != nil {
+		return r, invalid("volume context mapOptions: %v", err)
+	}
+	legacyUser := r.ctx[params.KeyUserID]
+	if r.creds, err = params.Credentials(req.GetSecrets(), legacyUser); err != nil {
+		return r, invalid("node stage secrets: %v", err)
+	}
+	return r, nil
+}
+
+// validateMountFlags keeps mount options to single option words: they end
+// up in one "-o" argument, so a space, a leading dash or a control character
+// could not be more than an odd option, but are refused as certain mistakes.
+func validateMountFlags(flags []string) ([]string, error) {
+	for _, f := range flags {
+		if f == "" || strings.HasPrefix(f, "-") || strings.ContainsFunc(f, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return nil, invalid("mount flag %q is not a mount option", f)
+		}
+	}
+	return flags, nil
+}
+
+// NodeStageVolume implements csi.NodeServer: map the image, and for mount
+// volumes format it if it holds no filesystem and mount it at the staging
+// path. A failure undoes what this call did.
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	r, err := d.parseStage(req)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := d.locks.lock(ctx, "node/"+r.volumeID)
+	if err != nil {
+		return nil, lockStatus(err, "volume "+r.volumeID)
+	}
+	defer unlock()
+	if _, err := os.Stat(r.staging); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "staging path %s: %v", r.staging, err)
+	}
+	st, err := loadState(r.staging)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if st != nil && st.VolumeID != r.volumeID {
+		return nil, status.Errorf(codes.FailedPrecondition, "staging path %s holds volume %s", r.staging, st.VolumeID)
+	}
+	if st != nil && st.Device != nil && (st.Block || st.Mounted) {
+		return d.restage(st, r)
+	}
+	return d.stage(ctx, r, st)
+}
+
+// restage answers a repeated NodeStageVolume for a staged volume.
+func (d *Driver) restage(st *stageState, r stageRequest) (*csi.NodeStageVolumeResponse, error) {
+	if st.Block != r.block || (!r.block && st.FsType != r.fsType) {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %s is staged at %s with another capability (block=%v fsType=%q)", r.volumeID, r.staging, st.Block, st.FsType)
+	}
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState) (resp *csi.NodeStageVolumeResponse, err error) {
+	ref, err := d.nodeImage(ctx, r.volumeID, r.ctx, r.creds)
+	if err != nil {
+		return nil, err
+	}
+	info, err := d.opts.Backend.StatImage(ctx, r.creds, ref)
+	if err != nil {
+		return nil, cephStatus(err, "volume image "+ref.String())
+	}
+	if prev == nil || prev.Device == nil {
+		if err := d.checkNotInUse(ctx, r, ref); err != nil {
+			return nil, err
+		}
+	}
+	st := &stageState{
+		VolumeID: r.volumeID, Mapper: r.mapperName, Block: r.block, FsType: r.fsType,
+		ReadOnly: readOnlyMode(r.mode), AccessMode: r.mode.String(), StagingPath: r.staging,
+		Image: stageImage{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, Pool: ref.Pool, Namespace: ref.Cluster.RadosNamespace, Name: ref.Name},
+	}
+	if err := st.save(); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := d.node.index.put(r.volumeID, r.staging); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	defer func() {
+		if err != nil {
+			d.rollbackStage(st)
+		}
+	}()
+	m := d.node.mappers[r.mapperName]
+	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
+	if err != nil {
+		return nil, status.Errorf(mapper.GRPCCode(err), "map %s with %s: %v", ref, r.mapperName, err)
+	}
+	st.Device = &dev
+	if err := st.save(); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if r.block {
+		return &csi.NodeStageVolumeResponse{}, nil
+	}
+	if err := d.mountStaging(ctx, st, r.mountFlags); err != nil {
+		return nil, err
+	}
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+func prevDevice(prev *stageState) *mapper.Device {
+	if prev == nil {
+		return nil
+	}
+	return prev.Device
+}
+
+func (d *Driver) mountStaging(ctx context.Context, st *stageState, flags []string) error {
+	opts := append(fsDefaults(st.FsType), flags...)
+	if st.ReadOnly {
+		opts = append(opts, "ro")
+	}
+	mounted, err := d.node.mounter.IsMountPoint(st.StagingPath)
+	if err != nil {
+		return status.Errorf(codes.Internal, "inspect staging path: %v", err)
+	}
+	if !mounted {
+		if err := d.node.mounter.FormatAndMount(ctx, st.Device.Path, st.StagingPath, st.FsType, opts); err != nil {
+			code := codes.Internal
+			if errors.Is(err, mounter.ErrWrongFilesystem) {
+				code = codes.FailedPrecondition
+			}
+			return status.Errorf(code, "format and mount %s at %s: %v", st.Device.Path, st.StagingPath, err)
+		}
+	}
+	st.Mounted = true
+	if err := st.save(); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return nil
+}
+
+// fsDefaults are mount options every volume of the filesystem gets. xfs
+// refuses to mount two filesystems with one UUID, which every restored
+// snapshot or clone of a volume has.
+func fsDefaults(fs string) []string {
+	if fs == "xfs" {
+		return []string{"nouuid"}
+	}
+	return nil
+}
+
+func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
+	return m == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY || m == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
+}
+
+// rollbackStage undoes a failed stage so that nothing stays mapped or
+// mounted; the state file goes only once everything is undone.
+func (d *Driver) rollbackStage(st *stageState) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := d.teardownStage(ctx, st); err != nil {
+		klog.ErrorS(err, "Rolling back a failed NodeStageVolume left work for NodeUnstageVolume", "volume", st.VolumeID)
+	}
+}
+
+// checkNotInUse refuses to map a single-writer volume that a client
+// elsewhere has open: two writers would corrupt the filesystem.
+func (d *Driver) checkNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
+	if readOnlyMode(r.mode) || r.mode == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER {
+		return nil
+	}
+	ws, err := d.opts.Backend.Watchers(ctx, r.creds, ref)
+	if err != nil {
+		return cephStatus(err, "list clients of "+ref.String())
+	}
+	if len(ws) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use by client %d at %s (another node still has it mapped): unmount it there, or wait for a crashed node's watch to expire (about 30 s); `rbd status %s` shows the client", ref, ws[0].Client, ws[0].Addr, ref)
+	}
+	return nil
+}
+
+// nodeImage finds the image: from the volume context (dynamic volumes carry
+// pool and imageName; static PersistentVolumes name them with
+// volumeAttributes clusterID or monitors, pool and imageName), else from the
+// volume ID.
+func (d *Driver) nodeImage(ctx context.Context, volumeID string, vc map[string]string, cr ceph.Credentials) (ceph.ImageRef, error) {
+	pool, image := vc["pool"], vc["imageName"]
+	if pool != "" && image != "" {
+		return d.imageFromContext(vc, pool, image)
+	}
+	id, err := volid.Decode(volumeID)
+	if err != nil {
+		return ceph.ImageRef{}, status.Errorf(codes.NotFound, "volume %q: %v; a static volume must set volumeAttributes clusterID (or monitors), pool and imageName", volumeID, err)
+	}
+	ref, err := d.imageRef(ctx, id, cr)
+	if errors.Is(err, errPoolGone) {
+		return ceph.ImageRef{}, status.Errorf(codes.NotFound, "volume %q: its pool no longer exists", volumeID)
+	}
+	return ref, err
+}
+
+func (d *Driver) imageFromContext(vc map[string]string, pool, image string) (ceph.ImageRef, error) {
+	if err := params.ValidatePoolName(pool); err != nil {
+		return ceph.ImageRef{}, invalid("volume attribute pool: %v", err)
+	}
+	if err := volid.ValidateImageName(image); err != nil {
+		return ceph.ImageRef{}, invalid("volume attribute imageName: %v", err)
+	}
+	p, err := params.ParseVolume(clusterParams(vc))
+	if err != nil {
+		return ceph.ImageRef{}, invalid("volume attributes: %v", err)
+	}
+	cl, err := d.clusterFor(p)
+	if err != nil {
+		return ceph.ImageRef{}, err
+	}
+	return ceph.ImageRef{Cluster: cl, Pool: pool, Name: image}, nil
+}
+
+// clusterParams keeps the cluster-naming keys of a volume context.
+func clusterParams(vc map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{params.KeyClusterID, params.KeyMonitors} {
+		if v, ok := vc[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func mapperImage(ref ceph.ImageRef, cr ceph.Credentials, info ceph.ImageInfo) mapper.Image {
+	return mapper.Image{
+		Monitors: ref.Cluster.Monitors, User: cr.User, Key: cr.Key,
+		Pool: ref.Pool, RadosNamespace: ref.Cluster.RadosNamespace, Name: ref.Name,
+		Features: info.Features.Names(),
+	}
+}
+
+// NodeUnstageVolume implements csi.NodeServer.
+func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("volume_id is required")
+	}
+	if req.GetStagingTargetPath() == "" {
+		return nil, invalid("staging_target_path is required")
+	}
+	unlock, err := d.locks.lock(ctx, "node/"+req.GetVolumeId())
+	if err != nil {
+		return nil, lockStatus(err, "volume "+req.GetVolumeId())
+	}
+	defer unlock()
+	st, err := loadState(req.GetStagingTargetPath())
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if st == nil {
+		// Never staged here, or already unstaged: only a stray mount can be left.
+		if err := d.node.mounter.Unmount(ctx, req.GetStagingTargetPath()); err != nil {
+			return nil, status.Errorf(codes.Internal, "unmount %s: %v", req.GetStagingTargetPath(), err)
+		}
+		return &csi.NodeUnstageVolumeResponse{}, nil
+	}
+	if st.VolumeID != req.GetVolumeId() {
+		return nil, status.Errorf(codes.FailedPrecondition, "staging path %s holds volume %s, not %s", req.GetStagingTargetPath(), st.VolumeID, req.GetVolumeId())
+	}
+	if err := d.teardownStage(ctx, st); err != nil {
+		return nil, err
+	}
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// teardownStage unmounts the staging path, unmaps the device and forgets
+// the volume, each step only once the one before succeeded.
+func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
+	if err := d.node.mounter.Unmount(ctx, st.StagingPath); err != nil {
+		return status.Errorf(codes.Internal, "unmount %s: %v", st.StagingPath, err)
+	}
+	st.Mounted = false
+	dev := st.Device
+	if dev == nil {
+		// Staging died between map and record: describe the image so the
+		// mapper can find the mapping itself.
+		dev = &mapper.Device{Mapper: st.Mapper, Attrs: map[string]string{
+			mapper.AttrPool: st.Image.Pool, mapper.AttrNamespace: st.Image.Namespace, mapper.AttrImage: st.Image.Name,
+		}}
+	}
+	m, ok := d.node.mappers[st.Mapper]
+	if !ok {
+		return status.Errorf(codes.Internal, "volume was staged with mapper %q, which this plugin does not have", st.Mapper)
+	}
+	if err := m.Unmap(ctx, *dev); err != nil && !(st.Device == nil && errors.Is(err, mapper.ErrInvalidDevice)) {
+		return status.Errorf(mapper.GRPCCode(err), "unmap %s: %v", dev.Path, err)
+	}
+	if err := removeState(st.StagingPath); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	d.node.index.drop(st.VolumeID)
+	return nil
+}
+
+// cleanupTimeout bounds a rollback that runs after the caller's deadline.
+const cleanupTimeout = 2 * time.Minute

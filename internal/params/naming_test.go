@@ -48,3 +48,23 @@ func TestLooksGeneratedRecognisesGeneratedNamesOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestOwnedByTellsInstallationsApart(t *testing.T) {
+	tests := []struct {
+		name, image, instance string
+		want                  bool
+	}{
+		{"own image, default prefix", ImageName("csi-vol-", "prod", "pvc-1"), "prod", true},
+		{"own image, custom prefix", ImageName("team-a-", "prod", "pvc-1"), "prod", true},
+		{"own image, no prefix", ImageName("", "prod", "pvc-1"), "prod", true},
+		{"other installation", ImageName("csi-vol-", "staging", "pvc-1"), "prod", false},
+		{"hand-made image", "ceph-image", "prod", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := OwnedBy(tc.image, tc.instance); got != tc.want {
+				t.Fatalf("OwnedBy(%q, %q) = %v, want %v", tc.image, tc.instance, got, tc.want)
+			}
+		})
+	}
+}

@@ -111,8 +111,13 @@ func (k *fakeKernel) serve(fifo string, handle func(string)) {
 				return
 			}
 			if len(b) > 0 {
-				k.record(string(b))
+				// Record and handle in one critical section: Writes() then
+				// never shows a write whose effects are not in place, nor
+				// misses one whose effects are.
+				k.mu.Lock()
+				k.writes = append(k.writes, string(b))
 				handle(string(b))
+				k.mu.Unlock()
 			}
 		}
 	}()
@@ -165,12 +170,6 @@ func (k *fakeKernel) waitWrites(n int, wait time.Duration) []string {
 	}
 }
 
-func (k *fakeKernel) record(s string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.writes = append(k.writes, s)
-}
-
 func (k *fakeKernel) Writes() []string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -221,10 +220,21 @@ func (k *fakeKernel) addDevice(id int, pool, ns, image, snap, ro, configInfo str
 		"config_info": configInfo,
 	}
 	for a, v := range attrs {
-		mustWrite(k.t, filepath.Join(dir, a), v+"\n")
+		k.writeFile(filepath.Join(dir, a), v+"\n")
 	}
-	mustWrite(k.t, filepath.Join(k.sysfs, "block", "rbd"+strconv.Itoa(id), "ro"), ro+"\n")
-	mustWrite(k.t, filepath.Join(k.devRoot, "rbd"+strconv.Itoa(id)), "")
+	k.writeFile(filepath.Join(k.sysfs, "block", "rbd"+strconv.Itoa(id), "ro"), ro+"\n")
+	k.writeFile(filepath.Join(k.devRoot, "rbd"+strconv.Itoa(id)), "")
+}
+
+// writeFile is mustWrite for the fake's goroutines, where t.Fatal is not
+// allowed.
+func (k *fakeKernel) writeFile(p, content string) {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		k.t.Error(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		k.t.Error(err)
+	}
 }
 
 // remove handles "N [force]".

@@ -293,7 +293,7 @@ func (f *fuse) spawn(img Image, p fusePaths, keyring string) (*fuseProc, error) 
 		return nil, fmt.Errorf("%w: opening %s: %v", ErrMapFailed, p.log, err)
 	}
 	defer logf.Close()
-	fmt.Fprintf(logf, "--- %s starting rbd-fuse for %s\n", time.Now().UTC().Format(time.RFC3339), img.Spec())
+	fmt.Fprintf(logf, "%s%s starting rbd-fuse for %s\n", logMarker, time.Now().UTC().Format(time.RFC3339), img.Spec())
 	// The long option forms cannot be mistaken for other options whatever
 	// the names are; the mountpoint stays last (isRBDFuseFor relies on it).
 	cmd := exec.Command(f.cfg.RBDFusePath, "-f", "-c", p.conf,
@@ -392,9 +392,13 @@ func (f *fuse) startFailure(img Image, p fusePaths, proc *fuseProc) error {
 	}
 }
 
+// logMarker starts the line the mapper writes into the rbd-fuse log
+// before each start.
+const logMarker = "=== rbd-csi: "
+
 // readLogTail returns the last n bytes of the rbd-fuse log. Only the
 // output of the latest start is relevant, so it starts after the last
-// "--- " marker line.
+// marker line.
 func readLogTail(path string, n int64) string {
 	fh, err := os.Open(path)
 	if err != nil {
@@ -411,7 +415,7 @@ func readLogTail(path string, n int64) string {
 		return ""
 	}
 	s := string(buf)
-	if i := strings.LastIndex(s, "--- "); i >= 0 {
+	if i := strings.LastIndex(s, logMarker); i >= 0 {
 		if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
 			s = s[i+j+1:]
 		}
@@ -556,7 +560,8 @@ func (f *fuse) removeState(p fusePaths) error {
 			return fmt.Errorf("%w: removing %s: %v", ErrUnmapFailed, dir, err)
 		}
 	}
-	_ = os.Remove(filepath.Dir(p.dir)) // the pool directory, if now empty
+	// The pool directory stays: removing it could race with a concurrent
+	// Map of another image of the pool creating its directory in it.
 	return nil
 }
 

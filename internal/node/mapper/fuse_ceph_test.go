@@ -296,8 +296,8 @@ func TestFuseDataSurvivesUnmapAndRemap(t *testing.T) {
 		t.Fatalf("Unmap: %v", err)
 	}
 	rig.assertNoLeftovers(t)
-	if entries, _ := os.ReadDir(filepath.Join(rig.stateDir, "fuse")); len(entries) != 0 {
-		t.Errorf("state left under %s/fuse after Unmap: %v", rig.stateDir, entries)
+	if entries, _ := os.ReadDir(filepath.Join(rig.stateDir, "fuse", img.Pool)); len(entries) != 0 {
+		t.Errorf("state left under %s/fuse/%s after Unmap: %v", rig.stateDir, img.Pool, entries)
 	}
 
 	dev2 := rig.mapFor(t, img, MapOptions{})
@@ -464,6 +464,31 @@ func TestFuseRecoveryWhileOldDeviceStillInUse(t *testing.T) {
 	}
 	if f := loopBackingFile("/sys", dev.Path); f != "" {
 		t.Errorf("old device %s still attached to %s after its last user closed it", dev.Path, f)
+	}
+}
+
+func TestFuseMapsAsRestrictedUser(t *testing.T) {
+	env := needCeph(t)
+	if _, err := exec.LookPath("ceph"); err != nil {
+		t.Skip("skipping: ceph CLI not found")
+	}
+	rig := newFuseRig(t)
+	img := env.image(env.createImage(t, 16))
+	// A user that can only use this pool: if rbd-fuse ignored the user
+	// and connected as client.admin, authentication would fail.
+	user := "mappertest-" + strconv.Itoa(os.Getpid())
+	out, err := env.cli("ceph", "auth", "get-or-create-key", "client."+user,
+		"mon", "profile rbd", "osd", "profile rbd pool="+env.pool)
+	if err != nil {
+		t.Fatalf("creating client.%s: %v: %s", user, err, out)
+	}
+	t.Cleanup(func() { _, _ = env.cli("ceph", "auth", "rm", "client."+user) })
+	img.User, img.Key = user, strings.TrimSpace(out)
+
+	dev := rig.mapFor(t, img, MapOptions{})
+	want := writeRandom(t, dev.Path, 1)
+	if got := readSum(t, dev.Path, 1); got != want {
+		t.Errorf("read back %s, want %s", got, want)
 	}
 }
 

@@ -318,7 +318,7 @@ func TestFuseRejectsWhatRBDFuseCannotDo(t *testing.T) {
 
 func TestReadLogTailKeepsLatestStart(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "log")
-	content := "--- t1 starting rbd-fuse\nold failure\n--- t2 starting rbd-fuse\nnew failure\n"
+	content := logMarker + "t1 starting rbd-fuse\nold failure --- with dashes\n" + logMarker + "t2 starting rbd-fuse\nnew failure\n"
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}

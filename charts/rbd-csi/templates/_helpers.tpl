@@ -1,0 +1,129 @@
+{{/* Chart name, at most 63 characters. */}}
+{{- define "rbd-csi.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Base name of the objects: the release name, prefixed with the chart name
+unless the release name already holds it. At most 52 characters, leaving room
+for suffixes such as -controller.
+*/}}
+{{- define "rbd-csi.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rbd-csi.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels; call with (dict "ctx" $ "component" "controller"). */}}
+{{- define "rbd-csi.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rbd-csi.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Standard labels; call with (dict "ctx" $ "component" "node") or component "". */}}
+{{- define "rbd-csi.labels" -}}
+helm.sh/chart: {{ include "rbd-csi.chart" .ctx }}
+{{ include "rbd-csi.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: rbd-csi
+{{- end -}}
+
+{{/* repository:tag of an image entry; call with (dict "ctx" $ "image" .Values.images.driver). */}}
+{{- define "rbd-csi.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "rbd-csi.controllerServiceAccount" -}}
+{{- if .Values.serviceAccounts.controller.create -}}
+{{- default (printf "%s-controller" (include "rbd-csi.fullname" .)) .Values.serviceAccounts.controller.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccounts.controller.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rbd-csi.nodeServiceAccount" -}}
+{{- if .Values.serviceAccounts.node.create -}}
+{{- default (printf "%s-node" (include "rbd-csi.fullname" .)) .Values.serviceAccounts.node.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccounts.node.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "rbd-csi.configMapName" -}}
+{{- printf "%s-config" (include "rbd-csi.fullname" .) -}}
+{{- end -}}
+
+{{- define "rbd-csi.listingSecretName" -}}
+{{- default (printf "%s-listing" (include "rbd-csi.fullname" .)) .Values.controller.listingCredentials.existingSecret -}}
+{{- end -}}
+
+{{/* The driver's socket as the kubelet sees it. */}}
+{{- define "rbd-csi.kubeletSocket" -}}
+{{- printf "%s/plugins/%s/csi.sock" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
+{{- end -}}
+
+{{/* Whole seconds of a Go duration made of h, m and s parts ("1m30s" -> 90). */}}
+{{- define "rbd-csi.seconds" -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+[hms]" . -1 -}}
+{{- $n := trimSuffix "h" (trimSuffix "m" (trimSuffix "s" .)) | atoi -}}
+{{- if hasSuffix "h" . -}}{{- $total = add $total (mul $n 3600) -}}
+{{- else if hasSuffix "m" . -}}{{- $total = add $total (mul $n 60) -}}
+{{- else -}}{{- $total = add $total $n -}}{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/* Checks across values that the schema cannot express. */}}
+{{- define "rbd-csi.validate" -}}
+{{- $ceph := include "rbd-csi.seconds" .Values.cephTimeout | atoi -}}
+{{- $sidecar := include "rbd-csi.seconds" .Values.sidecarTimeout | atoi -}}
+{{- if le $sidecar $ceph -}}
+{{- fail (printf "sidecarTimeout (%s) must be longer than cephTimeout (%s): a CSI call may run several Ceph operations" .Values.sidecarTimeout .Values.cephTimeout) -}}
+{{- end -}}
+{{- if and .Values.controller.enabled .Values.node.enabled .Values.controller.hostNetwork .Values.node.hostNetwork .Values.controller.livenessProbe.enabled .Values.node.livenessProbe.enabled (eq (int .Values.controller.livenessProbe.port) (int .Values.node.livenessProbe.port)) -}}
+{{- fail "controller.livenessProbe.port and node.livenessProbe.port must differ when both pods use the host network" -}}
+{{- end -}}
+{{- $ids := dict -}}
+{{- range .Values.clusters -}}
+{{- if hasKey $ids .clusterID -}}
+{{- fail (printf "clusters: clusterID %q is listed twice" .clusterID) -}}
+{{- end -}}
+{{- $_ := set $ids .clusterID true -}}
+{{- end -}}
+{{- end -}}
+
+{{/* KUBERNETES_SERVICE_HOST/PORT overrides for clients of the API server. */}}
+{{- define "rbd-csi.kubernetesAPIEnv" -}}
+{{- with .Values.kubernetesAPI.host }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.kubernetesAPI.port }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Driver flags shared by the controller and the node plugin. */}}
+{{- define "rbd-csi.driverCommonArgs" -}}
+- --endpoint=unix:///csi/csi.sock
+- --drivername={{ .Values.driverName }}
+- --cluster-config=/etc/rbd-csi/config.json
+- --instance-id={{ .Values.instanceID }}
+- --ceph-timeout={{ .Values.cephTimeout }}
+{{- with .Values.cephIdleTimeout }}
+- --ceph-idle-timeout={{ . }}
+{{- end }}
+- -v={{ .Values.logLevel }}
+{{- end -}}

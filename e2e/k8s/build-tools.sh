@@ -1,0 +1,147 @@
+#!/bin/bash
+# Build the tools the Kubernetes e2e needs from the Go module proxy and cache
+# them under $RBDCSI_CACHE/<name>-<version>/ (default /var/cache/rbd-csi).
+# A tool whose directory is complete is not rebuilt, so reruns take seconds.
+#
+# usage: build-tools.sh [TOOL...]      (default: all of them)
+#   k8s          kube-apiserver, kube-controller-manager, kube-scheduler,
+#                kubelet, kubectl ($K8S_VERSION; ~20 min of 2 cores cold)
+#   schemas      kubeconform schemas generated from that version's swagger.json
+#   helm         helm ($HELM_VERSION, ~3.5 min cold)
+#   kubeconform  kubeconform ($KUBECONFORM_VERSION)
+#   sidecars     csi-provisioner, csi-resizer, csi-snapshotter,
+#                snapshot-controller (+ the snapshot CRDs)
+# Settings: see lib.sh (versions, RBDCSI_CACHE). BUILD_NICE (default 10) is
+# the nice level of the compilers: the machine is shared.
+#
+# Why from source: the release binaries cannot be downloaded here; `go install
+# pkg@version` is refused for these modules, so each module is copied out of
+# the module cache and built in place, where its own replace directives apply.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+LOG_TAG=build-tools
+NICE=(nice -n "${BUILD_NICE:-10}")
+export GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local
+WORK=$RBDCSI_CACHE/.work
+mkdir -p "$RBDCSI_CACHE" "$WORK" "$TOOLS_BIN"
+
+# done_dir DIR: the tool in DIR was built completely
+done_dir() { [ -e "$1/.complete" ]; }
+# finish DIR SRC_TMP: mark DIR complete, drop the source copy
+finish() {
+  printf 'built %s on %s with %s\n' "$(basename "$1")" "$(date -u +%FT%TZ)" "$(go env GOVERSION)" >"$1/.complete"
+  rm -rf "$2"
+}
+
+# module_copy MODULE VERSION: copy the module's source out of the module cache
+# into a writable work directory; prints that directory
+module_copy() {
+  local m=$1 v=$2 dir dst
+  dir=$(go mod download -json "$m@$v" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] && [ -d "$dir" ] || die "cannot download $m@$v from the module proxy"
+  dst=$WORK/$(echo "$m" | tr / _)@$v
+  rm -rf "$dst"
+  cp -r "$dir" "$dst"
+  chmod -R u+w "$dst"
+  echo "$dst"
+}
+
+# link NAME TARGET: a stable name in $TOOLS_BIN for the versioned binary
+link() { ln -sfn "$2" "$TOOLS_BIN/$1"; }
+
+build_k8s() {
+  local out=$RBDCSI_CACHE/k8s-$K8S_VERSION src t=$SECONDS
+  if done_dir "$out"; then log "k8s $K8S_VERSION: cached in $out"; return; fi
+  log "k8s $K8S_VERSION: building (cold: ~20 min on 2 cores)"
+  src=$(module_copy k8s.io/kubernetes "$K8S_VERSION")
+  # The module points its k8s.io/* staging modules at ./staging, which the
+  # module zip does not hold: use the published v0.<minor>.<patch> instead.
+  local staging=v0.${K8S_VERSION#v1.}
+  (
+    cd "$src"
+    rm -rf go.work go.work.sum vendor
+    sed -i -E "s#=> \./staging/src/(k8s\.io/[A-Za-z0-9_.-]+)\$#=> \1 $staging#" go.mod
+    ! grep -q '=> \./staging' go.mod || die "unrewritten staging replace in go.mod"
+    go mod download
+    local ldf="-s -w" kv maj min
+    maj=${K8S_VERSION#v}; maj=${maj%%.*}
+    min=${K8S_VERSION#v*.}; min=${min%%.*}
+    for kv in gitVersion=$K8S_VERSION gitMajor=$maj gitMinor=$min gitTreeState=clean \
+      buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ); do
+      ldf="$ldf -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
+    done
+    mkdir -p "$out/bin"
+    CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldf" \
+      -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler \
+      ./cmd/kubelet ./cmd/kubectl
+  )
+  finish "$out" "$src"
+  link kubectl "$out/bin/kubectl"
+  log "k8s $K8S_VERSION: built in $((SECONDS - t))s"
+}
+
+build_schemas() {
+  local out=$SCHEMA_DIR dir
+  if done_dir "$out"; then log "schemas $K8S_VERSION: cached in $out"; return; fi
+  dir=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -f "$dir/api/openapi-spec/swagger.json" ] || die "no swagger.json in k8s.io/kubernetes@$K8S_VERSION"
+  rm -rf "$out"
+  python3 "$E2E_K8S_DIR/openapi2schemas.py" "$dir/api/openapi-spec/swagger.json" "$out"
+  echo "from k8s.io/kubernetes@$K8S_VERSION api/openapi-spec/swagger.json" >"$out/.complete"
+}
+
+# build_module NAME MODULE VERSION VERSION_LDFLAG PKG...: a Go command from a
+# module copy into $RBDCSI_CACHE/NAME-VERSION/bin (static, stripped)
+build_module() {
+  local name=$1 m=$2 v=$3 verflag=$4 out src t=$SECONDS
+  shift 4
+  out=$RBDCSI_CACHE/$name-$v
+  if done_dir "$out"; then log "$name $v: cached in $out"; return; fi
+  log "$name $v: building"
+  src=$(module_copy "$m" "$v")
+  (
+    cd "$src"
+    [ -z "${MODULE_EDIT:-}" ] || eval "$MODULE_EDIT"
+    go mod download
+    mkdir -p "$out/bin"
+    CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w -X $verflag=$v" -o "$out/bin/" "$@"
+  )
+  [ -z "${MODULE_AFTER:-}" ] || (cd "$src" && eval "$MODULE_AFTER")
+  finish "$out" "$src"
+  log "$name $v: built in $((SECONDS - t))s"
+}
+
+build_helm() {
+  build_module helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/internal/version.version ./cmd/helm
+  link helm "$RBDCSI_CACHE/helm-$HELM_VERSION/bin/helm"
+}
+
+build_kubeconform() {
+  build_module kubeconform github.com/yannh/kubeconform "$KUBECONFORM_VERSION" main.version ./cmd/kubeconform
+  link kubeconform "$RBDCSI_CACHE/kubeconform-$KUBECONFORM_VERSION/bin/kubeconform"
+}
+
+build_sidecars() {
+  build_module external-provisioner github.com/kubernetes-csi/external-provisioner/v5 \
+    "$PROVISIONER_VERSION" main.version ./cmd/csi-provisioner
+  build_module external-resizer github.com/kubernetes-csi/external-resizer \
+    "$RESIZER_VERSION" main.version ./cmd/csi-resizer
+  # external-snapshotter replaces its client module with ./client, which is a
+  # module of its own and not in the zip: use the published one. Its
+  # config/crd/ has the snapshot CRDs, kept next to the binaries.
+  local client=github.com/kubernetes-csi/external-snapshotter/client/v8
+  MODULE_EDIT="sed -i -E 's#=> \\./client\$#=> $client $SNAPSHOTTER_VERSION#' go.mod" \
+    MODULE_AFTER="d=\$(go mod download -json $client@$SNAPSHOTTER_VERSION | sed -n 's/^\t\"Dir\": \"\(.*\)\",\$/\1/p'); mkdir -p $RBDCSI_CACHE/external-snapshotter-$SNAPSHOTTER_VERSION/crd; cp \$d/config/crd/*.yaml $RBDCSI_CACHE/external-snapshotter-$SNAPSHOTTER_VERSION/crd/" \
+    build_module external-snapshotter github.com/kubernetes-csi/external-snapshotter/v8 \
+    "$SNAPSHOTTER_VERSION" main.version ./cmd/csi-snapshotter ./cmd/snapshot-controller
+}
+
+TOOLS=("$@")
+[ ${#TOOLS[@]} -gt 0 ] || TOOLS=(kubeconform helm sidecars schemas k8s)
+for tool in "${TOOLS[@]}"; do
+  case $tool in
+    k8s | schemas | helm | kubeconform | sidecars) "build_$tool" ;;
+    *) die "unknown tool $tool (k8s, schemas, helm, kubeconform, sidecars)" ;;
+  esac
+done
+log "done: ${TOOLS[*]}"

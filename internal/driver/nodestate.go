@@ -1,0 +1,134 @@
+package driver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
+)
+
+// stageState is what the node plugin knows about one staged volume. It is
+// written next to the staging path before anything is mapped, and updated
+// after each step, so that after a plugin restart NodeUnstageVolume and
+// NodeGetVolumeStats find the device (and a crash half way through staging
+// can be undone). It holds no secret.
+type stageState struct {
+	VolumeID    string         `json:"volumeID"`
+	Image       stageImage     `json:"image"`
+	Mapper      string         `json:"mapper"`
+	Device      *mapper.Device `json:"device,omitempty"`
+	Block       bool           `json:"block"`
+	FsType      string         `json:"fsType,omitempty"`
+	ReadOnly    bool           `json:"readOnly,omitempty"`
+	AccessMode  string         `json:"accessMode"`
+	StagingPath string         `json:"stagingPath"`
+	Mounted     bool           `json:"mounted,omitempty"`
+	Targets     []string       `json:"targets,omitempty"`
+}
+
+// stageImage names the image without credentials.
+type stageImage struct {
+	ClusterID string   `json:"clusterID,omitempty"`
+	Monitors  []string `json:"monitors,omitempty"`
+	Pool      string   `json:"pool"`
+	Namespace string   `json:"namespace,omitempty"`
+	Name      string   `json:"name"`
+}
+
+// stateFile is the state's place: a sibling of the staging directory, so it
+// is never hidden by the mount on the staging path itself.
+func stateFile(stagingPath string) string {
+	return filepath.Clean(stagingPath) + ".rbd-csi.json"
+}
+
+func loadState(stagingPath string) (*stageState, error) {
+	data, err := os.ReadFile(stateFile(stagingPath))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stage state: %w", err)
+	}
+	var st stageState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("stage state %s is corrupt: %w", stateFile(stagingPath), err)
+	}
+	return &st, nil
+}
+
+// save writes the state atomically (temp file, fsync, rename).
+func (st *stageState) save() error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(stateFile(st.StagingPath), data)
+}
+
+func removeState(stagingPath string) error {
+	err := os.Remove(stateFile(stagingPath))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stage state: %w", err)
+	}
+	return nil
+}
+
+func (st *stageState) hasTarget(t string) bool { return slices.Contains(st.Targets, t) }
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// volumeIndex maps volume IDs to staging paths under the state directory,
+// for the calls that name a volume but not its staging path
+// (NodeGetVolumeStats, NodeExpandVolume).
+type volumeIndex struct{ dir string }
+
+func (x volumeIndex) file(volumeID string) string {
+	sum := sha256.Sum256([]byte(volumeID))
+	return filepath.Join(x.dir, hex.EncodeToString(sum[:16]))
+}
+
+func (x volumeIndex) put(volumeID, stagingPath string) error {
+	if err := os.MkdirAll(x.dir, 0o700); err != nil {
+		return fmt.Errorf("volume index: %w", err)
+	}
+	return writeFileAtomic(x.file(volumeID), []byte(stagingPath))
+}
+
+func (x volumeIndex) get(volumeID string) (string, bool) {
+	data, err := os.ReadFile(x.file(volumeID))
+	if err != nil {
+		return "", false
+	}
+	return string(data), true
+}
+
+func (x volumeIndex) drop(volumeID string) {
+	_ = os.Remove(x.file(volumeID))
+}
