@@ -16,6 +16,7 @@ import (
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/gomega"
 
+	"github.com/rbd-csi/rbd-csi/e2e/harness"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
@@ -71,6 +72,9 @@ func Run(t *testing.T, accessType string) {
 	reporter.Verbose = testing.Verbose()
 	ginkgo.RunSpecs(t, "rbd-csi sanity", suite, reporter)
 	sc.Finalize()
+	for _, l := range harness.Leftovers(dir) {
+		t.Errorf("left behind after the suite: %s", l)
+	}
 }
 
 // skipSpecs lists specs to skip, from SANITY_SKIP (comma-separated regular
