@@ -50,6 +50,5 @@ ARG VERSION=dev
 LABEL org.opencontainers.image.title="rbd-csi" \
       org.opencontainers.image.description="CSI driver for Ceph RBD" \
       org.opencontainers.image.source="https://github.com/rbd-csi/rbd-csi" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.version="${VERSION}"
 ENTRYPOINT ["/usr/local/bin/rbd-csi"]

@@ -267,17 +267,16 @@ start_daemon() {
 monmaptool --create --fsid "$FSID" --addv "$MON_ID" "$MON_ADDRS" "$CEPH_DIR/monmap" >/dev/null
 ceph-mon --mkfs -i "$MON_ID" --monmap "$CEPH_DIR/monmap" --keyring "$CEPH_DIR/mon.keyring"
 start_daemon ceph-mon -i "$MON_ID"
-# cheap readiness probe first (a ceph CLI call costs ~0.5 s), then a real one.
-# Only start other daemons after a client could log in: right after start the
-# mon refuses keys from its initial keyring for a moment, and a daemon whose
-# first login fails exits ("failed to fetch mon config").
-wait_for 30 "the monitor port" port_busy "$IP" "$PORT_V1"
-wait_for 30 "the monitor" ceph --connect-timeout 5 mon stat
-say "mon up on $MON_ADDRS"
+# the mgr's key is in the mon keyring already: start it now, it waits for the
+# mon by itself (its python modules take seconds to load anyway)
 if [ "$CEPH_MGR" = 1 ]; then
   mkdir -p "$CEPH_DIR/mgr/ceph-$MGR_ID"
   start_daemon ceph-mgr -i "$MGR_ID"
 fi
+# cheap readiness probe first (a ceph CLI call costs ~0.5 s), then a real one
+wait_for 30 "the monitor port" port_busy "$IP" "$PORT_V1"
+wait_for 30 "the monitor" ceph --connect-timeout 5 mon stat
+say "mon up on $MON_ADDRS"
 
 # --- pools: created in the background while the OSD is being made ----------------
 POOLS=()

@@ -102,7 +102,8 @@ func (f *fuse) paths(pool, image string) fusePaths {
 func (f *fuse) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
 	ctx, cancel := withDeadline(ctx, f.cfg.DefaultTimeout)
 	defer cancel()
-	if err := f.validate(img, opts); err != nil {
+	img, err := f.validate(img, opts)
+	if err != nil {
 		return Device{}, err
 	}
 	p := f.paths(img.Pool, img.Name)
@@ -115,16 +116,20 @@ func (f *fuse) Map(ctx context.Context, img Image, opts MapOptions) (Device, err
 	return dev, redact(err, img.Key)
 }
 
-func (f *fuse) validate(img Image, opts MapOptions) error {
-	if err := validateImage(img); err != nil {
-		return err
+// validate checks img and opts and returns img with its key trimmed.
+func (f *fuse) validate(img Image, opts MapOptions) (Image, error) {
+	img, err := checkImage(img)
+	if err != nil {
+		return Image{}, err
 	}
 	if img.RadosNamespace != "" {
-		return fmt.Errorf("%w: rbd-fuse cannot open images in a rados namespace (%s); use StorageClass parameter mounter: krbd or rbd-nbd for this pool",
+		return Image{}, fmt.Errorf("%w: rbd-fuse cannot open images in a rados namespace (%s); use StorageClass parameter mounter: krbd or rbd-nbd for this pool",
 			ErrUnsupported, img.Spec())
 	}
-	_, err := parseOptions(Fuse, opts.Extra)
-	return err
+	if _, err := parseOptions(Fuse, opts.Extra); err != nil {
+		return Image{}, err
+	}
+	return img, nil
 }
 
 func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly bool) (Device, error) {

@@ -57,7 +57,8 @@ func (k *krbd) Name() string { return KRBD }
 func (k *krbd) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
 	ctx, cancel := withDeadline(ctx, k.cfg.DefaultTimeout)
 	defer cancel()
-	if err := validateImage(img); err != nil {
+	img, err := checkImage(img)
+	if err != nil {
 		return Device{}, err
 	}
 	extra, err := parseOptions(KRBD, opts.Extra)
@@ -99,12 +100,16 @@ func (k *krbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra 
 	if err := k.checkFeatures(img, opts.ReadOnly); err != nil {
 		return Device{}, err
 	}
-	mons, err := resolveMonitors(ctx, k.cfg.Resolver, img.Monitors)
+	mons, err := krbdMonitors(img.Monitors, extra)
+	if err != nil {
+		return Device{}, err
+	}
+	resolved, err := resolveMonitors(ctx, k.cfg.Resolver, mons)
 	if err != nil {
 		return Device{}, err
 	}
 	start := time.Now()
-	if err := k.writeAdd(ctx, img, buildAddRequest(mons, img, extra, opts.ReadOnly)); err != nil {
+	if err := k.writeAdd(ctx, img, buildAddRequest(resolved, img, extra, opts.ReadOnly)); err != nil {
 		return Device{}, k.diagnoseMapFailure(ctx, img, start, err)
 	}
 	id, err := k.waitForDevice(ctx, img)
@@ -495,21 +500,67 @@ func validateNames(img Image) error {
 	return validateName("image name", img.Name, false)
 }
 
-// resolveMonitors turns monitor host names into IP addresses: the kernel
-// parses only numeric addresses.
-func resolveMonitors(ctx context.Context, r Resolver, mons []string) ([]string, error) {
-	var out []string
+// kernelMsgr returns the messenger protocol the kernel client speaks to
+// every monitor with these map options: msgr2 when ms_mode names one of
+// its modes (crc, secure, prefer-crc, prefer-secure; kernel >= 5.11), else
+// msgr1 (no ms_mode, or ms_mode=legacy).
+func kernelMsgr(extra []option) string {
+	for _, o := range extra {
+		if o.Name == "ms_mode" && o.Value != "legacy" {
+			return msgrV2
+		}
+	}
+	return msgrV1
+}
+
+// krbdMonitors parses the monitor addresses for the kernel. The kernel
+// takes plain addresses only and speaks one protocol to all of them (see
+// kernelMsgr), so the v1:/v2: prefixes are stripped and an address pinned
+// to the other protocol is left out: it cannot answer the kernel. When no
+// address is left the map fails at once instead of timing out.
+func krbdMonitors(mons []string, extra []option) ([]monitorAddr, error) {
+	want := kernelMsgr(extra)
+	var out, skipped []monitorAddr
 	for _, m := range mons {
-		host, port, err := splitMonitor(m)
+		a, err := parseMonitor(m)
 		if err != nil {
 			return nil, err
 		}
-		ips, err := lookupHost(ctx, r, host)
+		if a.msgr != "" && a.msgr != want {
+			skipped = append(skipped, a)
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, msgrMismatchError(mons, want)
+	}
+	if len(skipped) > 0 {
+		klog.V(2).InfoS("krbd: leaving out monitor addresses pinned to the messenger protocol the kernel does not speak with these map options", "kernelProtocol", want, "count", len(skipped))
+	}
+	return out, nil
+}
+
+func msgrMismatchError(mons []string, kernel string) error {
+	if kernel == msgrV1 {
+		return fmt.Errorf("%w: every monitor address %v is pinned to msgr2 (v2:), but the kernel client speaks msgr1 unless the map options set ms_mode: add ms_mode=prefer-crc (kernel >= 5.11) to the StorageClass's map options, or list the monitors' v1 addresses",
+			ErrInvalidOptions, mons)
+	}
+	return fmt.Errorf("%w: every monitor address %v is pinned to msgr1 (v1:), but map option ms_mode makes the kernel client speak msgr2: drop ms_mode (or use ms_mode=legacy), or list the monitors' v2 addresses",
+		ErrInvalidOptions, mons)
+}
+
+// resolveMonitors turns monitor host names into IP addresses: the kernel
+// parses only numeric addresses.
+func resolveMonitors(ctx context.Context, r Resolver, mons []monitorAddr) ([]string, error) {
+	var out []string
+	for _, m := range mons {
+		ips, err := lookupHost(ctx, r, m.host)
 		if err != nil {
 			return nil, err
 		}
 		for _, ip := range ips {
-			out = append(out, joinHostPort(ip, port))
+			out = append(out, joinHostPort(ip, m.port))
 		}
 	}
 	return out, nil

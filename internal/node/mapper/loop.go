@@ -111,3 +111,28 @@ func blockDeviceBusy(dev string) (bool, error) {
 	_ = syscall.Close(fd)
 	return false, nil
 }
+
+// sectorSize is the unit of /sys/block/<dev>/size.
+const sectorSize = 512
+
+// blockDeviceSize returns the size in bytes of block device dev
+// (/dev/NAME or NAME) from /sys/block/NAME/size.
+func blockDeviceSize(sysfs, dev string) (int64, error) {
+	b, err := os.ReadFile(filepath.Join(sysfs, "block", filepath.Base(dev), "size"))
+	if err != nil {
+		return 0, err
+	}
+	sectors, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || sectors < 0 {
+		return 0, fmt.Errorf("size of %s: unexpected %q", dev, strings.TrimSpace(string(b)))
+	}
+	return sectors * sectorSize, nil
+}
+
+// refreshLoopCapacity runs `losetup -c DEV`: the loop driver re-reads the
+// size of the backing file (LOOP_SET_CAPACITY). The device stays attached
+// and open; only its size changes.
+func refreshLoopCapacity(ctx context.Context, ex Executor, losetup, dev string) error {
+	_, err := runTool(ctx, ex, Command{Path: losetup, Args: []string{"-c", dev}})
+	return err
+}

@@ -49,11 +49,20 @@ const DefaultTimeout = 2 * time.Minute
 // arguments or errors, and never left in a file after a call returns.
 type Image struct {
 	// Monitors are the monitor addresses as "host:port" (IPv6 as
-	// "[addr]:port"); the port may be omitted.
+	// "[addr]:port"); the port may be omitted. An address may start with
+	// "v1:" or "v2:" to pin the messenger protocol, as
+	// clusterconfig.ValidateMonitor allows (needed when a monitor listens
+	// on a non-standard port, where librados would guess the protocol).
+	// rbd-nbd and fuse hand the addresses to librados as given. krbd strips
+	// the prefix: the kernel speaks msgr1 to every monitor unless the map
+	// options set ms_mode (then msgr2), so it leaves out the addresses
+	// pinned to the other protocol and refuses to map when none is left.
 	Monitors []string
 	// User is the cephx user without the "client." prefix.
 	User string
-	// Key is the user's base64 cephx secret.
+	// Key is the user's base64 cephx secret. Surrounding whitespace is
+	// trimmed; anything but the base64 alphabet (a line break inside the
+	// key, say) is refused, as is a key longer than 256 bytes.
 	Key string
 	// Pool, RadosNamespace (may be empty) and Name locate the image.
 	Pool, RadosNamespace, Name string
@@ -135,6 +144,22 @@ type Mapper interface {
 	// (for the NodeGetVolumeStats volume condition), with a message an
 	// operator can act on when it is not.
 	Check(ctx context.Context, dev Device) (healthy bool, msg string)
+}
+
+// Refresher is implemented by mappers whose device does not follow an
+// image resize by itself. After the image grew, Refresh makes the device
+// show the image's current size, so that the filesystem on it can be
+// grown. It is idempotent and bounded by ctx.
+//
+// Only the fuse mapper implements it: its loop device keeps the size it
+// was attached with until told (`losetup -c`). krbd and rbd-nbd do not
+// need it: the kernel rbd driver refreshes the image header, and with it
+// the device size, when librbd notifies watchers of the resize (before
+// that notification is acknowledged, i.e. before the resizing client's
+// call returns); rbd-nbd's update watch resizes the nbd device moments
+// after the same notification.
+type Refresher interface {
+	Refresh(ctx context.Context, dev Device) error
 }
 
 // ForceUnmapper is implemented by mappers that can tear a mapping down while

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // mountAt returns the filesystem type mounted at path ("" when nothing is),
@@ -74,8 +76,8 @@ func unescapeOctal(s string) string {
 
 // prober runs stat(2) on FUSE paths with a deadline. A stat into a hung
 // FUSE daemon blocks in the kernel and cannot be cancelled, so the stat
-// runs in a goroutine; at most one is in flight per path, so repeated
-// health checks of a hung mount do not pile up goroutines.
+// runs in a goroutine; at most one of each kind is in flight per path, so
+// repeated probes of a hung mount do not pile up goroutines.
 type prober struct {
 	mu       sync.Mutex
 	inflight map[string]*probe
@@ -83,44 +85,92 @@ type prober struct {
 
 type probe struct {
 	done chan struct{}
+	size int64
 	err  error
 }
 
 // errProbeTimeout means the FUSE daemon did not answer in time.
 var errProbeTimeout = errors.New("no answer from the FUSE daemon")
 
-// stat returns nil, the stat error, or errProbeTimeout.
+// stat returns nil, the stat error, or errProbeTimeout. A stat of path
+// already in flight is joined: any answer shows whether the daemon serves.
 func (p *prober) stat(ctx context.Context, path string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	pr := p.start(path)
-	select {
-	case <-pr.done:
-		return pr.err
-	case <-ctx.Done():
-		return errProbeTimeout
-	}
+	pr, _ := p.start("stat\x00"+path, func() (int64, error) {
+		st, err := os.Stat(path)
+		if err != nil {
+			return 0, err
+		}
+		return st.Size(), nil
+	})
+	_, err := pr.wait(ctx, timeout)
+	return err
 }
 
-func (p *prober) start(path string) *probe {
+// freshSize returns path's size as the FUSE daemon reports it now, past
+// the kernel's attribute cache (statx with AT_STATX_FORCE_SYNC), which
+// also updates the size the kernel keeps for the file. An earlier query
+// still in flight is not joined (its answer may predate what the caller
+// waits for): that fails with errProbeTimeout.
+func (p *prober) freshSize(ctx context.Context, path string, timeout time.Duration) (int64, error) {
+	pr, started := p.start("size\x00"+path, func() (int64, error) { return statxSize(path) })
+	if !started {
+		return 0, fmt.Errorf("%w: an earlier size query of %s is still pending", errProbeTimeout, path)
+	}
+	return pr.wait(ctx, timeout)
+}
+
+// statxSize stats path with AT_STATX_FORCE_SYNC. Kernels without statx
+// (before 4.11) get a plain stat, which may return a cached size.
+func statxSize(path string) (int64, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC, unix.STATX_SIZE, &stx)
+	if errors.Is(err, unix.ENOSYS) {
+		st, err := os.Stat(path)
+		if err != nil {
+			return 0, err
+		}
+		return st.Size(), nil
+	}
+	if err != nil {
+		return 0, &os.PathError{Op: "statx", Path: path, Err: err}
+	}
+	return int64(stx.Size), nil
+}
+
+// start runs fn in a goroutine under key, unless a probe under key is in
+// flight: then it returns that one and started is false.
+func (p *prober) start(key string, fn func() (int64, error)) (pr *probe, started bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.inflight == nil {
 		p.inflight = map[string]*probe{}
 	}
-	if pr, ok := p.inflight[path]; ok {
-		return pr
+	if pr, ok := p.inflight[key]; ok {
+		return pr, false
 	}
-	pr := &probe{done: make(chan struct{})}
-	p.inflight[path] = pr
+	pr = &probe{done: make(chan struct{})}
+	p.inflight[key] = pr
 	go func() {
-		_, pr.err = os.Stat(path)
+		pr.size, pr.err = fn()
 		p.mu.Lock()
-		delete(p.inflight, path)
+		delete(p.inflight, key)
 		p.mu.Unlock()
 		close(pr.done)
 	}()
-	return pr
+	return pr, true
+}
+
+// wait returns the probe's result, or errProbeTimeout when ctx or timeout
+// ends first.
+func (pr *probe) wait(ctx context.Context, timeout time.Duration) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	select {
+	case <-pr.done:
+		return pr.size, pr.err
+	case <-ctx.Done():
+		return 0, errProbeTimeout
+	}
 }
 
 // isDeadFuse reports errors that mean the FUSE daemon behind a mount is

@@ -50,7 +50,8 @@ func (m nbdMapped) is(img Image) bool {
 func (n *nbd) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
 	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
 	defer cancel()
-	if err := validateImage(img); err != nil {
+	img, err := checkImage(img)
+	if err != nil {
 		return Device{}, err
 	}
 	extra, err := parseOptions(RBDNBD, opts.Extra)

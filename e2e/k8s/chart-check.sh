@@ -1,0 +1,58 @@
+#!/bin/bash
+# Static checks of the Helm chart, offline:
+#   chart-check.sh lint          helm lint --strict with the default values and
+#                                with every charts/rbd-csi/ci/*-values.yaml
+#   chart-check.sh kubeconform   helm template of the same value sets,
+#                                validated by kubeconform -strict against
+#                                schemas generated from Kubernetes $K8S_VERSION
+#   chart-check.sh all           both
+# Builds helm, kubeconform and the schemas first when they are not cached.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+LOG_TAG=chart-check
+CHART=$REPO_ROOT/charts/rbd-csi
+ACTION=${1:-all}
+
+# value sets: "" is the defaults
+value_sets() {
+  echo default
+  local f
+  for f in "$CHART"/ci/*-values.yaml; do [ -e "$f" ] && echo "$f"; done
+}
+values_flag() { [ "$1" = default ] || echo "--values=$1"; }
+
+lint() {
+  "$E2E_K8S_DIR/build-tools.sh" helm >/dev/null
+  local v n=0
+  for v in $(value_sets); do
+    # shellcheck disable=SC2046
+    "$HELM" lint --strict --kube-version "$K8S_VERSION" $(values_flag "$v") "$CHART" >"$RBDCSI_CACHE/.lint.out" 2>&1 || {
+      cat "$RBDCSI_CACHE/.lint.out" >&2
+      die "helm lint --strict failed with values: $(basename "$v")"
+    }
+    n=$((n + 1))
+  done
+  log "helm lint --strict: clean with $n value sets"
+}
+
+validate() {
+  "$E2E_K8S_DIR/build-tools.sh" helm kubeconform schemas >/dev/null
+  local v out
+  for v in $(value_sets); do
+    # shellcheck disable=SC2046
+    out=$("$HELM" template rbd-csi "$CHART" --namespace rbd-csi --kube-version "$K8S_VERSION" $(values_flag "$v") |
+      "$KUBECONFORM" -strict -summary -output text \
+        -schema-location "$SCHEMA_DIR/{{ .ResourceKind }}{{ .KindSuffix }}.json" 2>&1) || {
+      echo "$out" >&2
+      die "kubeconform failed with values: $(basename "$v")"
+    }
+    log "kubeconform ($(basename "$v")): $(echo "$out" | tail -n 1)"
+  done
+}
+
+case $ACTION in
+  lint) lint ;;
+  kubeconform) validate ;;
+  all) lint; validate ;;
+  *) die "usage: chart-check.sh [lint|kubeconform|all]" ;;
+esac

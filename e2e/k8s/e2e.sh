@@ -1,0 +1,443 @@
+#!/bin/bash
+# Kubernetes end-to-end test of rbd-csi: installs the Helm chart into the lab
+# cluster (lab-up.sh) against the e2e Ceph cluster (e2e/ceph/up.sh), runs the
+# scenarios below, removes what it made, and prints `N passed, N failed`.
+#
+#   1 static     an image made by hand (rbd create --image-feature layering),
+#                a PV for it, a bound PVC, a pod writes a file; the file is then
+#                read from Ceph outside Kubernetes (rbd export + debugfs)
+#   2 dynamic    a StorageClass with the classic in-tree parameters plus the
+#                CSI secret parameters; PVC Bound, image in the pool with the
+#                PVC recorded in its rbd-csi.owner image-meta, pod writes/reads
+#   3 expand     the PVC grows; the filesystem in the running pod follows
+#   4 cleanup    pod deleted -> unmounted and unmapped on the node; PVC deleted
+#                -> image gone from the pool and the trash
+#   5 block      a volumeMode: Block PVC used as a device (dd write/read)
+#
+# usage: e2e.sh [SCENARIO...]      (default: all, in order)
+# Needs: lab-up.sh done, images imported (images.sh), Ceph up with its env file
+# at $E2E_CEPH_DIR/env. Settings: lib.sh, plus E2E_KEEP=1 to leave the release
+# and the test objects in place (for debugging), E2E_TIMEOUT (seconds per wait,
+# default 120).
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+LOG_TAG=e2e
+export KUBECONFIG=$LAB_DIR/admin.kubeconfig
+
+RELEASE=${E2E_RELEASE:-rbd-csi}
+NS=${E2E_NAMESPACE:-rbd-csi}        # the driver
+TNS=${E2E_TEST_NAMESPACE:-e2e-test} # the test objects
+DRIVER=${E2E_DRIVER_NAME:-rbd.csi.dev}
+CLUSTER_ID=e2e
+TIMEOUT=${E2E_TIMEOUT:-120}
+STATE_DIR=$LAB_DIR/rbd-csi-state
+KUBELET_DIR=$LAB_DIR/kubelet
+ARTIFACTS=$LAB_DIR/e2e-artifacts
+BUSYBOX=local.test/busybox:e2e
+STATIC_IMAGE=ceph-image
+mkdir -p "$ARTIFACTS"
+
+[ -f "$E2E_CEPH_DIR/env" ] || die "no Ceph env at $E2E_CEPH_DIR/env: run e2e/ceph/up.sh with CEPH_DIR=$E2E_CEPH_DIR"
+# shellcheck disable=SC1091
+source "$E2E_CEPH_DIR/env"
+POOL=${CEPH_POOL:-kube}
+[ -x "$HELM" ] || die "helm missing ($HELM): run build-tools.sh helm"
+kc get --raw /readyz >/dev/null 2>&1 || die "the lab's API server does not answer: run lab-up.sh"
+
+# --- reporting ---------------------------------------------------------------------
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+# check DESCRIPTION COMMAND...: one assertion, printed with its outcome
+check() {
+  local what=$1
+  shift
+  if "$@"; then
+    log "  ok: $what"
+  else
+    log "  FAIL: $what"
+    return 1
+  fi
+}
+# run_scenario NAME FUNCTION: a scenario passes when its function returns 0
+run_scenario() {
+  local name=$1 fn=$2 t0=${EPOCHREALTIME/./} rc
+  log "=== $name"
+  ( set -e; "$fn" )
+  rc=$?
+  local ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
+  if [ $rc -eq 0 ]; then
+    PASSED=$((PASSED + 1))
+    log "=== PASS $name ($((ms / 1000)).$((ms % 1000 / 100))s)"
+  else
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$name")
+    log "=== FAIL $name ($((ms / 1000)).$((ms % 1000 / 100))s)"
+    diagnostics "$name"
+  fi
+}
+
+# diagnostics NAME: state and logs that explain a failure, into $ARTIFACTS
+diagnostics() {
+  local d=$ARTIFACTS/$1
+  mkdir -p "$d"
+  kc get pv,pvc,pods,events -A -o wide >"$d/objects.txt" 2>&1
+  kc describe pvc,pods -n "$TNS" >"$d/describe-test.txt" 2>&1
+  kc describe pods -n "$NS" >"$d/describe-driver.txt" 2>&1
+  local pod c
+  for pod in $(kc get pods -n "$NS" -o name 2>/dev/null); do
+    for c in $(kc get -n "$NS" "$pod" -o jsonpath='{.spec.containers[*].name}'); do
+      kc logs -n "$NS" "$pod" -c "$c" >"$d/${pod#pod/}-$c.log" 2>&1
+    done
+  done
+  grep -F "$LAB_DIR" /proc/self/mountinfo >"$d/mounts.txt" 2>&1
+  losetup -l >"$d/loops.txt" 2>&1
+  log "  diagnostics in $d"
+  log "  last node plugin log lines:"
+  tail -n 15 "$d"/*-node-*-driver.log 2>/dev/null | sed 's/^/    /'
+}
+
+# until_true SECONDS DESCRIPTION COMMAND...: wait_until that reports the wait
+until_true() {
+  local t0=${EPOCHREALTIME/./}
+  wait_until "$@" || return 1
+  local ms=$(((${EPOCHREALTIME/./} - t0) / 1000))
+  log "  ok: $2 ($((ms / 1000)).$((ms % 1000 / 100))s)"
+}
+
+pod_exec() { kc exec -n "$TNS" "$1" -- sh -c "$2"; }
+rbdc() { rbd -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
+pvc_phase() { kc get pvc -n "$TNS" "$1" -o jsonpath='{.status.phase}' 2>/dev/null; }
+pvc_is_bound() { [ "$(pvc_phase "$1")" = Bound ]; }
+pv_of() { kc get pvc -n "$TNS" "$1" -o jsonpath='{.spec.volumeName}'; }
+pod_ready() { [ "$(kc get pod -n "$TNS" "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
+gone() { ! kc get "$@" >/dev/null 2>&1; }
+
+# no_node_state PV: nothing of the volume is left on the node: no mount of it
+# (publish path under pods/, staging path under plugins/kubernetes.io/csi),
+# no loop device over a mapper file, no rbd-fuse for its image
+no_node_state() {
+  local pv=$1 image=${2:-}
+  grep -F "$KUBELET_DIR/" /proc/self/mountinfo | grep -qF "/$pv/" && return 1
+  grep -F "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo | grep -q globalmount && return 1
+  losetup -l -n -O BACK-FILE 2>/dev/null | grep -qF "$STATE_DIR/" && return 1
+  if [ -n "$image" ]; then
+    pgrep -f "rbd-fuse.* -r $image( |$)" >/dev/null && return 1
+  fi
+  return 0
+}
+
+# busybox_pod NAME PVC MODE SCRIPT: a pod using PVC at /data (MODE fs) or as
+# /dev/xvda (MODE block), running SCRIPT then sleeping
+busybox_pod() {
+  local name=$1 pvc=$2 mode=$3 script=$4 use
+  if [ "$mode" = block ]; then
+    use="volumeDevices: [{name: vol, devicePath: /dev/xvda}]"
+  else
+    use="volumeMounts: [{name: vol, mountPath: /data}]"
+  fi
+  kc apply -f - <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, namespace: $TNS}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: $BUSYBOX
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", $(printf '%s' "$script; exec sleep 3600" | jq -Rs .)]
+    $use
+  volumes:
+  - name: vol
+    persistentVolumeClaim: {claimName: $pvc}
+EOF
+}
+
+# image_of_pvc PVC: the image whose rbd-csi.owner names TNS/PVC
+image_of_pvc() {
+  local img meta
+  for img in $(rbdc ls "$POOL"); do
+    meta=$(rbdc image-meta get "$POOL/$img" rbd-csi.owner 2>/dev/null) || continue
+    if [ "$(jq -r '.pvcName + "/" + .pvcNamespace' <<<"$meta" 2>/dev/null)" = "$1/$TNS" ]; then
+      echo "$img"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# --- install --------------------------------------------------------------------------
+install_driver() {
+  local user_key admin_key
+  # a Ceph user for the nodes, as the classic guide has it: rbd profile on the pool only
+  user_key=$(ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" auth get-or-create-key client.kube \
+    mon 'profile rbd' osd "profile rbd pool=$POOL" mgr "profile rbd pool=$POOL")
+  admin_key=$CEPH_ADMIN_KEY
+  kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
+  kc create namespace "$TNS" --dry-run=client -o yaml | kc apply -f - >/dev/null
+  local values=$ARTIFACTS/values-e2e.yaml
+  (
+    umask 077
+    cat >"$values" <<EOF
+# generated by e2e/k8s/e2e.sh: the chart's defaults changed only where the lab
+# needs it (local images, no registry, no kube-proxy, no kernel rbd/nbd)
+driverName: $DRIVER
+kubeletDir: $KUBELET_DIR
+logLevel: 4
+instanceID: e2e
+kubernetesAPI: {host: 127.0.0.1, port: "$APISERVER_PORT"}
+clusters:
+  - clusterID: $CLUSTER_ID
+    monitors: ["$CEPH_MON_HOST"]
+images:
+  driver: {repository: local.test/rbd-csi, tag: e2e, pullPolicy: Never}
+  provisioner: {repository: local.test/csi-provisioner, tag: $PROVISIONER_VERSION, pullPolicy: Never}
+  resizer: {repository: local.test/csi-resizer, tag: $RESIZER_VERSION, pullPolicy: Never}
+  snapshotter: {repository: local.test/csi-snapshotter, tag: $SNAPSHOTTER_VERSION, pullPolicy: Never}
+  # test-only stand-in, flag-compatible (the real image cannot be fetched)
+  nodeDriverRegistrar: {repository: local.test/registrar-standin, tag: e2e, pullPolicy: Never}
+rbac:
+  secretNamespaces: [kube-system]
+controller:
+  replicas: 1
+  hostNetwork: true
+  # livenessprobe cannot be fetched either; kubelet probes would also target
+  # the node's non-loopback address
+  livenessProbe: {enabled: false, port: 9808}
+  listingCredentials:
+    clusters:
+      $CLUSTER_ID: {userID: admin, userKey: "$admin_key"}
+node:
+  hostNetwork: true
+  mapper: fuse
+  stateDir: $STATE_DIR
+  livenessProbe: {enabled: false, port: 9809}
+secrets:
+  # in-tree shape (only "key"): the user comes from adminId / userId
+  - {name: ceph-secret-admin, namespace: kube-system, type: kubernetes.io/rbd, key: "$admin_key"}
+  - {name: ceph-secret-user, namespace: $TNS, type: kubernetes.io/rbd, key: "$user_key"}
+storageClasses:
+  - name: rbd-legacy
+    allowVolumeExpansion: true
+    parameters:
+      # the classic kubernetes.io/rbd parameters, unchanged
+      monitors: "$CEPH_MON_HOST"
+      adminId: admin
+      adminSecretName: ceph-secret-admin
+      adminSecretNamespace: kube-system
+      pool: $POOL
+      userId: kube
+      userSecretName: ceph-secret-user
+      fsType: ext4
+      imageFormat: "2"
+      imageFeatures: layering
+      # what a user must add for CSI
+      csi.storage.k8s.io/provisioner-secret-name: ceph-secret-admin
+      csi.storage.k8s.io/provisioner-secret-namespace: kube-system
+      csi.storage.k8s.io/controller-expand-secret-name: ceph-secret-admin
+      csi.storage.k8s.io/controller-expand-secret-namespace: kube-system
+      csi.storage.k8s.io/node-stage-secret-name: ceph-secret-user
+      csi.storage.k8s.io/node-stage-secret-namespace: \${pvc.namespace}
+EOF
+  )
+  "$HELM" upgrade --install "$RELEASE" "$REPO_ROOT/charts/rbd-csi" -n "$NS" -f "$values" \
+    --wait --timeout "${TIMEOUT}s" >"$ARTIFACTS/helm-install.txt" 2>&1 || {
+    cat "$ARTIFACTS/helm-install.txt" >&2
+    return 1
+  }
+  log "  ok: helm install $RELEASE (controller and node plugin Ready)"
+  registered() { kc get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' | grep -qw "$DRIVER"; }
+  until_true "$TIMEOUT" "driver registered with the kubelet (CSINode)" registered
+}
+
+# --- 1: static provisioning ----------------------------------------------------------
+scenario_static() {
+  rbdc rm "$POOL/$STATIC_IMAGE" >/dev/null 2>&1 || true
+  rbdc create "$POOL/$STATIC_IMAGE" --size 128M --image-feature layering
+  log "  ok: rbd create $POOL/$STATIC_IMAGE --size 128M --image-feature layering"
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-static-pv}
+spec:
+  capacity: {storage: 128Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  volumeMode: Filesystem
+  claimRef: {namespace: $TNS, name: static-pvc}
+  csi:
+    driver: $DRIVER
+    volumeHandle: $STATIC_IMAGE
+    fsType: ext4
+    volumeAttributes:
+      clusterID: $CLUSTER_ID
+      pool: $POOL
+      imageName: $STATIC_IMAGE
+      staticVolume: "true"
+      # the in-tree Secret holds only a key: whose (as userId in a StorageClass)
+      userId: kube
+    nodeStageSecretRef: {name: ceph-secret-user, namespace: $TNS}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: static-pvc, namespace: $TNS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: e2e-static-pv
+  resources: {requests: {storage: 128Mi}}
+EOF
+  until_true 60 "static PVC Bound to e2e-static-pv" pvc_is_bound static-pvc
+  busybox_pod static-writer static-pvc fs 'echo "written by rbd-csi e2e" > /data/hello.txt && sync' >/dev/null
+  until_true "$TIMEOUT" "pod static-writer Running with the volume" pod_ready static-writer
+  check "file written in the pod" [ "$(pod_exec static-writer 'cat /data/hello.txt')" = "written by rbd-csi e2e" ]
+  kc delete pod -n "$TNS" static-writer --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state e2e-static-pv "$STATIC_IMAGE"
+  # read it back from Ceph itself, outside Kubernetes and the driver
+  local tmp
+  tmp=$(mktemp -d)
+  rbdc export --no-progress "$POOL/$STATIC_IMAGE" "$tmp/image" >/dev/null 2>&1
+  local got
+  got=$(debugfs -R "cat /hello.txt" "$tmp/image" 2>/dev/null)
+  rm -rf "$tmp"
+  check "file read from the image in Ceph (rbd export + debugfs): \"$got\"" [ "$got" = "written by rbd-csi e2e" ]
+  kc delete pvc -n "$TNS" static-pvc --wait=true --timeout=60s >/dev/null
+  kc delete pv e2e-static-pv --wait=true --timeout=60s >/dev/null
+  check "the Retain PV left the image in place" rbdc info "$POOL/$STATIC_IMAGE" >/dev/null
+  rbdc rm --no-progress "$POOL/$STATIC_IMAGE" >/dev/null 2>&1
+}
+
+# --- 2: dynamic provisioning with the legacy StorageClass ---------------------------------
+DYN_PVC=dyn-pvc
+scenario_dynamic() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $DYN_PVC, namespace: $TNS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: rbd-legacy
+  resources: {requests: {storage: 128Mi}}
+EOF
+  until_true "$TIMEOUT" "PVC $DYN_PVC Bound" pvc_is_bound "$DYN_PVC"
+  local pv img owner
+  pv=$(pv_of "$DYN_PVC")
+  img=$(image_of_pvc "$DYN_PVC") || { log "  FAIL: no image in $POOL with rbd-csi.owner naming $TNS/$DYN_PVC"; return 1; }
+  owner=$(rbdc image-meta get "$POOL/$img" rbd-csi.owner)
+  log "  ok: image $POOL/$img for $pv, rbd-csi.owner=$owner"
+  check "image has the layering feature only" [ "$(rbdc info --format json "$POOL/$img" | jq -c .features)" = '["layering"]' ]
+  check "PV records fsType ext4" [ "$(kc get pv "$pv" -o jsonpath='{.spec.csi.fsType}')" = ext4 ]
+  busybox_pod dyn-app "$DYN_PVC" fs 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null && sha256sum /data/blob > /data/blob.sha256 && sync' >/dev/null
+  until_true "$TIMEOUT" "pod dyn-app Running with the volume mounted" pod_ready dyn-app
+  check "volume mounted at /data as ext4" pod_exec dyn-app 'grep -q " /data ext4 " /proc/mounts'
+  check "data written and read back (sha256 of 8 MiB)" pod_exec dyn-app 'sha256sum -c /data/blob.sha256 >/dev/null'
+}
+
+# --- 3: expansion ------------------------------------------------------------------------
+# size of /data in the pod, in MiB
+data_mib() { pod_exec dyn-app 'df -m /data | tail -n 1' | awk '{print $2}'; }
+scenario_expand() {
+  local before after pv
+  before=$(data_mib)
+  kc patch pvc -n "$TNS" "$DYN_PVC" --type merge -p '{"spec":{"resources":{"requests":{"storage":"256Mi"}}}}' >/dev/null
+  log "  ok: PVC $DYN_PVC requests 256Mi (filesystem was ${before} MiB)"
+  pv=$(pv_of "$DYN_PVC")
+  pv_grown() { [ "$(kc get pv "$pv" -o jsonpath='{.spec.capacity.storage}')" = 256Mi ]; }
+  until_true "$TIMEOUT" "PV capacity 256Mi (ControllerExpandVolume)" pv_grown
+  fs_grown() { [ "$(data_mib)" -gt 200 ]; }
+  until_true "$TIMEOUT" "filesystem in the running pod grown (NodeExpandVolume)" fs_grown
+  after=$(data_mib)
+  log "  ok: df /data in the pod: ${before} MiB -> ${after} MiB"
+  pvc_grown() { [ "$(kc get pvc -n "$TNS" "$DYN_PVC" -o jsonpath='{.status.capacity.storage}')" = 256Mi ]; }
+  until_true 60 "PVC status capacity 256Mi" pvc_grown
+  check "data intact after expansion" pod_exec dyn-app 'sha256sum -c /data/blob.sha256 >/dev/null'
+}
+
+# --- 4: cleanup --------------------------------------------------------------------------
+scenario_cleanup() {
+  local pv img
+  pv=$(pv_of "$DYN_PVC")
+  img=$(image_of_pvc "$DYN_PVC")
+  kc delete pod -n "$TNS" dyn-app --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  log "  ok: pod dyn-app deleted"
+  until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
+  kc delete pvc -n "$TNS" "$DYN_PVC" --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "PV $pv deleted" gone pv "$pv"
+  image_absent() { ! rbdc ls "$POOL" | grep -qx "$img"; }
+  until_true "$TIMEOUT" "image $img gone from pool $POOL" image_absent
+  trash_clear() { ! rbdc trash ls "$POOL" | grep -qw "$img"; }
+  until_true "$TIMEOUT" "image $img not left in the trash" trash_clear
+  check "nothing of the lab's volumes mounted" no_node_state "$pv" "$img"
+}
+
+# --- 5: raw block -----------------------------------------------------------------------
+scenario_block() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: block-pvc, namespace: $TNS}
+spec:
+  accessModes: [ReadWriteOnce]
+  volumeMode: Block
+  storageClassName: rbd-legacy
+  resources: {requests: {storage: 64Mi}}
+EOF
+  until_true "$TIMEOUT" "block PVC Bound" pvc_is_bound block-pvc
+  local pv img
+  pv=$(pv_of block-pvc)
+  check "PV volumeMode Block" [ "$(kc get pv "$pv" -o jsonpath='{.spec.volumeMode}')" = Block ]
+  busybox_pod block-app block-pvc block 'dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 2>/dev/null && dd if=/tmp/pattern of=/dev/xvda bs=1M seek=8 conv=fsync 2>/dev/null' >/dev/null
+  until_true "$TIMEOUT" "pod block-app Running with the device" pod_ready block-app
+  check "/dev/xvda is a 64 MiB block device" [ "$(pod_exec block-app '[ -b /dev/xvda ] && blockdev --getsize64 /dev/xvda')" = 67108864 ]
+  check "4 MiB written with dd and read back identical" \
+    pod_exec block-app 'dd if=/dev/xvda of=/tmp/back bs=1M skip=8 count=4 iflag=direct 2>/dev/null && cmp /tmp/pattern /tmp/back'
+  img=$(image_of_pvc block-pvc)
+  kc delete pod -n "$TNS" block-app --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "block volume unmapped on the node" no_node_state "$pv" "$img"
+  kc delete pvc -n "$TNS" block-pvc --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "PV $pv deleted" gone pv "$pv"
+  image_absent() { ! rbdc ls "$POOL" | grep -qx "$img"; }
+  until_true "$TIMEOUT" "image $img gone from pool $POOL" image_absent
+}
+
+# --- teardown: pods first, then the kubelet must unmount, then the driver may go -------------
+teardown() {
+  [ "${E2E_KEEP:-0}" = 1 ] && { log "E2E_KEEP=1: leaving the release and test objects"; return 0; }
+  log "=== teardown"
+  kc delete pods -n "$TNS" --all --wait=true --timeout="${TIMEOUT}s" >/dev/null 2>&1
+  no_pod_volumes() { ! grep -F "$KUBELET_DIR/pods/" /proc/self/mountinfo | grep -q 'kubernetes.io~csi'; }
+  until_true "$TIMEOUT" "the kubelet unmounted every CSI volume" no_pod_volumes || true
+  no_staged() { ! grep -qF "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo; }
+  until_true "$TIMEOUT" "every CSI volume unstaged" no_staged || true
+  kc delete pvc -n "$TNS" --all --wait=true --timeout="${TIMEOUT}s" >/dev/null 2>&1
+  kc delete pv e2e-static-pv --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
+  no_driver_pvs() { [ -z "$(kc get pv -o jsonpath="{.items[?(@.spec.csi.driver==\"$DRIVER\")].metadata.name}")" ]; }
+  until_true "$TIMEOUT" "the driver's PVs deleted" no_driver_pvs || true
+  "$HELM" uninstall "$RELEASE" -n "$NS" --wait --timeout "${TIMEOUT}s" >/dev/null 2>&1 && log "  ok: helm uninstall $RELEASE"
+  kc delete namespace "$TNS" --wait=false >/dev/null 2>&1
+  rbdc rm --no-progress "$POOL/$STATIC_IMAGE" >/dev/null 2>&1 || true
+  local left
+  left=$(grep -cF "$KUBELET_DIR/p" /proc/self/mountinfo)
+  [ "$left" = 0 ] || log "  warning: $left mounts left below $KUBELET_DIR/plugins and pods"
+}
+
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block)
+T0=$SECONDS
+log "Ceph mon $CEPH_MON_HOST, pool $POOL; lab $LAB_DIR; artifacts $ARTIFACTS"
+run_scenario install install_driver
+if [ "$FAILED" -eq 0 ]; then
+  for s in "${SCENARIOS[@]}"; do
+    case $s in
+      static | dynamic | expand | cleanup | block) run_scenario "$s" "scenario_$s" ;;
+      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block)" ;;
+    esac
+  done
+fi
+teardown
+log "done in $((SECONDS - T0))s${FAILED_NAMES:+; failed: ${FAILED_NAMES[*]}}"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -1,0 +1,47 @@
+# Kubernetes packaging and end-to-end targets; included from the top-level
+# Makefile with:   include e2e/k8s/k8s.mk
+# Everything heavy (Kubernetes, helm, kubeconform, sidecars, base images) is
+# built once and cached below K8S_CACHE, keyed by version.
+K8S_CACHE ?= /var/cache/rbd-csi
+K8S_ENV   := RBDCSI_CACHE=$(K8S_CACHE)
+K8S_DIR   := e2e/k8s
+
+.PHONY: e2e k8s-tools k8s-images helm-lint kubeconform chart-check deploy-manifests check-deploy lab-up lab-down
+
+## e2e: the whole Kubernetes e2e on this machine: packages, cached tool builds,
+## chart checks, images, Ceph, a one-node cluster, the scenarios, teardown
+e2e:
+	$(K8S_ENV) bash $(K8S_DIR)/run.sh
+
+## k8s-tools: build (or find cached) Kubernetes, helm, kubeconform, sidecars
+k8s-tools:
+	$(K8S_ENV) bash $(K8S_DIR)/build-tools.sh
+
+## k8s-images: the driver image (Dockerfile, via buildah) and the lab's images
+k8s-images:
+	$(K8S_ENV) bash $(K8S_DIR)/images.sh build
+
+## helm-lint: helm lint --strict of charts/rbd-csi (defaults and ci/ values)
+helm-lint:
+	$(K8S_ENV) bash $(K8S_DIR)/chart-check.sh lint
+
+## kubeconform: the rendered chart validated against Kubernetes' own schemas
+kubeconform:
+	$(K8S_ENV) bash $(K8S_DIR)/chart-check.sh kubeconform
+
+chart-check: helm-lint kubeconform check-deploy
+
+## deploy-manifests: regenerate deploy/rbd-csi.yaml from the chart
+deploy-manifests:
+	$(K8S_ENV) bash $(K8S_DIR)/render-deploy.sh
+
+## check-deploy: fail when deploy/ is out of sync with the chart
+check-deploy:
+	$(K8S_ENV) bash $(K8S_DIR)/render-deploy.sh --check
+
+## lab-up / lab-down: only the one-node cluster (KUBECONFIG=/tmp/rbdcsi-k8s/admin.kubeconfig)
+lab-up:
+	$(K8S_ENV) bash $(K8S_DIR)/lab-up.sh
+
+lab-down:
+	$(K8S_ENV) bash $(K8S_DIR)/lab-down.sh

@@ -1,0 +1,82 @@
+#!/bin/bash
+# The whole Kubernetes e2e (make e2e), from a bare Debian 12 machine:
+#   deps      install-deps.sh (Debian packages; a no-op when installed)
+#   tools     build-tools.sh (Kubernetes, helm, kubeconform, sidecars; cached
+#             in $RBDCSI_CACHE: ~25 min cold on 2 cores, seconds warm)
+#   checks    chart-check.sh (helm lint --strict, kubeconform) and
+#             render-deploy.sh --check
+#   images    images.sh build (driver image from the Dockerfile, sidecars,
+#             registrar stand-in, busybox, pause)
+#   ceph      e2e/ceph/up.sh in $E2E_CEPH_DIR
+#   lab       lab-up.sh (imports the images)
+#   e2e       e2e.sh (scenarios; prints `N passed, N failed`)
+# and always, at the end: lab-down.sh, e2e/ceph/down.sh (E2E_KEEP=1 keeps
+# both running, with the release and test objects, for debugging).
+# Exits non-zero when a phase or a scenario fails.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+LOG_TAG=k8s-e2e
+CEPH_SCRIPTS=$REPO_ROOT/e2e/ceph
+T0=$SECONDS
+SUMMARY=()
+RESULT=""
+
+# phase NAME COMMAND...: run, time, stop the run on failure
+phase() {
+  local name=$1 t=$SECONDS rc=0
+  shift
+  log ">>> $name"
+  "$@" || rc=$?
+  SUMMARY+=("$(printf '%-8s %4ds  %s' "$name" $((SECONDS - t)) "$([ $rc -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
+  if [ $rc -ne 0 ]; then
+    log "<<< $name FAILED after $((SECONDS - t))s"
+    [ -n "$RESULT" ] || RESULT="0 passed, 1 failed"
+    exit $rc
+  fi
+  log "<<< $name ok in $((SECONDS - t))s"
+}
+
+finish() {
+  local rc=$?
+  if [ "${E2E_KEEP:-0}" = 1 ]; then
+    log "E2E_KEEP=1: lab ($LAB_DIR) and Ceph ($E2E_CEPH_DIR) left running; stop them with"
+    log "  $E2E_K8S_DIR/lab-down.sh; CEPH_DIR=$E2E_CEPH_DIR $CEPH_SCRIPTS/down.sh"
+  else
+    local t=$SECONDS
+    "$E2E_K8S_DIR/lab-down.sh" --keep >/dev/null 2>&1
+    # keep the lab's logs of a failed run next to the cache
+    if [ $rc -ne 0 ] && [ -d "$LAB_DIR" ]; then
+      rm -rf "$RBDCSI_CACHE/last-failed-lab"
+      mkdir -p "$RBDCSI_CACHE/last-failed-lab"
+      cp -r "$LAB_DIR/logs" "$LAB_DIR/e2e-artifacts" "$RBDCSI_CACHE/last-failed-lab/" 2>/dev/null
+      log "logs of the failed run: $RBDCSI_CACHE/last-failed-lab"
+    fi
+    "$E2E_K8S_DIR/lab-down.sh" >/dev/null 2>&1
+    CEPH_DIR=$E2E_CEPH_DIR "$CEPH_SCRIPTS/down.sh" >/dev/null 2>&1
+    SUMMARY+=("$(printf '%-8s %4ds  %s' teardown $((SECONDS - t)) ok)")
+  fi
+  log "summary (total $((SECONDS - T0))s):"
+  local l
+  for l in "${SUMMARY[@]}"; do log "  $l"; done
+  echo "${RESULT:-0 passed, 1 failed}"
+  exit $rc
+}
+trap finish EXIT
+
+run_e2e() {
+  local out=$RBDCSI_CACHE/.e2e-output rc=0
+  "$E2E_K8S_DIR/e2e.sh" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  RESULT=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+  rm -f "$out"
+  return $rc
+}
+
+phase deps "$E2E_K8S_DIR/install-deps.sh"
+phase tools "$E2E_K8S_DIR/build-tools.sh"
+phase checks sh -c "'$E2E_K8S_DIR/chart-check.sh' all && '$E2E_K8S_DIR/render-deploy.sh' --check"
+phase images "$E2E_K8S_DIR/images.sh" build
+phase ceph env CEPH_DIR="$E2E_CEPH_DIR" CEPH_RESTART=1 CEPH_DATA_POOL=0 CEPH_OSD_GB="${E2E_CEPH_OSD_GB:-4}" \
+  "$CEPH_SCRIPTS/up.sh"
+phase lab "$E2E_K8S_DIR/lab-up.sh"
+phase e2e run_e2e

@@ -1,0 +1,288 @@
+// Package node tests the node plugin end to end on a real Ceph cluster with
+// the fuse mapper: data written through a published volume survives unstage,
+// a driver restart and restage; a SIGKILLed plugin can still unpublish and
+// unstage; nothing is left mounted, attached or running afterwards.
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/rbd-csi/rbd-csi/e2e/harness"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
+)
+
+type fixture struct {
+	env  cephtest.Env
+	dir  string
+	drv  *harness.Driver
+	vol  *csi.Volume
+	fs   string
+	mode csi.VolumeCapability_AccessMode_Mode
+}
+
+func newFixture(t *testing.T, fs string) *fixture {
+	t.Helper()
+	env := cephtest.FromEnv(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the node path mounts filesystems and attaches loop devices: run as root")
+	}
+	dir := t.TempDir()
+	id := make([]byte, 4)
+	_, _ = rand.Read(id)
+	cfg := filepath.Join(dir, "clusters.json")
+	if err := os.WriteFile(cfg, []byte(env.ClusterConfigJSON("e2e")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{env: env, dir: dir, fs: fs, mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}
+	f.drv = harness.Start(t, dir, []string{
+		"--mode=all", "--nodeid=n1", "--cluster-config=" + cfg, "--instance-id=node-" + hex.EncodeToString(id),
+		"--mapper=fuse", "--state-dir=" + filepath.Join(dir, "state"), "-v=4",
+	})
+	t.Cleanup(func() {
+		for _, l := range harness.Leftovers(dir) {
+			t.Errorf("left behind: %s", l)
+		}
+	})
+	return f
+}
+
+func (f *fixture) secrets() map[string]string {
+	return map[string]string{"userID": f.env.Admin.User, "userKey": f.env.Admin.Key}
+}
+
+func (f *fixture) capability() *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: f.fs}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: f.mode},
+	}
+}
+
+func (f *fixture) staging() string { return filepath.Join(f.dir, "staging") }
+func (f *fixture) target() string  { return filepath.Join(f.dir, "pod", "mount") }
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (f *fixture) create(t *testing.T, size int64) {
+	t.Helper()
+	resp, err := f.drv.Controller().CreateVolume(ctxT(t), &csi.CreateVolumeRequest{
+		Name: "pvc-" + t.Name(), CapacityRange: &csi.CapacityRange{RequiredBytes: size},
+		Parameters:         map[string]string{"clusterID": "e2e", "pool": f.env.Pool},
+		Secrets:            f.secrets(),
+		VolumeCapabilities: []*csi.VolumeCapability{f.capability()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.vol = resp.Volume
+	t.Cleanup(func() {
+		_, err := f.drv.Controller().DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: f.vol.VolumeId, Secrets: f.secrets()})
+		if err != nil {
+			t.Errorf("delete volume: %v", err)
+		}
+	})
+}
+
+func (f *fixture) stagePublish(t *testing.T) {
+	t.Helper()
+	if err := os.MkdirAll(f.staging(), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.drv.Node().NodeStageVolume(ctxT(t), &csi.NodeStageVolumeRequest{
+		VolumeId: f.vol.VolumeId, StagingTargetPath: f.staging(), VolumeCapability: f.capability(),
+		Secrets: f.secrets(), VolumeContext: f.vol.VolumeContext,
+	})
+	if err != nil {
+		t.Fatalf("stage: %v", err)
+	}
+	_, err = f.drv.Node().NodePublishVolume(ctxT(t), &csi.NodePublishVolumeRequest{
+		VolumeId: f.vol.VolumeId, StagingTargetPath: f.staging(), TargetPath: f.target(),
+		VolumeCapability: f.capability(), VolumeContext: f.vol.VolumeContext,
+	})
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	// A test that fails half way still tears down what it set up (both
+	// calls are idempotent); the leftover check then sees a clean node.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = f.drv.Node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: f.vol.VolumeId, TargetPath: f.target()})
+		_, _ = f.drv.Node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: f.vol.VolumeId, StagingTargetPath: f.staging()})
+	})
+}
+
+func (f *fixture) unpublishUnstage(t *testing.T) {
+	t.Helper()
+	if _, err := f.drv.Node().NodeUnpublishVolume(ctxT(t), &csi.NodeUnpublishVolumeRequest{VolumeId: f.vol.VolumeId, TargetPath: f.target()}); err != nil {
+		t.Fatalf("unpublish: %v", err)
+	}
+	if _, err := f.drv.Node().NodeUnstageVolume(ctxT(t), &csi.NodeUnstageVolumeRequest{VolumeId: f.vol.VolumeId, StagingTargetPath: f.staging()}); err != nil {
+		t.Fatalf("unstage: %v", err)
+	}
+}
+
+func writeRandom(t *testing.T, path string, n int) string {
+	t.Helper()
+	data := make([]byte, n)
+	_, _ = rand.Read(data)
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func TestDataSurvivesUnstageDriverRestartAndRestage(t *testing.T) {
+	for _, fs := range []string{"ext4", "xfs"} {
+		t.Run(fs, func(t *testing.T) {
+			f := newFixture(t, fs)
+			f.create(t, 512<<20)
+			f.stagePublish(t)
+			want := writeRandom(t, filepath.Join(f.target(), "data.bin"), 4<<20)
+			f.unpublishUnstage(t)
+
+			f.drv.Kill()
+			f.drv.Restart()
+
+			f.stagePublish(t)
+			if got := fileSum(t, filepath.Join(f.target(), "data.bin")); got != want {
+				t.Fatalf("checksum after restage %s, written %s", got, want)
+			}
+			f.unpublishUnstage(t)
+			if fs == "ext4" {
+				if got := sumFromExport(t, f, "/data.bin"); got != want {
+					t.Fatalf("checksum read from Ceph with rbd export %s, written %s", got, want)
+				}
+			}
+		})
+	}
+}
+
+// sumFromExport reads a file out of the image with rbd export and debugfs:
+// a path through Ceph that shares nothing with the driver.
+func sumFromExport(t *testing.T, f *fixture, file string) string {
+	t.Helper()
+	img := f.vol.VolumeContext["imageName"]
+	raw := filepath.Join(t.TempDir(), "image.raw")
+	cmd := exec.Command("rbd", "export", "--no-progress", "-m", strings.Join(f.env.Monitors, ","), "--id", "admin", f.env.Pool+"/"+img, raw)
+	cmd.Env = append(os.Environ(), "CEPH_ARGS=--keyring="+keyringFile(t, f.env.Admin.Key))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rbd export: %v: %s", err, out)
+	}
+	var out bytes.Buffer
+	dump := exec.Command("debugfs", "-R", "cat "+file, raw)
+	dump.Stdout = &out
+	if err := dump.Run(); err != nil {
+		t.Fatalf("debugfs: %v", err)
+	}
+	sum := sha256.Sum256(out.Bytes())
+	return hex.EncodeToString(sum[:])
+}
+
+func keyringFile(t *testing.T, key string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "keyring")
+	if err := os.WriteFile(p, []byte("[client.admin]\n\tkey = "+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPluginKilledWhilePublishedCanStillUnpublishAndUnstage(t *testing.T) {
+	f := newFixture(t, "ext4")
+	f.create(t, 256<<20)
+	f.stagePublish(t)
+	want := writeRandom(t, filepath.Join(f.target(), "before-kill.bin"), 1<<20)
+
+	f.drv.Kill()
+	f.drv.Restart()
+
+	// The mapping outlived the plugin: the data is still readable in place.
+	if got := fileSum(t, filepath.Join(f.target(), "before-kill.bin")); got != want {
+		t.Fatalf("checksum after plugin kill %s, written %s", got, want)
+	}
+	f.unpublishUnstage(t)
+	f.stagePublish(t)
+	if got := fileSum(t, filepath.Join(f.target(), "before-kill.bin")); got != want {
+		t.Fatalf("checksum after restage %s, written %s", got, want)
+	}
+	f.unpublishUnstage(t)
+}
+
+func TestExpandGrowsTheMountedFilesystem(t *testing.T) {
+	for _, fs := range []string{"ext4", "xfs"} {
+		t.Run(fs, func(t *testing.T) {
+			f := newFixture(t, fs)
+			f.create(t, 512<<20)
+			f.stagePublish(t)
+			before := fsSize(t, f.target())
+			if _, err := f.drv.Controller().ControllerExpandVolume(ctxT(t), &csi.ControllerExpandVolumeRequest{
+				VolumeId: f.vol.VolumeId, CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30},
+				Secrets: f.secrets(), VolumeCapability: f.capability(),
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.drv.Node().NodeExpandVolume(ctxT(t), &csi.NodeExpandVolumeRequest{
+				VolumeId: f.vol.VolumeId, VolumePath: f.target(), StagingTargetPath: f.staging(),
+				CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}, VolumeCapability: f.capability(),
+			}); err != nil {
+				t.Fatal(err)
+			}
+			after := fsSize(t, f.target())
+			if after < before+400<<20 {
+				t.Fatalf("filesystem grew from %d to %d bytes, want about +512 MiB", before, after)
+			}
+			f.unpublishUnstage(t)
+		})
+	}
+}
+
+func fsSize(t *testing.T, path string) int64 {
+	t.Helper()
+	out, err := exec.Command("df", "-B1", "--output=size", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(string(out))
+	var n int64
+	for _, c := range lines[len(lines)-1] {
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
