@@ -36,6 +36,7 @@ type config struct {
 	count       int
 	concurrency []int
 	bigGiB      int
+	nodeCount   int
 	monitors    string
 	key         string
 	pool        string
@@ -47,6 +48,7 @@ func main() {
 	flag.IntVar(&c.count, "count", 100, "volumes per phase")
 	flag.StringVar(&conc, "concurrency", "1,16", "comma-separated concurrency levels")
 	flag.IntVar(&c.bigGiB, "big-gib", 100, "size of the thin image whose deletion is timed")
+	flag.IntVar(&c.nodeCount, "node-count", 10, "volumes staged and published in the node phases (0 skips them; needs root)")
 	flag.Parse()
 	for _, s := range strings.Split(conc, ",") {
 		var n int
@@ -76,6 +78,7 @@ type bench struct {
 	cfg     config
 	io      *rados.IOContext
 	client  csi.ControllerClient
+	node    csi.NodeClient
 	backend *librbd.Backend
 	cluster ceph.Cluster
 	admin   ceph.Credentials
@@ -108,7 +111,17 @@ func run(c config) error {
 			return err
 		}
 	}
-	return b.bigDelete()
+	if err := b.bigDelete(); err != nil {
+		return err
+	}
+	if c.nodeCount == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		fmt.Println("node phases skipped: they mount filesystems and attach loop devices, run as root")
+		return nil
+	}
+	return b.nodePhases(c.nodeCount)
 }
 
 func rawConn(c config) (*rados.Conn, error) {
@@ -131,11 +144,15 @@ func (b *bench) startDriver() (func(), error) {
 	}
 	b.cluster, _ = cfg.Lookup("bench")
 	b.backend = librbd.New(librbd.Options{})
-	d, err := driver.New(driver.Options{Mode: driver.ModeController, InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()), Clusters: cfg, Backend: b.backend})
+	dir, err := os.MkdirTemp("", "rbd-csi-bench")
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "rbd-csi-bench")
+	d, err := driver.New(driver.Options{
+		Mode: driver.ModeAll, NodeID: "bench", InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()),
+		Clusters: cfg, Backend: b.backend,
+		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: "fuse"},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +166,7 @@ func (b *bench) startDriver() (func(), error) {
 		return nil, err
 	}
 	b.client = csi.NewControllerClient(gc)
+	b.node = csi.NewNodeClient(gc)
 	return func() { gc.Close(); srv.Stop(5 * time.Second); b.backend.Close(); os.RemoveAll(dir) }, nil
 }
 

@@ -483,9 +483,12 @@ func TestKRBDRejectsUnsafeInputBeforeTouchingTheKernel(t *testing.T) {
 		{"comma in namespace", func(i *Image, _ *MapOptions) { i.RadosNamespace = "ns,secret=x" }},
 		{"slash in pool", func(i *Image, _ *MapOptions) { i.Pool = "../etc" }},
 		{"key with comma", func(i *Image, _ *MapOptions) { i.Key = testKey + ",ro" }},
+		{"key with embedded newline", func(i *Image, _ *MapOptions) { i.Key = testKey[:20] + "\n" + testKey[20:] }},
+		{"key with embedded CRLF", func(i *Image, _ *MapOptions) { i.Key = testKey[:20] + "\r\n" + testKey[20:] }},
 		{"key not a cephx key", func(i *Image, _ *MapOptions) { i.Key = "aGVsbG8=" }},
 		{"user with prefix", func(i *Image, _ *MapOptions) { i.User = "client.admin" }},
 		{"monitor with space", func(i *Image, _ *MapOptions) { i.Monitors = []string{"1.2.3.4:6789 name=x"} }},
+		{"monitor with two prefixes", func(i *Image, _ *MapOptions) { i.Monitors = []string{"v1:v2:1.2.3.4:6789"} }},
 		{"no monitors", func(i *Image, _ *MapOptions) { i.Monitors = nil }},
 	}
 	for _, tc := range tests {
@@ -611,5 +614,55 @@ func TestKRBDRedactsKeyFromKernelLog(t *testing.T) {
 	_, err := rig.mapper(t).Map(ctxTimeout(t, 200*time.Millisecond), krbdImage("img"), MapOptions{})
 	if err == nil || strings.Contains(err.Error(), testKey) || !strings.Contains(err.Error(), "<redacted>") {
 		t.Errorf("error must carry the kernel line with the key redacted: %v", err)
+	}
+}
+
+func TestKRBDMonitorMessengerPrefixes(t *testing.T) {
+	tests := []struct {
+		name     string
+		mons     []string
+		extra    string
+		wantMons string // "" = refused with InvalidArgument
+	}{
+		{"v1 prefix stripped", []string{"v1:192.168.1.1:6789", "v1:mon-a.example:6790"}, "", "192.168.1.1:6789,10.0.0.5:6790"},
+		{"v2 addresses left out without ms_mode", []string{"v2:192.168.1.1:3300", "v1:192.168.1.1:6789", "192.168.1.2"}, "", "192.168.1.1:6789,192.168.1.2"},
+		{"ms_mode=legacy speaks msgr1", []string{"v2:[fd00::1]:3300", "v1:[fd00::1]:6789"}, "ms_mode=legacy", "[fd00::1]:6789"},
+		{"ms_mode selects msgr2", []string{"v2:192.168.1.1:3300", "v1:192.168.1.1:6789"}, "ms_mode=prefer-crc", "192.168.1.1:3300"},
+		{"only v2 without ms_mode is refused", []string{"v2:192.168.1.1:3300"}, "", ""},
+		{"only v1 with ms_mode=secure is refused", []string{"v1:192.168.1.1:6789"}, "ms_mode=secure", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+			img := krbdImage("img")
+			img.Monitors = tc.mons
+			_, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{Extra: tc.extra})
+			writes := rig.kernel.Writes()
+			if tc.wantMons == "" {
+				if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "ms_mode") || len(writes) != 0 {
+					t.Fatalf("Map: %v, kernel writes %d; want ErrInvalidOptions about ms_mode and no write", err, len(writes))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Map: %v", err)
+			}
+			if len(writes) != 1 || !strings.HasPrefix(writes[0], tc.wantMons+" name=") {
+				t.Errorf("kernel got %q, want monitors %q", writes, tc.wantMons)
+			}
+		})
+	}
+}
+
+func TestKRBDWritesTheTrimmedKey(t *testing.T) {
+	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
+	img := krbdImage("img")
+	img.Key = testKey + "\n"
+	if _, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{}); err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	want := "192.168.1.1:6789,192.168.1.2:6789 name=csi-rbd,secret=" + testKey + " kube img -"
+	if w := rig.kernel.Writes(); len(w) != 1 || w[0] != want {
+		t.Errorf("kernel got %q, want [%q]", w, want)
 	}
 }

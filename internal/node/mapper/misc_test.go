@@ -82,6 +82,10 @@ func TestValidateImage(t *testing.T) {
 		{"empty user", func(i *Image) { i.User = "" }, false},
 		{"user with space", func(i *Image) { i.User = "a b" }, false},
 		{"key with newline", func(i *Image) { i.Key = testKey + "\n[client.x]" }, false},
+		{"key split by a line break", func(i *Image) { i.Key = testKey[:10] + "\r\n" + testKey[10:] }, false},
+		{"monitors with messenger prefixes", func(i *Image) { i.Monitors = []string{"v1:10.0.0.1:6789", "v2:[fd00::1]:3300", "v2:mon-a"} }, true},
+		{"monitor with unknown prefix", func(i *Image) { i.Monitors = []string{"v3:10.0.0.1:6789"} }, false},
+		{"monitor with empty port", func(i *Image) { i.Monitors = []string{"10.0.0.1:"} }, false},
 		{"key of wrong type", func(i *Image) { i.Key = makeKey(nil) }, false},
 		{"bare IPv6 monitor", func(i *Image) { i.Monitors = []string{"fd00::1"} }, false},
 		{"monitor port out of range", func(i *Image) { i.Monitors = []string{"10.0.0.1:70000"} }, false},
@@ -313,6 +317,14 @@ func TestFuseRejectsWhatRBDFuseCannotDo(t *testing.T) {
 	never := Device{Path: "/dev/loop7", Mapper: Fuse, Attrs: map[string]string{AttrPool: "kube", AttrImage: "never"}}
 	if err := m.Unmap(ctxTimeout(t, 5*time.Second), never); err != nil {
 		t.Errorf("Unmap of a never-mapped device: %v", err)
+	}
+}
+
+func TestFuseConfPassesMonitorsAsGiven(t *testing.T) {
+	img := Image{Monitors: []string{"v1:10.0.0.1:6789", "v2:[fd00::1]:3300", "mon-c"}}
+	conf := fuseConf(ctxTimeout(t, time.Minute), img)
+	if !strings.Contains(conf, "\nmon_host = v1:10.0.0.1:6789,v2:[fd00::1]:3300,mon-c\n") {
+		t.Errorf("fuse ceph.conf does not list the monitors as given:\n%s", conf)
 	}
 }
 

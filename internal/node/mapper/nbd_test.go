@@ -415,3 +415,26 @@ func TestOSExecutorDropsCephEnvironment(t *testing.T) {
 		t.Errorf("command saw %q, want CEPH_ARGS removed and MINE set", got)
 	}
 }
+
+func TestNBDPassesMessengerPrefixesToLibrados(t *testing.T) {
+	rig := newNBDRig(t)
+	img := nbdImage()
+	img.Monitors = []string{"v2:10.0.0.1:3300", "v1:[fd00::1]:6789", "mon-c"}
+	img.Key = "\n" + testKey + "\n"
+	if _, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{}); err != nil {
+		t.Fatalf("Map: %v", err)
+	}
+	maps := callsOf(rig.exec.Calls(), "map")
+	if len(maps) != 1 {
+		t.Fatalf("want one rbd-nbd map, got %v", rig.exec.Calls())
+	}
+	if got := argAfter(maps[0].Args, "-m"); got != "v2:10.0.0.1:3300,v1:[fd00::1]:6789,mon-c" {
+		t.Errorf("rbd-nbd -m %q, want the addresses as given", got)
+	}
+	rig.exec.mu.Lock()
+	kr := rig.exec.keyrings
+	rig.exec.mu.Unlock()
+	if len(kr) != 1 || kr[0] != "[client.csi-rbd]\n\tkey = "+testKey+"\n" {
+		t.Errorf("keyring seen by rbd-nbd = %q, want the trimmed key", kr)
+	}
+}

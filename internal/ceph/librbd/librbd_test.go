@@ -1,0 +1,162 @@
+package librbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ceph/go-ceph/rbd"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
+)
+
+// The ceph package spells librbd's feature bits out so that it builds
+// without cgo; they must agree with librbd's.
+func TestFeatureBitsMatchLibrbd(t *testing.T) {
+	tests := []struct {
+		ours   ceph.Features
+		librbd uint64
+	}{
+		{ceph.FeatureLayering, rbd.FeatureLayering},
+		{ceph.FeatureStripingV2, rbd.FeatureStripingV2},
+		{ceph.FeatureExclusiveLock, rbd.FeatureExclusiveLock},
+		{ceph.FeatureObjectMap, rbd.FeatureObjectMap},
+		{ceph.FeatureFastDiff, rbd.FeatureFastDiff},
+		{ceph.FeatureDeepFlatten, rbd.FeatureDeepFlatten},
+		{ceph.FeatureJournaling, rbd.FeatureJournaling},
+		{ceph.FeatureDataPool, rbd.FeatureDataPool},
+		{ceph.FeatureOperations, rbd.FeatureOperations},
+		{ceph.FeatureMigrating, rbd.FeatureMigrating},
+	}
+	for _, tc := range tests {
+		if uint64(tc.ours) != tc.librbd {
+			t.Errorf("%s: ours %#x, librbd %#x", tc.ours, uint64(tc.ours), tc.librbd)
+		}
+	}
+}
+
+func testBackend(t *testing.T, opts Options) (*Backend, cephtest.Env, ceph.Cluster) {
+	t.Helper()
+	env := cephtest.FromEnv(t)
+	b := New(opts)
+	t.Cleanup(b.Close)
+	return b, env, env.Cluster("t")
+}
+
+func TestIdleConnectionsAreClosedAndReopened(t *testing.T) {
+	b, env, cl := testBackend(t, Options{IdleTimeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	if _, err := b.PoolID(ctx, env.Admin, cl, env.Pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PoolID(ctx, env.Admin, cl, env.Pool); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.OpenConnections(); n != 1 {
+		t.Fatalf("%d connections after two calls with one identity, want 1 (reused)", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for b.OpenConnections() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := b.OpenConnections(); n != 0 {
+		t.Fatalf("%d connections still open after the idle timeout", n)
+	}
+	if _, err := b.PoolID(ctx, env.Admin, cl, env.Pool); err != nil {
+		t.Fatalf("call after the idle close: %v", err)
+	}
+}
+
+func TestImageLifecycleAndOwnerRecord(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("librbd-test-%d", time.Now().UnixNano())}
+	spec := ceph.ImageSpec{Size: 64 << 20, Features: ceph.FeatureLayering | ceph.FeatureExclusiveLock, Metadata: map[string]string{"rbd-csi.owner": `{"name":"x"}`}}
+	if err := b.CreateImage(ctx, env.Admin, ref, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CreateImage(ctx, env.Admin, ref, spec); !errors.Is(err, ceph.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	info, err := b.StatImage(ctx, env.Admin, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != spec.Size || info.Features&ceph.UserFeatures != spec.Features || info.Metadata["rbd-csi.owner"] != `{"name":"x"}` {
+		t.Fatalf("stat: %+v", info)
+	}
+	if err := b.ResizeImage(ctx, env.Admin, ref, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := b.Watchers(ctx, env.Admin, ref); err != nil || len(ws) != 0 {
+		t.Fatalf("watchers of an unused image: %v, %v", ws, err)
+	}
+	id, err := b.TrashImage(ctx, env.Admin, ref)
+	if err != nil || id != info.ID {
+		t.Fatalf("trash: id %q (image id %q), %v", id, info.ID, err)
+	}
+	if _, err := b.StatImage(ctx, env.Admin, ref); !errors.Is(err, ceph.ErrNotFound) {
+		t.Fatalf("stat after trash: %v, want ErrNotFound", err)
+	}
+	if _, err := b.TrashImage(ctx, env.Admin, ref); !errors.Is(err, ceph.ErrNotFound) {
+		t.Fatalf("trash twice: %v, want ErrNotFound", err)
+	}
+	if err := b.PurgeTrash(ctx, env.Admin, cl, env.Pool, id, false); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := b.ListTrash(ctx, env.Admin, cl, env.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.ID == id {
+			t.Fatalf("trash entry %s still there after purge", id)
+		}
+	}
+}
+
+func TestPoolUsageReportsSpaceAndQuota(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	u, err := b.PoolUsage(context.Background(), env.Admin, cl, env.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.MaxAvail == 0 || u.Available() == 0 {
+		t.Fatalf("pool usage %+v: a fresh test pool has room", u)
+	}
+	if _, err := b.PoolUsage(context.Background(), env.Admin, cl, "no-such-pool"); !errors.Is(err, ceph.ErrNotFound) {
+		t.Fatalf("missing pool: %v, want ErrNotFound", err)
+	}
+}
+
+func TestWrongKeyIsAnAuthError(t *testing.T) {
+	b, env, cl := testBackend(t, Options{OpTimeout: 10 * time.Second})
+	bad := ceph.Credentials{User: "admin", Key: "AQBdc1tlAAAAABAAqqqqqqqqqqqqqqqqqqqqqq=="}
+	_, err := b.PoolID(context.Background(), bad, cl, env.Pool)
+	if !errors.Is(err, ceph.ErrAuth) {
+		t.Fatalf("got %v, want ErrAuth", err)
+	}
+	if b.OpenConnections() != 0 {
+		t.Fatal("a failed connection stays in the pool")
+	}
+}
+
+func TestUnreachableMonitorsReturnAtTheDeadline(t *testing.T) {
+	b := New(Options{OpTimeout: 30 * time.Second})
+	defer b.Close()
+	cl := ceph.Cluster{ID: "void", Monitors: []string{"127.0.0.1:1"}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := b.PoolID(ctx, ceph.Credentials{User: "admin", Key: "AQBdc1tlAAAAABAAqqqqqqqqqqqqqqqqqqqqqq=="}, cl, "kube")
+	if !errors.Is(err, ceph.ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("returned after %v with a 1 s deadline", took)
+	}
+}
