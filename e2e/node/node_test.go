@@ -13,11 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
@@ -258,10 +261,21 @@ func TestExpandGrowsTheMountedFilesystem(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.drv.Node().NodeExpandVolume(ctxT(t), &csi.NodeExpandVolumeRequest{
+			_, err := f.drv.Node().NodeExpandVolume(ctxT(t), &csi.NodeExpandVolumeRequest{
 				VolumeId: f.vol.VolumeId, VolumePath: f.target(), StagingTargetPath: f.staging(),
 				CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30}, VolumeCapability: f.capability(),
-			}); err != nil {
+			})
+			if fs == "ext4" && !hasCapSysResource(t) {
+				// The kernel refuses online ext4 growth without
+				// CAP_SYS_RESOURCE; the driver must say so, and the next
+				// stage must grow the filesystem offline instead.
+				t.Log("this process lacks CAP_SYS_RESOURCE: checking the refusal and growth at the next stage instead of online growth")
+				if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "CAP_SYS_RESOURCE") {
+					t.Fatalf("NodeExpandVolume without CAP_SYS_RESOURCE: %v; want FailedPrecondition naming the capability", err)
+				}
+				f.unpublishUnstage(t)
+				f.stagePublish(t)
+			} else if err != nil {
 				t.Fatal(err)
 			}
 			after := fsSize(t, f.target())
@@ -271,6 +285,28 @@ func TestExpandGrowsTheMountedFilesystem(t *testing.T) {
 			f.unpublishUnstage(t)
 		})
 	}
+}
+
+// hasCapSysResource reports whether this process (and so the driver it
+// starts) holds CAP_SYS_RESOURCE, which online ext4 resize needs.
+func hasCapSysResource(t *testing.T) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const capSysResource = 24
+			return caps&(1<<capSysResource) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }
 
 func fsSize(t *testing.T, path string) int64 {

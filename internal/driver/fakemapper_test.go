@@ -82,9 +82,13 @@ func (f *fakeMapper) Unmap(_ context.Context, dev mapper.Device) error {
 	return nil
 }
 
-func (f *fakeMapper) Check(context.Context, mapper.Device) (bool, string) {
+func (f *fakeMapper) Check(_ context.Context, dev mapper.Device) (bool, string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	img := mapper.Image{Pool: dev.Attrs[mapper.AttrPool], RadosNamespace: dev.Attrs[mapper.AttrNamespace], Name: dev.Attrs[mapper.AttrImage]}
+	if _, ok := f.mapped[img.Spec()]; !ok {
+		return false, img.Spec() + " is not mapped"
+	}
 	return f.sick == "", f.sick
 }
 

@@ -181,10 +181,36 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if st != nil && st.VolumeID != r.volumeID {
 		return nil, status.Errorf(codes.FailedPrecondition, "staging path %s holds volume %s", r.staging, st.VolumeID)
 	}
-	if st != nil && st.Device != nil && (st.Block || st.Mounted) {
+	mapped := st != nil && st.Device != nil && d.deviceHealthy(ctx, st)
+	if mapped && d.stagingComplete(st) {
 		return d.restage(st, r)
 	}
-	return d.stage(ctx, r, st)
+	// Not staged, staged half way, or the state outlived the mapping (a
+	// node reboot, an unstage that failed after unmounting): stage again
+	// rather than trust the state file, or a later publish would bind an
+	// empty directory and the pod would write to the node's disk.
+	return d.stage(ctx, r, st, mapped)
+}
+
+// deviceHealthy reports whether the recorded device still maps the image.
+func (d *Driver) deviceHealthy(ctx context.Context, st *stageState) bool {
+	m, ok := d.node.mappers[st.Mapper]
+	if !ok {
+		return false
+	}
+	healthy, _ := m.Check(ctx, *st.Device)
+	return healthy
+}
+
+// stagingComplete reports whether a mapped volume is fully staged: block
+// volumes need nothing more, filesystems must be mounted at the staging
+// path.
+func (d *Driver) stagingComplete(st *stageState) bool {
+	if st.Block {
+		return true
+	}
+	mounted, err := d.node.mounter.IsMountPoint(st.StagingPath)
+	return st.Mounted && err == nil && mounted
 }
 
 // restage answers a repeated NodeStageVolume for a staged volume.
@@ -195,7 +221,10 @@ func (d *Driver) restage(st *stageState, r stageRequest) (*csi.NodeStageVolumeRe
 	return &csi.NodeStageVolumeResponse{}, nil
 }
 
-func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState) (resp *csi.NodeStageVolumeResponse, err error) {
+// stage maps the image and mounts it. prevMapped says the previous state's
+// device still maps the image on this node: then its watch is our own and
+// not a sign of another client.
+func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState, prevMapped bool) (resp *csi.NodeStageVolumeResponse, err error) {
 	ref, err := d.nodeImage(ctx, r.volumeID, r.ctx, r.creds)
 	if err != nil {
 		return nil, err
@@ -204,14 +233,14 @@ func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState) (r
 	if err != nil {
 		return nil, cephStatus(err, "volume image "+ref.String())
 	}
-	if prev == nil || prev.Device == nil {
+	if !prevMapped {
 		if err := d.checkNotInUse(ctx, r, ref); err != nil {
 			return nil, err
 		}
 	}
 	st := &stageState{
 		VolumeID: r.volumeID, Mapper: r.mapperName, Block: r.block, FsType: r.fsType,
-		ReadOnly: readOnlyMode(r.mode), AccessMode: r.mode.String(), StagingPath: r.staging,
+		ReadOnly: readOnlyMode(r.mode), AccessMode: r.mode.String(), StagingPath: r.staging, MountFlags: r.mountFlags,
 		Image: stageImage{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, Pool: ref.Pool, Namespace: ref.Cluster.RadosNamespace, Name: ref.Name},
 	}
 	if err := st.save(); err != nil {
@@ -220,16 +249,17 @@ func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState) (r
 	if err := d.node.index.put(r.volumeID, r.staging); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	m := d.node.mappers[r.mapperName]
+	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
+	if err != nil {
+		d.rollbackMap(st, prevMapped, err)
+		return nil, status.Errorf(mapper.GRPCCode(err), "map %s with %s: %v", ref, r.mapperName, err)
+	}
 	defer func() {
 		if err != nil {
 			d.rollbackStage(st)
 		}
 	}()
-	m := d.node.mappers[r.mapperName]
-	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
-	if err != nil {
-		return nil, status.Errorf(mapper.GRPCCode(err), "map %s with %s: %v", ref, r.mapperName, err)
-	}
 	st.Device = &dev
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -287,6 +317,28 @@ func fsDefaults(fs string) []string {
 
 func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 	return m == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY || m == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
+}
+
+// rollbackMap cleans up after a failed Map. A refusal (bad input, a
+// precondition such as a conflicting mapping of the same image on this
+// node, missing image or access) created nothing, and a teardown by image
+// would remove a mapping that belongs to another staging of the image: only
+// the state goes. Any other failure may have left a late mapping behind,
+// which the full rollback finds by the image.
+func (d *Driver) rollbackMap(st *stageState, prevMapped bool, mapErr error) {
+	switch mapper.GRPCCode(mapErr) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.PermissionDenied:
+		if prevMapped {
+			return // the earlier mapping is still ours; unstage removes it
+		}
+		if err := removeState(st.StagingPath); err != nil {
+			klog.ErrorS(err, "Could not drop the state of a refused NodeStageVolume", "volume", st.VolumeID)
+			return
+		}
+		d.node.index.drop(st.VolumeID)
+	default:
+		d.rollbackStage(st)
+	}
 }
 
 // rollbackStage undoes a failed stage so that nothing stays mapped or
@@ -411,7 +463,12 @@ func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
 	if err := d.node.mounter.Unmount(ctx, st.StagingPath); err != nil {
 		return status.Errorf(codes.Internal, "unmount %s: %v", st.StagingPath, err)
 	}
-	st.Mounted = false
+	if st.Mounted {
+		st.Mounted = false
+		if err := st.save(); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+	}
 	dev := st.Device
 	if dev == nil {
 		// Staging died between map and record: describe the image so the
@@ -424,7 +481,7 @@ func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
 	if !ok {
 		return status.Errorf(codes.Internal, "volume was staged with mapper %q, which this plugin does not have", st.Mapper)
 	}
-	if err := m.Unmap(ctx, *dev); err != nil && !(st.Device == nil && errors.Is(err, mapper.ErrInvalidDevice)) {
+	if err := m.Unmap(ctx, *dev); err != nil {
 		return status.Errorf(mapper.GRPCCode(err), "unmap %s: %v", dev.Path, err)
 	}
 	if err := removeState(st.StagingPath); err != nil {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
+	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
 )
 
 // NodePublishVolume implements csi.NodeServer: bind-mount the staged
@@ -252,8 +253,8 @@ func (d *Driver) volumeProblem(ctx context.Context, volumeID, staging string) st
 			return "mapping lost: " + msg + "; unpublish and unstage the volume (restart the pod) to map it again"
 		}
 	}
-	if st.Block || st.ReadOnly {
-		return ""
+	if st.Block || st.ReadOnly || slices.Contains(st.MountFlags, "ro") {
+		return "" // read-only by request, not by the kernel's reaction to I/O errors
 	}
 	if _, opts, err := d.node.mounter.MountInfo(st.StagingPath); err == nil && slices.Contains(opts, "ro") {
 		return "filesystem was remounted read-only, usually after I/O errors: check the device and the kernel log, then restart the pod"
@@ -300,7 +301,11 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 	}
 	if err := d.node.mounter.Resize(ctx, st.Device.Path, st.StagingPath); err != nil {
-		return nil, status.Errorf(codes.Internal, "grow filesystem of volume %s: %v", req.GetVolumeId(), err)
+		code := codes.Internal
+		if errors.Is(err, mounter.ErrOnlineResizeDenied) {
+			code = codes.FailedPrecondition
+		}
+		return nil, status.Errorf(code, "grow filesystem of volume %s: %v", req.GetVolumeId(), err)
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 }

@@ -29,6 +29,7 @@ type stageState struct {
 	AccessMode  string         `json:"accessMode"`
 	StagingPath string         `json:"stagingPath"`
 	Mounted     bool           `json:"mounted,omitempty"`
+	MountFlags  []string       `json:"mountFlags,omitempty"`
 	Targets     []string       `json:"targets,omitempty"`
 }
 

@@ -598,7 +598,7 @@ func fuseDeviceImage(dev Device) (Image, error) {
 	if dev.Mapper != Fuse {
 		return Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, Fuse)
 	}
-	if !loopDevRe.MatchString(dev.Path) {
+	if dev.Path != "" && !loopDevRe.MatchString(dev.Path) {
 		return Image{}, fmt.Errorf("%w: %q is not a loop device path", ErrInvalidDevice, dev.Path)
 	}
 	img := Image{Pool: dev.Attrs[AttrPool], Name: dev.Attrs[AttrImage]}

@@ -413,6 +413,9 @@ func (k *krbd) unmap(ctx context.Context, dev Device, force bool) error {
 		return fmt.Errorf("%w: %w", ErrUnmapFailed, err)
 	}
 	defer unlock()
+	if id == "" {
+		return k.unmapByImage(ctx, img, force)
+	}
 	// A map still pending in the kernel would create the device after we
 	// looked; wait for it so that it is unmapped too.
 	if lateAdd, err := k.waitPending(ctx, img.Spec()); err != nil {
@@ -428,6 +431,19 @@ func (k *krbd) unmap(ctx context.Context, dev Device, force bool) error {
 		// went away: either way nothing of ours is left to unmap.
 		klog.V(4).InfoS("krbd: device already unmapped", "image", img.Spec(), "id", id)
 		return nil
+	}
+	return k.remove(ctx, img, id, force)
+}
+
+// unmapByImage unmaps a Device that names only the image: the caller
+// crashed before it recorded which /dev/rbdN the map produced.
+func (k *krbd) unmapByImage(ctx context.Context, img Image, force bool) error {
+	if _, err := k.waitPending(ctx, img.Spec()); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnmapFailed, err)
+	}
+	id, found, err := k.findDevice(img)
+	if err != nil || !found {
+		return err
 	}
 	return k.remove(ctx, img, id, force)
 }
@@ -480,7 +496,10 @@ func krbdDeviceAttrs(dev Device) (string, Image, error) {
 		return "", Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, KRBD)
 	}
 	id := dev.Attrs[AttrDevID]
-	if n, err := strconv.Atoi(id); err != nil || n < 0 || strconv.Itoa(n) != id {
+	if id == "" && dev.Path != "" {
+		return "", Image{}, fmt.Errorf("%w: krbd device %s has no id attribute", ErrInvalidDevice, dev.Path)
+	}
+	if n, err := strconv.Atoi(id); id != "" && (err != nil || n < 0 || strconv.Itoa(n) != id) {
 		return "", Image{}, fmt.Errorf("%w: krbd device %s has invalid id attribute %q", ErrInvalidDevice, dev.Path, id)
 	}
 	img := Image{Pool: dev.Attrs[AttrPool], RadosNamespace: dev.Attrs[AttrNamespace], Name: dev.Attrs[AttrImage]}

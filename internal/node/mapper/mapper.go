@@ -138,7 +138,10 @@ type Mapper interface {
 	Map(ctx context.Context, img Image, opts MapOptions) (Device, error)
 	// Unmap removes the device. It is idempotent: an already unmapped
 	// device is success. A device still in use (mounted, held open) fails
-	// with ErrDeviceBusy and is left alone.
+	// with ErrDeviceBusy and is left alone. A Device that names only the
+	// image (Mapper and the pool/namespace/image Attrs, no Path), as a
+	// caller has after crashing between Map and recording its result, is
+	// accepted: the mapper then finds the image's mapping itself.
 	Unmap(ctx context.Context, dev Device) error
 	// Check reports whether a previously returned Device is still healthy
 	// (for the NodeGetVolumeStats volume condition), with a message an

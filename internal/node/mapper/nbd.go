@@ -213,6 +213,11 @@ func (n *nbd) Unmap(ctx context.Context, dev Device) error {
 		return fmt.Errorf("%w: %w", ErrUnmapFailed, err)
 	}
 	defer unlock()
+	if dev.Path == "" {
+		if dev.Path, err = n.findMapped(ctx, img); err != nil || dev.Path == "" {
+			return err
+		}
+	}
 	ours, err := n.stillOurs(ctx, img, dev)
 	if err != nil || !ours {
 		return err
@@ -231,6 +236,20 @@ func (n *nbd) Unmap(ctx context.Context, dev Device) error {
 
 // stillOurs decides whether dev.Path still serves img, so that Unmap never
 // disconnects a device that has since been reused for another image.
+// findMapped returns the nbd device rbd-nbd serves img from, "" if none.
+func (n *nbd) findMapped(ctx context.Context, img Image) (string, error) {
+	mapped, err := n.listMapped(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrUnmapFailed, err)
+	}
+	for _, m := range mapped {
+		if m.is(img) {
+			return m.Device, nil
+		}
+	}
+	return "", nil
+}
+
 func (n *nbd) stillOurs(ctx context.Context, img Image, dev Device) (bool, error) {
 	mapped, err := n.listMapped(ctx)
 	if err != nil {
@@ -282,7 +301,7 @@ func nbdDeviceImage(dev Device) (Image, error) {
 	if dev.Mapper != RBDNBD {
 		return Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, RBDNBD)
 	}
-	if !nbdDevRe.MatchString(dev.Path) {
+	if dev.Path != "" && !nbdDevRe.MatchString(dev.Path) {
 		return Image{}, fmt.Errorf("%w: %q is not an nbd device path", ErrInvalidDevice, dev.Path)
 	}
 	img := Image{Pool: dev.Attrs[AttrPool], RadosNamespace: dev.Attrs[AttrNamespace], Name: dev.Attrs[AttrImage]}

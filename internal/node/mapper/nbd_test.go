@@ -308,6 +308,43 @@ func TestNBDUnmap(t *testing.T) {
 	}
 }
 
+// A caller that crashed between Map and recording the device knows only
+// the image; Unmap must find the mapping through rbd-nbd list-mapped.
+func TestNBDUnmapOfImageOnlyDevice(t *testing.T) {
+	imageOnly := Device{Mapper: RBDNBD, Attrs: map[string]string{AttrPool: "kube", AttrNamespace: "ns1", AttrImage: "img"}}
+	tests := []struct {
+		name      string
+		mapped    []nbdMapped
+		wantUnmap bool
+	}{
+		{"mapping listed: unmapped by its device", []nbdMapped{
+			{Pool: "kube", Image: "other", Device: "/dev/nbd1"},
+			{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd4"},
+		}, true},
+		{"nothing listed: nothing to do", nil, false},
+		{"only another namespace's image of that name: left alone", []nbdMapped{{Pool: "kube", Image: "img", Device: "/dev/nbd2"}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.setMapped(tc.mapped...)
+			if err := rig.mapper(t).Unmap(ctxTimeout(t, 5*time.Second), imageOnly); err != nil {
+				t.Fatalf("Unmap: %v", err)
+			}
+			unmaps := callsOf(rig.exec.Calls(), "unmap")
+			if !tc.wantUnmap {
+				if len(unmaps) != 0 {
+					t.Fatalf("unmapped %v, want nothing", unmaps)
+				}
+				return
+			}
+			if len(unmaps) != 1 || !slices.Equal(unmaps[0].Args, []string{"unmap", "/dev/nbd4"}) {
+				t.Fatalf("unmap calls %v, want one of /dev/nbd4", unmaps)
+			}
+		})
+	}
+}
+
 func TestNBDMapErrorsAreClassified(t *testing.T) {
 	tests := []struct {
 		stderr string

@@ -9,8 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,7 +24,9 @@ import (
 // Interface is what the node service needs; Fake implements it for tests.
 type Interface interface {
 	// FormatAndMount mounts dev at target with fstype, first creating the
-	// filesystem when, and only when, the device holds none.
+	// filesystem when, and only when, the device holds none. An existing
+	// filesystem smaller than the device (the volume was expanded while
+	// not staged, or restored from a smaller snapshot) is grown to fill it.
 	FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string) error
 	// Mount runs mount(8); opts may include "bind" and "ro".
 	Mount(ctx context.Context, source, target, fstype string, opts []string) error
@@ -40,6 +45,10 @@ type Interface interface {
 // ErrWrongFilesystem reports a device holding something other than the
 // filesystem asked for; it is never reformatted.
 var ErrWrongFilesystem = errors.New("device holds another filesystem")
+
+// ErrOnlineResizeDenied reports that the kernel refused to grow a mounted
+// filesystem for lack of privilege; growing it at the next stage works.
+var ErrOnlineResizeDenied = errors.New("online resize not permitted")
 
 // Real runs the system tools.
 type Real struct {
@@ -95,11 +104,100 @@ func (r *Real) FormatAndMount(ctx context.Context, dev, target, fstype string, o
 		if _, err := r.run(ctx, "mkfs."+fstype, append(args, dev)...); err != nil {
 			return fmt.Errorf("format %s as %s: %w", dev, fstype, err)
 		}
+		return r.Mount(ctx, dev, target, fstype, opts)
 	case fstype:
+		return r.growAndMount(ctx, dev, target, fstype, opts)
 	default:
 		return fmt.Errorf("%w: %s holds %q, the volume asks for %q; it is left untouched (reformatting would destroy its data)", ErrWrongFilesystem, dev, found, fstype)
 	}
-	return r.Mount(ctx, dev, target, fstype, opts)
+}
+
+// growAndMount mounts an existing filesystem, grown to the device first.
+// ext4 is grown before mounting: an offline resize2fs needs no privilege
+// beyond the device, where an online one needs CAP_SYS_RESOURCE, which
+// some sandboxes withhold. xfs can only grow mounted, so it grows after.
+func (r *Real) growAndMount(ctx context.Context, dev, target, fstype string, opts []string) error {
+	if fstype == "ext4" {
+		if err := r.growExtOffline(ctx, dev); err != nil {
+			return err
+		}
+	}
+	if err := r.Mount(ctx, dev, target, fstype, opts); err != nil {
+		return err
+	}
+	if fstype == "xfs" && !slices.Contains(opts, "ro") {
+		if _, err := r.run(ctx, "xfs_growfs", "-d", target); err != nil {
+			return fmt.Errorf("grow xfs on %s: %w", dev, err)
+		}
+	}
+	return nil
+}
+
+// growExtOffline grows an unmounted ext filesystem that is smaller than its
+// device. The forced check resize2fs insists on runs only then, so staging
+// an unchanged volume never pays for a full e2fsck.
+func (r *Real) growExtOffline(ctx context.Context, dev string) error {
+	fsBytes, err := r.extSize(ctx, dev)
+	if err != nil {
+		return err
+	}
+	devBytes, err := blockSize(dev)
+	if err != nil {
+		return fmt.Errorf("size of %s: %w", dev, err)
+	}
+	if devBytes-fsBytes < 1<<20 {
+		return nil // less than a MiB to gain: not worth a forced fsck
+	}
+	// e2fsck -p exits 1 when it corrected something, which is fine here.
+	if _, err := r.run(ctx, "e2fsck", "-f", "-p", dev); err != nil && exitCode(err) != 1 {
+		return fmt.Errorf("check %s before growing it: %w", dev, err)
+	}
+	if _, err := r.run(ctx, "resize2fs", dev); err != nil {
+		return fmt.Errorf("grow ext4 on %s from %d to %d bytes: %w", dev, fsBytes, devBytes, err)
+	}
+	return nil
+}
+
+// extSize reads the filesystem size from the ext superblock.
+func (r *Real) extSize(ctx context.Context, dev string) (int64, error) {
+	out, err := r.run(ctx, "dumpe2fs", "-h", dev)
+	if err != nil {
+		return 0, fmt.Errorf("read the superblock of %s: %w", dev, err)
+	}
+	var count, size int64
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "Block count":
+			count, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		case "Block size":
+			size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if count <= 0 || size <= 0 {
+		return 0, fmt.Errorf("superblock of %s names no block count or size", dev)
+	}
+	return count * size, nil
+}
+
+func blockSize(dev string) (int64, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
+}
+
+func exitCode(err error) int {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode()
+	}
+	return -1
 }
 
 // Format implements Interface using blkid, which exits 2 when it finds
@@ -192,6 +290,10 @@ func (r *Real) Resize(ctx context.Context, dev, mountPath string) error {
 	switch fs {
 	case "ext4", "ext3", "ext2":
 		_, err = r.run(ctx, "resize2fs", dev)
+		if err != nil && strings.Contains(err.Error(), "Permission denied") {
+			return fmt.Errorf("%w: growing mounted ext4 on %s needs CAP_SYS_RESOURCE, which this node plugin does not have (check the container's capabilities); "+
+				"the filesystem is grown when the volume is next staged, so restarting the pod completes the expansion: %v", ErrOnlineResizeDenied, dev, err)
+		}
 	case "xfs":
 		_, err = r.run(ctx, "xfs_growfs", "-d", mountPath)
 	default:

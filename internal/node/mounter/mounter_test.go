@@ -1,0 +1,92 @@
+package mounter
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// newImage makes a file of size bytes, formatted with fstype unless empty.
+// The ext tools work on plain files, so no loop device or root is needed.
+func newImage(t *testing.T, size int64, fstype string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, size); err != nil {
+		t.Fatal(err)
+	}
+	if fstype != "" {
+		if _, err := exec.LookPath("mkfs." + fstype); err != nil {
+			t.Skipf("mkfs.%s not installed (e2fsprogs/xfsprogs): %v", fstype, err)
+		}
+		args := append(append([]string{}, mkfsArgs[fstype]...), p)
+		if out, err := exec.Command("mkfs."+fstype, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.%s: %v: %s", fstype, err, out)
+		}
+	}
+	return p
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestFormatNamesTheFilesystemOrNothing(t *testing.T) {
+	tests := []struct {
+		name, fstype, want string
+	}{
+		{"blank device", "", ""},
+		{"ext4", "ext4", "ext4"},
+	}
+	r := New(time.Minute)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Format(ctxT(t), newImage(t, 64<<20, tc.fstype))
+			if err != nil || got != tc.want {
+				t.Fatalf("Format = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestGrowExtOfflineFillsTheDeviceOnlyWhenItGrew(t *testing.T) {
+	r := New(time.Minute)
+	img := newImage(t, 64<<20, "ext4")
+	before, err := r.extSize(ctxT(t), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != 64<<20 {
+		t.Fatalf("fresh filesystem is %d bytes, want the whole 64 MiB", before)
+	}
+	if err := r.growExtOffline(ctxT(t), img); err != nil {
+		t.Fatalf("grow of an unchanged device: %v", err)
+	}
+	if err := os.Truncate(img, 192<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.growExtOffline(ctxT(t), img); err != nil {
+		t.Fatalf("grow after the device grew: %v", err)
+	}
+	after, err := r.extSize(ctxT(t), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != 192<<20 {
+		t.Fatalf("filesystem is %d bytes after growing, want 192 MiB", after)
+	}
+}
+
+func TestExtSizeOfAnUnformattedDeviceFails(t *testing.T) {
+	r := New(time.Minute)
+	if _, err := r.extSize(ctxT(t), newImage(t, 8<<20, "")); err == nil {
+		t.Fatal("extSize of a blank device succeeded")
+	}
+}
