@@ -189,44 +189,67 @@ func (b *bench) createReq(name string, size int64) *csi.CreateVolumeRequest {
 func (b *bench) controllerPhases(conc int) error {
 	n := b.cfg.count
 	rawNames := names(fmt.Sprintf("bench-raw-c%d-", conc), n)
-	rawCreate, err := measure(n, conc, func(i int) error {
+	rawCreate := func(i int) error {
 		opts := rbd.NewRbdImageOptions()
 		defer opts.Destroy()
 		_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
 		_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
 		return rbd.CreateImage(b.io, rawNames[i], 1<<30, opts)
-	})
-	if err != nil {
-		return fmt.Errorf("raw create: %w", err)
 	}
 	ids := make([]string, n)
-	drvCreate, err := measure(n, conc, func(i int) error {
+	drvCreate := func(i int) error {
 		resp, err := b.client.CreateVolume(context.Background(), b.createReq(fmt.Sprintf("bench-c%d-%d", conc, i), 1<<30))
 		if err == nil {
 			ids[i] = resp.Volume.VolumeId
 		}
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("driver create: %w", err)
 	}
-	report("CreateVolume", conc, drvCreate, rawCreate, "rbd.CreateImage")
+	drv, raw, err := measurePair(n, conc, drvCreate, rawCreate)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	report("CreateVolume", conc, drv, raw, "rbd.CreateImage")
 
-	rawDelete, err := measure(n, conc, func(i int) error { return rbd.RemoveImage(b.io, rawNames[i]) })
-	if err != nil {
-		return fmt.Errorf("raw remove: %w", err)
-	}
-	drvDelete, err := measure(n, conc, func(i int) error {
+	rawDelete := func(i int) error { return rbd.RemoveImage(b.io, rawNames[i]) }
+	drvDelete := func(i int) error {
 		_, err := b.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: ids[i], Secrets: b.secrets()})
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("driver delete: %w", err)
 	}
-	report("DeleteVolume", conc, drvDelete, rawDelete, "rbd.RemoveImage")
+	if drv, raw, err = measurePair(n, conc, drvDelete, rawDelete); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	report("DeleteVolume", conc, drv, raw, "rbd.RemoveImage")
 	drain := b.waitTrashDrained(5 * time.Minute)
 	fmt.Printf("  background purge of %d trashed images finished %v after the last DeleteVolume\n", n, drain.Round(time.Millisecond))
 	return nil
+}
+
+// measurePair measures drv and raw over the same n items in the order
+// raw, driver, driver, raw, each on half of the items, so that a load that
+// rises or falls during the run (other work on the machine, the cluster
+// warming up) weighs on both sides alike and the ratio stays meaningful.
+func measurePair(n, conc int, drv, raw func(i int) error) (drvRes, rawRes result, err error) {
+	half := n / 2
+	lo := func(op func(int) error) func(int) error { return op }
+	hi := func(op func(int) error) func(int) error { return func(i int) error { return op(half + i) } }
+	steps := []struct {
+		into *result
+		n    int
+		op   func(int) error
+		what string
+	}{
+		{&rawRes, half, lo(raw), "raw"}, {&drvRes, half, lo(drv), "driver"},
+		{&drvRes, n - half, hi(drv), "driver"}, {&rawRes, n - half, hi(raw), "raw"},
+	}
+	for _, s := range steps {
+		r, err := measure(s.n, conc, s.op)
+		if err != nil {
+			return drvRes, rawRes, fmt.Errorf("%s: %w", s.what, err)
+		}
+		s.into.total += r.total
+		s.into.latencies = append(s.into.latencies, r.latencies...)
+	}
+	return drvRes, rawRes, nil
 }
 
 func (b *bench) bigDelete() error {
