@@ -166,9 +166,9 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := d.locks.lock(ctx, "node/"+r.volumeID)
+	unlock, err := d.lockNodeVolume(ctx, r.volumeID)
 	if err != nil {
-		return nil, lockStatus(err, "volume "+r.volumeID)
+		return nil, err
 	}
 	defer unlock()
 	if _, err := os.Stat(r.staging); err != nil {
@@ -432,9 +432,9 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if req.GetStagingTargetPath() == "" {
 		return nil, invalid("staging_target_path is required")
 	}
-	unlock, err := d.locks.lock(ctx, "node/"+req.GetVolumeId())
+	unlock, err := d.lockNodeVolume(ctx, req.GetVolumeId())
 	if err != nil {
-		return nil, lockStatus(err, "volume "+req.GetVolumeId())
+		return nil, err
 	}
 	defer unlock()
 	st, err := loadState(req.GetStagingTargetPath())

@@ -25,9 +25,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := checkPublish(req); err != nil {
 		return nil, err
 	}
-	unlock, err := d.locks.lock(ctx, "node/"+req.GetVolumeId())
+	unlock, err := d.lockNodeVolume(ctx, req.GetVolumeId())
 	if err != nil {
-		return nil, lockStatus(err, "volume "+req.GetVolumeId())
+		return nil, err
 	}
 	defer unlock()
 	st, err := loadState(req.GetStagingTargetPath())
@@ -139,9 +139,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if target == "" {
 		return nil, invalid("target_path is required")
 	}
-	unlock, err := d.locks.lock(ctx, "node/"+req.GetVolumeId())
+	unlock, err := d.lockNodeVolume(ctx, req.GetVolumeId())
 	if err != nil {
-		return nil, lockStatus(err, "volume "+req.GetVolumeId())
+		return nil, err
 	}
 	defer unlock()
 	if err := d.node.mounter.Unmount(ctx, target); err != nil {
@@ -271,9 +271,9 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	if req.GetVolumePath() == "" {
 		return nil, invalid("volume_path is required")
 	}
-	unlock, err := d.locks.lock(ctx, "node/"+req.GetVolumeId())
+	unlock, err := d.lockNodeVolume(ctx, req.GetVolumeId())
 	if err != nil {
-		return nil, lockStatus(err, "volume "+req.GetVolumeId())
+		return nil, err
 	}
 	defer unlock()
 	staging := req.GetStagingTargetPath()

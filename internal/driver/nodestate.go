@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -78,6 +79,16 @@ func removeState(stagingPath string) error {
 		return fmt.Errorf("remove stage state: %w", err)
 	}
 	return nil
+}
+
+// lockNodeVolume serialises the node calls for one volume; the error is
+// the gRPC status to return (Aborted while another call holds it).
+func (d *Driver) lockNodeVolume(ctx context.Context, volumeID string) (func(), error) {
+	unlock, err := d.locks.lock(ctx, "node/"+volumeID)
+	if err != nil {
+		return nil, lockStatus(err, "volume "+volumeID)
+	}
+	return unlock, nil
 }
 
 func (st *stageState) hasTarget(t string) bool { return slices.Contains(st.Targets, t) }

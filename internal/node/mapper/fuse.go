@@ -525,14 +525,9 @@ func (f *fuse) detach(ctx context.Context, img Image, dev string, recovering boo
 func (f *fuse) Unmap(ctx context.Context, dev Device) error {
 	ctx, cancel := withDeadline(ctx, f.cfg.DefaultTimeout)
 	defer cancel()
-	img, err := fuseDeviceImage(dev)
+	img, p, unlock, err := f.lockDevice(ctx, dev, ErrUnmapFailed)
 	if err != nil {
 		return err
-	}
-	p := f.paths(img.Pool, img.Name)
-	unlock, err := f.lock(ctx, img.Spec(), p.lock)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnmapFailed, err)
 	}
 	defer unlock()
 	// A device path that no longer backs our file (detached, or reused by
@@ -606,6 +601,21 @@ func fuseDeviceImage(dev Device) (Image, error) {
 		return Image{}, fmt.Errorf("%w: fuse device %s: %v", ErrInvalidDevice, dev.Path, err)
 	}
 	return img, nil
+}
+
+// lockDevice locks the image behind dev; a lock not taken in time is
+// wrapped in lockErr, the sentinel the caller's operation fails with.
+func (f *fuse) lockDevice(ctx context.Context, dev Device, lockErr error) (Image, fusePaths, func(), error) {
+	img, err := fuseDeviceImage(dev)
+	if err != nil {
+		return Image{}, fusePaths{}, nil, err
+	}
+	p := f.paths(img.Pool, img.Name)
+	unlock, err := f.lock(ctx, img.Spec(), p.lock)
+	if err != nil {
+		return Image{}, fusePaths{}, nil, fmt.Errorf("%w: %w", lockErr, err)
+	}
+	return img, p, unlock, nil
 }
 
 // lock serialises work on one image across goroutines (keyedMutex) and

@@ -29,14 +29,9 @@ var _ Refresher = (*fuse)(nil)
 func (f *fuse) Refresh(ctx context.Context, dev Device) error {
 	ctx, cancel := withDeadline(ctx, f.cfg.DefaultTimeout)
 	defer cancel()
-	img, err := fuseDeviceImage(dev)
+	img, p, unlock, err := f.lockDevice(ctx, dev, ErrMapTimeout)
 	if err != nil {
 		return err
-	}
-	p := f.paths(img.Pool, img.Name)
-	unlock, err := f.lock(ctx, img.Spec(), p.lock)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrMapTimeout, err)
 	}
 	defer unlock()
 	if err := f.checkServes(ctx, img, p, dev.Path); err != nil {
