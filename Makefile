@@ -42,5 +42,19 @@ bench: build
 demo: build csictl
 	bash e2e/demo.sh
 
+## chaos: the fault-injection suite (e2e/chaos) against a real Ceph; one
+## FIGURE line per scenario (started and stopped here without CEPH_MON_HOST)
+chaos: build
+	GO_TAGS=$(GO_TAGS) RBD_CSI_BIN=$(CURDIR)/bin/rbd-csi bash e2e/chaos.sh
+
+## fuzz: every fuzz target for FUZZTIME each (default 10s); no finding allowed
+fuzz:
+	GO_TAGS=$(GO_TAGS) bash e2e/fuzz.sh
+
+.PHONY: chaos fuzz
+
 clean:
 	rm -rf bin
+
+# Helm chart, deploy/ manifests, images and the Kubernetes e2e (make e2e)
+include e2e/k8s/k8s.mk

@@ -18,6 +18,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
+	"github.com/rbd-csi/rbd-csi/internal/metrics"
 	"github.com/rbd-csi/rbd-csi/internal/version"
 )
 
@@ -33,6 +34,8 @@ type config struct {
 	idleTimeout   time.Duration
 	mapper        string
 	stateDir      string
+	maxDepth      int
+	metricsAddr   string
 	showVersion   bool
 }
 
@@ -48,7 +51,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.DurationVar(&c.cephTimeout, "ceph-timeout", librbd.DefaultOptions.OpTimeout, "upper bound of every Ceph operation and of connecting to a cluster (keep it below the sidecars' --timeout)")
 	fs.DurationVar(&c.idleTimeout, "ceph-idle-timeout", librbd.DefaultOptions.IdleTimeout, "close a Ceph connection unused for this long")
 	fs.StringVar(&c.mapper, "mapper", "krbd", "node: default way to attach images when the StorageClass has no mounter parameter: krbd, rbd-nbd or fuse")
+	fs.IntVar(&c.maxDepth, "max-clone-depth", driver.DefaultMaxCloneDepth, "controller: most ancestors (snapshots, restores, clones) an image may read through; a deeper one is flattened before use")
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/rbd-csi", "node: directory for per-volume state and mapper working files; must survive plugin restarts")
+	fs.StringVar(&c.metricsAddr, "metrics-address", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz: 503 while no configured cluster is reachable) over HTTP on host:port; off when empty")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
@@ -93,15 +98,22 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	backend := librbd.New(librbd.Options{OpTimeout: c.cephTimeout, IdleTimeout: c.idleTimeout})
+	var m *metrics.Metrics
+	if c.metricsAddr != "" {
+		m = metrics.New()
+	}
+	backend := librbd.New(backendOptions(c, m))
 	defer backend.Close()
-	d, err := driver.New(driver.Options{
-		Name: c.driverName, NodeID: c.nodeID, Mode: mode, InstanceID: c.instanceID,
-		Clusters: clusters, Backend: backend, SecretsDir: c.secretsDir,
-		Node: driver.NodeOptions{StateDir: c.stateDir, Mapper: c.mapper},
-	})
+	d, err := driver.New(driverOptions(c, mode, clusters, backend, m))
 	if err != nil {
 		return err
+	}
+	if m != nil {
+		stopMetrics, err := serveMetrics(c.metricsAddr, m, d, backend, clusters)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	srv, err := d.Serve(c.endpoint)
 	if err != nil {
@@ -113,4 +125,60 @@ func run(c config) error {
 	klog.InfoS("Shutting down")
 	srv.Stop(10 * time.Second)
 	return nil
+}
+
+// backendOptions are the librbd settings; with metrics on, every Ceph
+// operation is measured.
+func backendOptions(c config, m *metrics.Metrics) librbd.Options {
+	opts := librbd.Options{OpTimeout: c.cephTimeout, IdleTimeout: c.idleTimeout}
+	if m != nil {
+		opts.Observe = m.ObserveCephOp
+	}
+	return opts
+}
+
+// driverOptions are the driver's settings; with metrics on, every CSI call
+// is measured.
+func driverOptions(c config, mode driver.Mode, clusters *clusterconfig.Config, b *librbd.Backend, m *metrics.Metrics) driver.Options {
+	opts := driver.Options{
+		Name: c.driverName, NodeID: c.nodeID, Mode: mode, InstanceID: c.instanceID,
+		Clusters: clusters, Backend: b, SecretsDir: c.secretsDir,
+		Node:          driver.NodeOptions{StateDir: c.stateDir, Mapper: c.mapper},
+		MaxCloneDepth: c.maxDepth,
+	}
+	if m != nil {
+		// Only a non-nil *Metrics goes in: a nil pointer in the interface
+		// would pass the driver's nil check and then panic.
+		opts.Observer = m
+	}
+	return opts
+}
+
+// Readiness checks run this often, each bounded by readinessTimeout: often
+// enough that a Pod turns ready soon after its cluster comes back, rarely
+// enough to be no load on the monitors.
+const (
+	readinessInterval = 15 * time.Second
+	readinessTimeout  = 5 * time.Second
+)
+
+// serveMetrics connects the gauges to their sources, starts the background
+// cluster checks and the HTTP server, and returns what stops them.
+func serveMetrics(addr string, m *metrics.Metrics, d *driver.Driver, b *librbd.Backend, clusters *clusterconfig.Config) (func(), error) {
+	m.SetConnections(b.OpenConnections)
+	m.SetQueueLength("purge", d.PurgeQueueLength)
+	m.SetQueueLength("flatten", d.FlattenQueueLength)
+	m.SetMappedVolumes(driver.MapperNames(), d.MappedVolumes)
+	checks := map[string]metrics.Check{}
+	for _, cl := range clusters.Clusters() {
+		checks[cl.ID] = metrics.MonitorsReachable(cl.Monitors)
+	}
+	ready := metrics.NewReadiness(checks, readinessInterval, readinessTimeout, m)
+	ready.Start()
+	srv, err := metrics.Serve(addr, m, ready)
+	if err != nil {
+		ready.Stop()
+		return nil, err
+	}
+	return func() { srv.Close(); ready.Stop() }, nil
 }

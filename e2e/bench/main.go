@@ -4,8 +4,12 @@
 //
 // Controller phases: CreateVolume and DeleteVolume through the driver's gRPC
 // socket against raw go-ceph rbd.CreateImage / rbd.RemoveImage of the same
-// kind of image (1 GiB, layering), at concurrency 1 and 16, then the time a
-// DeleteVolume of a 100 GiB thin image takes.
+// kind of image (1 GiB, layering), at concurrency 1 and 16; CreateSnapshot
+// and CreateVolume from a snapshot against raw snapshot create and clone
+// (snapshot.go); then the time a DeleteVolume of a 100 GiB thin image takes.
+//
+// At the end the driver's metrics endpoint is scraped and the number of
+// observations in each RPC method's latency histogram printed (metrics.go).
 package main
 
 import (
@@ -30,6 +34,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
+	"github.com/rbd-csi/rbd-csi/internal/metrics"
 )
 
 type config struct {
@@ -82,6 +87,8 @@ type bench struct {
 	backend *librbd.Backend
 	cluster ceph.Cluster
 	admin   ceph.Credentials
+	// metricsAddr is the driver's metrics endpoint, scraped at the end.
+	metricsAddr string
 }
 
 func run(c config) error {
@@ -111,17 +118,31 @@ func run(c config) error {
 			return err
 		}
 	}
+	for _, n := range c.concurrency {
+		if err := b.snapshotPhases(n); err != nil { // snapshot.go
+			return err
+		}
+	}
 	if err := b.bigDelete(); err != nil {
 		return err
 	}
-	if c.nodeCount == 0 {
+	if err := b.runNodePhases(); err != nil {
+		return err
+	}
+	return reportMetrics(b.metricsAddr)
+}
+
+// runNodePhases runs the node phases unless they are turned off or the
+// process cannot mount.
+func (b *bench) runNodePhases() error {
+	if b.cfg.nodeCount == 0 {
 		return nil
 	}
 	if os.Geteuid() != 0 {
 		fmt.Println("node phases skipped: they mount filesystems and attach loop devices, run as root")
 		return nil
 	}
-	return b.nodePhases(c.nodeCount)
+	return b.nodePhases(b.cfg.nodeCount)
 }
 
 func rawConn(c config) (*rados.Conn, error) {
@@ -143,14 +164,15 @@ func (b *bench) startDriver() (func(), error) {
 		return nil, err
 	}
 	b.cluster, _ = cfg.Lookup("bench")
-	b.backend = librbd.New(librbd.Options{})
+	m := metrics.New()
+	b.backend = librbd.New(librbd.Options{Observe: m.ObserveCephOp})
 	dir, err := os.MkdirTemp("", "rbd-csi-bench")
 	if err != nil {
 		return nil, err
 	}
 	d, err := driver.New(driver.Options{
 		Mode: driver.ModeAll, NodeID: "bench", InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()),
-		Clusters: cfg, Backend: b.backend,
+		Clusters: cfg, Backend: b.backend, Observer: m,
 		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: "fuse"},
 	})
 	if err != nil {
@@ -161,13 +183,19 @@ func (b *bench) startDriver() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
+	ms, err := serveMetrics(m)
+	if err != nil {
+		srv.Stop(time.Second)
+		return nil, err
+	}
+	b.metricsAddr = ms.Addr()
 	gc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
 	b.client = csi.NewControllerClient(gc)
 	b.node = csi.NewNodeClient(gc)
-	return func() { gc.Close(); srv.Stop(5 * time.Second); b.backend.Close(); os.RemoveAll(dir) }, nil
+	return func() { gc.Close(); srv.Stop(5 * time.Second); ms.Close(); b.backend.Close(); os.RemoveAll(dir) }, nil
 }
 
 func (b *bench) secrets() map[string]string {

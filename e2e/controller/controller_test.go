@@ -4,10 +4,7 @@ package controller
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,98 +27,15 @@ import (
 
 const clusterID = "e2e"
 
-// fixture is one test's view of the cluster: a unique image-name prefix so
-// that counting images and trash entries sees only this test's volumes.
-type fixture struct {
-	env     cephtest.Env
-	prefix  string
-	dir     string
-	backend *librbd.Backend
-}
+// fixture is one test's view of the cluster (harness.Pool: a unique
+// image-name prefix so that counting images and trash entries sees only this
+// test's volumes).
+type fixture struct{ *harness.Pool }
 
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	env := cephtest.FromEnv(t)
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	f := &fixture{env: env, prefix: "t" + hex.EncodeToString(b) + "-", dir: t.TempDir(), backend: librbd.New(librbd.Options{OpTimeout: 20 * time.Second})}
-	t.Cleanup(f.backend.Close)
-	if err := os.WriteFile(f.configPath(), []byte(env.ClusterConfigJSON(clusterID)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
-func (f *fixture) configPath() string { return filepath.Join(f.dir, "clusters.json") }
+func newFixture(t *testing.T) *fixture { return &fixture{harness.NewPool(t, clusterID)} }
 
 func (f *fixture) args(instance string) []string {
-	return []string{"--mode=controller", "--cluster-config=" + f.configPath(), "--instance-id=" + instance, "--ceph-timeout=10s", "-v=4"}
-}
-
-func (f *fixture) secrets() map[string]string {
-	return map[string]string{"userID": f.env.Admin.User, "userKey": f.env.Admin.Key}
-}
-
-func (f *fixture) createReq(name string) *csi.CreateVolumeRequest {
-	return &csi.CreateVolumeRequest{
-		Name:          name,
-		CapacityRange: &csi.CapacityRange{RequiredBytes: 1 << 30},
-		Parameters:    map[string]string{"clusterID": clusterID, "pool": f.env.Pool, "volumeNamePrefix": f.prefix, "csi.storage.k8s.io/pvc/name": name, "csi.storage.k8s.io/pvc/namespace": "e2e"},
-		Secrets:       f.secrets(),
-		VolumeCapabilities: []*csi.VolumeCapability{{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-		}},
-	}
-}
-
-// images lists this test's images in the pool.
-func (f *fixture) images(t *testing.T) []string {
-	t.Helper()
-	names, err := f.backend.ListImages(context.Background(), f.env.Admin, f.env.Cluster(clusterID), f.env.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine []string
-	for _, n := range names {
-		if strings.HasPrefix(n, f.prefix) {
-			mine = append(mine, n)
-		}
-	}
-	return mine
-}
-
-// waitTrashEmpty waits for the mgr (or the driver) to purge this test's
-// trash entries and returns those still there at the deadline.
-func (f *fixture) waitTrashEmpty(t *testing.T, within time.Duration) []string {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		entries, err := f.backend.ListTrash(context.Background(), f.env.Admin, f.env.Cluster(clusterID), f.env.Pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var mine []string
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name, f.prefix) {
-				mine = append(mine, e.Name)
-			}
-		}
-		if len(mine) == 0 || time.Now().After(deadline) {
-			return mine
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-func (f *fixture) ownerRecord(t *testing.T, image string) string {
-	t.Helper()
-	ref := ceph.ImageRef{Cluster: f.env.Cluster(clusterID), Pool: f.env.Pool, Name: image}
-	info, err := f.backend.StatImage(context.Background(), f.env.Admin, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.Metadata["rbd-csi.owner"]
+	return []string{"--mode=controller", "--cluster-config=" + f.ConfigPath(), "--instance-id=" + instance, "--ceph-timeout=10s", "-v=4"}
 }
 
 // TestCrashAtEachStepThenRetryLeavesNoOrphan kills the driver at each armed
@@ -129,7 +43,7 @@ func (f *fixture) ownerRecord(t *testing.T, image string) string {
 // and checks that exactly the expected images exist afterwards.
 func TestCrashAtEachStepThenRetryLeavesNoOrphan(t *testing.T) {
 	f := newFixture(t)
-	d := harness.Start(t, f.dir, f.args("crash"))
+	d := harness.Start(t, f.Dir, f.args("crash"))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -137,45 +51,45 @@ func TestCrashAtEachStepThenRetryLeavesNoOrphan(t *testing.T) {
 	for _, point := range []string{"create-before-metadata", "create-before-reply"} {
 		name := "pvc-" + point
 		d.Restart("RBD_CSI_FAILPOINTS=" + point)
-		if _, err := d.Controller().CreateVolume(ctx, f.createReq(name)); err == nil {
+		if _, err := d.Controller().CreateVolume(ctx, f.CreateReq(name)); err == nil {
 			t.Fatalf("%s: call succeeded although the driver was to die", point)
 		}
 		if !d.WaitExit(10 * time.Second) {
 			t.Fatalf("%s: failpoint did not kill the driver", point)
 		}
 		d.Restart()
-		resp, err := d.Controller().CreateVolume(ctx, f.createReq(name))
+		resp, err := d.Controller().CreateVolume(ctx, f.CreateReq(name))
 		if err != nil {
 			t.Fatalf("%s: retry: %v", point, err)
 		}
 		ids[point] = resp.Volume.VolumeId
-		img := resp.Volume.VolumeId[strings.LastIndex(resp.Volume.VolumeId, "/")+1:]
-		if rec := f.ownerRecord(t, img); !strings.Contains(rec, `"pvcName":"`+name+`"`) {
+		img := harness.ImageName(resp.Volume.VolumeId)
+		if rec := f.OwnerRecord(t, img); !strings.Contains(rec, `"pvcName":"`+name+`"`) {
 			t.Errorf("%s: owner record after retry = %q", point, rec)
 		}
 	}
-	if got := f.images(t); len(got) != 2 {
+	if got := f.Images(t); len(got) != 2 {
 		t.Fatalf("after crashed creates: %d images %v, want 2", len(got), got)
 	}
 
 	for i, point := range []string{"trash-before-move", "trash-before-purge"} {
 		id := ids[[]string{"create-before-metadata", "create-before-reply"}[i]]
 		d.Restart("RBD_CSI_FAILPOINTS=" + point)
-		if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()}); err == nil {
+		if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.Secrets()}); err == nil {
 			t.Fatalf("%s: call succeeded although the driver was to die", point)
 		}
 		if !d.WaitExit(10 * time.Second) {
 			t.Fatalf("%s: failpoint did not kill the driver", point)
 		}
 		d.Restart()
-		if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()}); err != nil {
+		if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.Secrets()}); err != nil {
 			t.Fatalf("%s: retry: %v", point, err)
 		}
 	}
-	if got := f.images(t); len(got) != 0 {
+	if got := f.Images(t); len(got) != 0 {
 		t.Fatalf("after crashed deletes: images left %v", got)
 	}
-	if left := f.waitTrashEmpty(t, 60*time.Second); len(left) != 0 {
+	if left := f.WaitTrashEmpty(t, 60*time.Second); len(left) != 0 {
 		t.Fatalf("trash entries never purged: %v", left)
 	}
 }
@@ -186,28 +100,15 @@ func TestCrashAtEachStepThenRetryLeavesNoOrphan(t *testing.T) {
 // believes exist.
 func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 	f := newFixture(t)
-	d := harness.Start(t, f.dir, f.args("random"))
+	d := harness.Start(t, f.Dir, f.args("random"))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
 	// Each attempt is, with even odds, cut short by a SIGKILL at a random
-	// moment of its first 60 ms: inside the RPC, between Ceph calls, or
-	// before the reply is sent.
+	// moment of its first 60 ms.
 	var kills atomic.Int32
 	withKiller := func(fn func(context.Context) error) func(context.Context) error {
-		return func(c context.Context) error {
-			if coin, _ := rand.Int(rand.Reader, big.NewInt(2)); coin.Int64() == 1 {
-				delay, _ := rand.Int(rand.Reader, big.NewInt(60))
-				timer := time.AfterFunc(time.Duration(delay.Int64())*time.Millisecond, func() {
-					if d.Alive() {
-						kills.Add(1)
-						d.Kill()
-					}
-				})
-				defer timer.Stop()
-			}
-			return fn(c)
-		}
+		return d.WithRandomKill(60*time.Millisecond, &kills, fn)
 	}
 
 	believed := map[string]string{} // name -> volume ID
@@ -218,13 +119,13 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 		var err error
 		if exists && i%3 == 0 {
 			err = d.Retry(ctx, withKiller(func(c context.Context) error {
-				_, err := d.Controller().DeleteVolume(c, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()})
+				_, err := d.Controller().DeleteVolume(c, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.Secrets()})
 				return err
 			}))
 			delete(believed, name)
 		} else {
 			err = d.Retry(ctx, withKiller(func(c context.Context) error {
-				resp, err := d.Controller().CreateVolume(c, f.createReq(name))
+				resp, err := d.Controller().CreateVolume(c, f.CreateReq(name))
 				if err == nil {
 					believed[name] = resp.Volume.VolumeId
 				}
@@ -243,10 +144,10 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 		t.Fatal("the killer never fired: the test proved nothing")
 	}
 
-	images := f.images(t)
+	images := f.Images(t)
 	wantImages := map[string]bool{}
 	for _, id := range believed {
-		wantImages[id[strings.LastIndex(id, "/")+1:]] = true
+		wantImages[harness.ImageName(id)] = true
 	}
 	for _, img := range images {
 		if !wantImages[img] {
@@ -258,17 +159,17 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 		t.Errorf("volume %s believed to exist is gone", img)
 	}
 	for _, img := range images {
-		if f.ownerRecord(t, img) == "" {
+		if f.OwnerRecord(t, img) == "" {
 			t.Errorf("image %s has no owner record", img)
 		}
 	}
 	purgeStart := time.Now()
-	if left := f.waitTrashEmpty(t, 90*time.Second); len(left) != 0 {
+	if left := f.WaitTrashEmpty(t, 90*time.Second); len(left) != 0 {
 		t.Errorf("trash entries never purged: %v", left)
 	}
 	t.Logf("trash drained in %v", time.Since(purgeStart).Round(time.Millisecond))
 	for _, id := range believed {
-		_, _ = d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.secrets()})
+		_, _ = d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.Secrets()})
 	}
 }
 
@@ -277,8 +178,8 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 // would) on the same names: one image per name, every caller gets its ID.
 func TestConcurrentSameNameCreatesAcrossTwoControllers(t *testing.T) {
 	f := newFixture(t)
-	a := harness.Start(t, filepath.Join(f.dir), f.args("twins"))
-	dirB := filepath.Join(f.dir, "b")
+	a := harness.Start(t, filepath.Join(f.Dir), f.args("twins"))
+	dirB := filepath.Join(f.Dir, "b")
 	if err := os.MkdirAll(dirB, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +202,7 @@ func TestConcurrentSameNameCreatesAcrossTwoControllers(t *testing.T) {
 				if c%2 == 1 {
 					client = b.Controller()
 				}
-				resp, err := client.CreateVolume(ctx, f.createReq(fmt.Sprintf("pvc-race-%d", n)))
+				resp, err := client.CreateVolume(ctx, f.CreateReq(fmt.Sprintf("pvc-race-%d", n)))
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -323,11 +224,11 @@ func TestConcurrentSameNameCreatesAcrossTwoControllers(t *testing.T) {
 			}
 		}
 	}
-	if got := f.images(t); len(got) != names {
+	if got := f.Images(t); len(got) != names {
 		t.Fatalf("%d images for %d names: %v", len(got), names, got)
 	}
 	for n := range names {
-		if _, err := a.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ids[n][0], Secrets: f.secrets()}); err != nil {
+		if _, err := a.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ids[n][0], Secrets: f.Secrets()}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -392,8 +293,8 @@ func TestUnreachableClusterAnswersWithinTheDeadline(t *testing.T) {
 
 func TestWrongKeyIsUnauthenticatedNamingTheUser(t *testing.T) {
 	f := newFixture(t)
-	d := harness.Start(t, f.dir, f.args("auth"))
-	req := f.createReq("pvc-auth")
+	d := harness.Start(t, f.Dir, f.args("auth"))
+	req := f.CreateReq("pvc-auth")
 	wrong := "AQBdc1tlAAAAABAAqqqqqqqqqqqqqqqqqqqqqq=="
 	req.Secrets = map[string]string{"userID": "admin", "userKey": wrong}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -406,19 +307,19 @@ func TestWrongKeyIsUnauthenticatedNamingTheUser(t *testing.T) {
 		t.Fatal("the error leaks the key")
 	}
 	log, _ := os.ReadFile(d.Log)
-	if strings.Contains(string(log), wrong) || strings.Contains(string(log), f.env.Admin.Key) {
+	if strings.Contains(string(log), wrong) || strings.Contains(string(log), f.Env.Admin.Key) {
 		t.Fatal("the driver log holds a key")
 	}
 }
 
 func TestCreateWithDataPoolAndFeatures(t *testing.T) {
 	f := newFixture(t)
-	if f.env.DataPool == "" {
+	if f.Env.DataPool == "" {
 		t.Skip("no data pool in this cluster (CEPH_DATA_POOL_NAME unset)")
 	}
-	d := harness.Start(t, f.dir, f.args("features"))
-	req := f.createReq("pvc-features")
-	req.Parameters["dataPool"] = f.env.DataPool
+	d := harness.Start(t, f.Dir, f.args("features"))
+	req := f.CreateReq("pvc-features")
+	req.Parameters["dataPool"] = f.Env.DataPool
 	req.Parameters["imageFeatures"] = "layering,exclusive-lock,object-map,fast-diff"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -426,13 +327,13 @@ func TestCreateWithDataPoolAndFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := resp.Volume.VolumeId[strings.LastIndex(resp.Volume.VolumeId, "/")+1:]
-	info, err := f.backend.StatImage(ctx, f.env.Admin, ceph.ImageRef{Cluster: f.env.Cluster(clusterID), Pool: f.env.Pool, Name: img})
+	img := harness.ImageName(resp.Volume.VolumeId)
+	info, err := f.Backend.StatImage(ctx, f.Env.Admin, ceph.ImageRef{Cluster: f.Cluster(), Pool: f.Env.Pool, Name: img})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff
-	if info.Features&ceph.UserFeatures != want || info.DataPool != f.env.DataPool {
+	if info.Features&ceph.UserFeatures != want || info.DataPool != f.Env.DataPool {
 		t.Fatalf("image has features %s, data pool %q", info.Features, info.DataPool)
 	}
 	// The same name with other features is a conflict, not a silent reuse.
@@ -440,7 +341,7 @@ func TestCreateWithDataPoolAndFeatures(t *testing.T) {
 	if _, err := d.Controller().CreateVolume(ctx, req); status.Code(err) != codes.AlreadyExists {
 		t.Fatalf("conflicting repeat: %v, want AlreadyExists", err)
 	}
-	if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: resp.Volume.VolumeId, Secrets: f.secrets()}); err != nil {
+	if _, err := d.Controller().DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: resp.Volume.VolumeId, Secrets: f.Secrets()}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -80,14 +80,24 @@ build_k8s() {
   log "k8s $K8S_VERSION: built in $((SECONDS - t))s"
 }
 
+# module_dir MODULE VERSION: the module's directory in the module cache
+module_dir() { go mod download -json "$1@$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'; }
+
+# kubeconform schemas: the built-in kinds from the swagger.json of
+# $K8S_VERSION, and the snapshot CRDs (VolumeSnapshotClass) of
+# external-snapshotter's client module. Keyed by both versions.
 build_schemas() {
-  local out=$SCHEMA_DIR dir
+  local out=$SCHEMA_DIR dir crd
   if done_dir "$out"; then log "schemas $K8S_VERSION: cached in $out"; return; fi
-  dir=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  dir=$(module_dir k8s.io/kubernetes "$K8S_VERSION")
   [ -f "$dir/api/openapi-spec/swagger.json" ] || die "no swagger.json in k8s.io/kubernetes@$K8S_VERSION"
+  crd=$(module_dir github.com/kubernetes-csi/external-snapshotter/client/v8 "$SNAPSHOTTER_VERSION")/config/crd
+  compgen -G "$crd/snapshot.storage.k8s.io_*.yaml" >/dev/null || die "no snapshot CRDs in $crd"
   rm -rf "$out"
   python3 "$E2E_K8S_DIR/openapi2schemas.py" "$dir/api/openapi-spec/swagger.json" "$out"
-  echo "from k8s.io/kubernetes@$K8S_VERSION api/openapi-spec/swagger.json" >"$out/.complete"
+  # PyYAML: Debian's python3-yaml, so Debian's interpreter
+  /usr/bin/python3 "$E2E_K8S_DIR/crd2schemas.py" "$out" "$crd"/snapshot.storage.k8s.io_*.yaml
+  echo "from k8s.io/kubernetes@$K8S_VERSION api/openapi-spec/swagger.json and external-snapshotter/client/v8@$SNAPSHOTTER_VERSION config/crd" >"$out/.complete"
 }
 
 # build_module NAME MODULE VERSION VERSION_LDFLAG PKG...: a Go command from a

@@ -35,13 +35,18 @@ lint() {
   log "helm lint --strict: clean with $n value sets"
 }
 
+# Kinds without a schema offline: the Prometheus Operator publishes its CRDs
+# only in its repository, not in a module the proxy serves.
+SKIP_KINDS=ServiceMonitor
+
 validate() {
   "$E2E_K8S_DIR/build-tools.sh" helm kubeconform schemas >/dev/null
   local v out
+  log "not validated (no schema available offline): $SKIP_KINDS"
   for v in $(value_sets); do
     # shellcheck disable=SC2046
     out=$("$HELM" template rbd-csi "$CHART" --namespace rbd-csi --kube-version "$K8S_VERSION" $(values_flag "$v") |
-      "$KUBECONFORM" -strict -summary -output text \
+      "$KUBECONFORM" -strict -summary -output text -skip "$SKIP_KINDS" \
         -schema-location "$SCHEMA_DIR/{{ .ResourceKind }}{{ .KindSuffix }}.json" 2>&1) || {
       echo "$out" >&2
       die "kubeconform failed with values: $(basename "$v")"

@@ -13,6 +13,8 @@
 #   4 cleanup    pod deleted -> unmounted and unmapped on the node; PVC deleted
 #                -> image gone from the pool and the trash
 #   5 block      a volumeMode: Block PVC used as a device (dd write/read)
+#   6 readme     README.md's Installation steps as written: its cephx user and
+#                Secret commands, its StorageClass, its PVC and pod
 #
 # usage: e2e.sh [SCENARIO...]      (default: all, in order)
 # Needs: lab-up.sh done, images imported (images.sh), Ceph up with its env file
@@ -35,6 +37,11 @@ KUBELET_DIR=$LAB_DIR/kubelet
 ARTIFACTS=$LAB_DIR/e2e-artifacts
 BUSYBOX=local.test/busybox:e2e
 STATIC_IMAGE=ceph-image
+# the driver's --metrics-address through the chart's metrics values; host
+# ports (both pods use the host network), away from the usual 9681/9682
+METRICS=${E2E_METRICS:-1}
+METRICS_PORT=${E2E_METRICS_PORT:-19681}
+METRICS_NODE_PORT=${E2E_METRICS_NODE_PORT:-19682}
 mkdir -p "$ARTIFACTS"
 
 [ -f "$E2E_CEPH_DIR/env" ] || die "no Ceph env at $E2E_CEPH_DIR/env: run e2e/ceph/up.sh with CEPH_DIR=$E2E_CEPH_DIR"
@@ -175,6 +182,12 @@ install_driver() {
   user_key=$(ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" auth get-or-create-key client.kube \
     mon 'profile rbd' osd "profile rbd pool=$POOL" mgr "profile rbd pool=$POOL")
   admin_key=$CEPH_ADMIN_KEY
+  # The node plugin mounts its state directory with Bidirectional
+  # propagation, which needs a shared mount on the host; systemd hosts have
+  # / shared, this machine does not (the kubelet dir is made shared by lab-up)
+  mkdir -p "$STATE_DIR"
+  mountpoint -q "$STATE_DIR" || mount --bind "$STATE_DIR" "$STATE_DIR"
+  mount --make-rshared "$STATE_DIR"
   kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
   kc create namespace "$TNS" --dry-run=client -o yaml | kc apply -f - >/dev/null
   local values=$ARTIFACTS/values-e2e.yaml
@@ -200,6 +213,11 @@ images:
   nodeDriverRegistrar: {repository: local.test/registrar-standin, tag: e2e, pullPolicy: Never}
 rbac:
   secretNamespaces: [kube-system]
+metrics:
+  enabled: $([ "$METRICS" = 1 ] && echo true || echo false)
+  port: $METRICS_PORT
+  nodePort: $METRICS_NODE_PORT
+  path: /metrics
 controller:
   replicas: 1
   hostNetwork: true
@@ -250,6 +268,29 @@ EOF
   log "  ok: helm install $RELEASE (controller and node plugin Ready)"
   registered() { kc get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' | grep -qw "$DRIVER"; }
   until_true "$TIMEOUT" "driver registered with the kubelet (CSINode)" registered
+  check_security
+  [ "$METRICS" = 1 ] || { log "  metrics not checked: E2E_METRICS=0"; return 0; }
+  local port
+  for port in "$METRICS_PORT" "$METRICS_NODE_PORT"; do
+    check "metrics served on 127.0.0.1:$port/metrics (rbdcsi_* series)" \
+      sh -c "curl -sf --max-time 5 http://127.0.0.1:$port/metrics | grep -q '^rbdcsi_'"
+  done
+}
+
+# check_security: what the chart promises about privileges holds in the
+# running controller, not only in its templates
+check_security() {
+  local pod uid
+  pod=$(kc get pods -n "$NS" -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].metadata.name}')
+  drv() { kc exec -n "$NS" "$pod" -c driver -- "$@" 2>/dev/null; }
+  non_root() { uid=$(drv id -u) && [ -n "$uid" ] && [ "$uid" != 0 ]; }
+  no_caps() { drv grep -Eq '^CapEff:[[:space:]]+0+$' /proc/self/status; }
+  no_token() { drv test -d /proc && ! drv test -e /var/run/secrets/kubernetes.io/serviceaccount/token; }
+  read_only() { drv test -d /proc && ! drv touch /probe; }
+  check "controller driver runs as a non-root user" non_root
+  check "controller driver has no capabilities" no_caps
+  check "controller driver has no API token (only its sidecars do)" no_token
+  check "controller driver's root filesystem is read-only" read_only
 }
 
 # --- 1: static provisioning ----------------------------------------------------------
@@ -403,6 +444,57 @@ EOF
   until_true "$TIMEOUT" "image $img gone from pool $POOL" image_absent
 }
 
+# --- 6: the README's Installation section, as a new user copies it ----------------------
+README=$REPO_ROOT/README.md
+# readme_block LANG N: the Nth fenced LANG block of README.md's "## Installation"
+readme_block() {
+  awk -v open="\`\`\`$1" -v want="$2" '
+    /^## / { inside = ($0 == "## Installation"); next }
+    inside && $0 == open { n++; if (n == want) { on = 1; next } }
+    inside && on && /^```$/ { exit }
+    on { print }' "$README"
+}
+scenario_readme() {
+  local sc_yaml app_yaml secret_sh
+  secret_sh=$(readme_block sh 3)
+  sc_yaml=$(readme_block yaml 1)
+  app_yaml=$(readme_block yaml 2)
+  blocks_found() {
+    grep -q 'create secret generic ceph-rbd' <<<"$secret_sh" && grep -q '^kind: StorageClass' <<<"$sc_yaml" &&
+      grep -q '^kind: PersistentVolumeClaim' <<<"$app_yaml" && grep -q '^kind: Pod' <<<"$app_yaml"
+  }
+  check "README's Installation has the Secret commands, a StorageClass, a PVC and a pod" blocks_found
+  # step 3 as written: the ceph and kubectl commands against the lab
+  # (namespace rbd-csi and pool kube are the lab's defaults too)
+  [ "$NS" = rbd-csi ] && [ "$POOL" = kube ] || { log "  readme scenario needs namespace rbd-csi and pool kube"; return 1; }
+  (
+    ceph() { command ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
+    kubectl() { kc "$@"; }
+    eval "$secret_sh"
+  ) >/dev/null
+  log "  ok: README step 3: cephx user client.kube and Secret $NS/ceph-rbd"
+  # step 4: the StorageClass, with the lab's clusterID for "prod"
+  sed "s/^  clusterID: prod\$/  clusterID: $CLUSTER_ID/" <<<"$sc_yaml" | kc apply -f - >/dev/null
+  log "  ok: README step 4: StorageClass rbd"
+  # step 5: the PVC and pod, with the lab's busybox image (nothing is pulled here)
+  sed "s#^\( *\)image: busybox\$#\1image: $BUSYBOX\n\1imagePullPolicy: Never#" <<<"$app_yaml" | kc apply -n "$TNS" -f - >/dev/null
+  until_true "$TIMEOUT" "README's PVC data Bound" pvc_is_bound data
+  until_true "$TIMEOUT" "README's pod app Running" pod_ready app
+  check "the pod wrote /data/hello" [ "$(pod_exec app 'cat /data/hello')" = hello ]
+  local img pv
+  pv=$(pv_of data)
+  img=$(image_of_pvc data) || { log "  FAIL: no image in $POOL with rbd-csi.owner naming $TNS/data"; return 1; }
+  log "  ok: image $POOL/$img carries rbd-csi.owner for $TNS/data"
+  # the README's pod keeps the default grace period, which its sh ignores
+  kc delete pod -n "$TNS" app --grace-period=1 --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
+  kc delete pvc -n "$TNS" data --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  image_absent() { ! rbdc ls "$POOL" | grep -qx "$img"; }
+  until_true "$TIMEOUT" "image $img deleted with the user of README step 3" image_absent
+  kc delete storageclass rbd --wait=true >/dev/null
+  kc delete secret -n "$NS" ceph-rbd >/dev/null
+}
+
 # --- teardown: pods first, then the kubelet must unmount, then the driver may go -------------
 teardown() {
   [ "${E2E_KEEP:-0}" = 1 ] && { log "E2E_KEEP=1: leaving the release and test objects"; return 0; }
@@ -425,15 +517,15 @@ teardown() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block readme)
 T0=$SECONDS
 log "Ceph mon $CEPH_MON_HOST, pool $POOL; lab $LAB_DIR; artifacts $ARTIFACTS"
 run_scenario install install_driver
 if [ "$FAILED" -eq 0 ]; then
   for s in "${SCENARIOS[@]}"; do
     case $s in
-      static | dynamic | expand | cleanup | block) run_scenario "$s" "scenario_$s" ;;
-      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block)" ;;
+      static | dynamic | expand | cleanup | block | readme) run_scenario "$s" "scenario_$s" ;;
+      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block, readme)" ;;
     esac
   done
 fi

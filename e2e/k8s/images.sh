@@ -4,6 +4,7 @@
 #
 # usage: images.sh build     build what is missing or stale (default)
 #        images.sh base      only the Dockerfile's base images
+#        images.sh driver    only the driver image (after a code change)
 #        images.sh import    import every archive into the lab's containerd
 #        images.sh all       both
 #
@@ -242,8 +243,9 @@ import_all() {
 
 case $ACTION in
   base) setup_buildah; base_images ;;
+  driver) setup_buildah; base_images; driver_image ;;
   build) build_all ;;
   import) import_all ;;
   all) build_all; import_all ;;
-  *) die "usage: images.sh [base|build|import|all]" ;;
+  *) die "usage: images.sh [base|driver|build|import|all]" ;;
 esac

@@ -5,7 +5,9 @@
 #      all by their pid files
 #   2. stop leftover containerd shims of this lab (their command line names
 #      the lab's containerd socket)
-#   3. unmount everything below $LAB_DIR, deepest first; delete the bridge
+#   3. detach the loop devices and stop the rbd-fuse/rbd-nbd processes of
+#      the lab's node plugin; unmount everything below $LAB_DIR, deepest
+#      first; delete the bridge
 #   4. remove the pod cgroups the kubelet made, and $LAB_DIR
 # usage: lab-down.sh [--keep]     --keep leaves $LAB_DIR (logs) in place
 # Volumes of running pods are not unmounted cleanly here: delete the pods
@@ -61,6 +63,20 @@ for d in /proc/[0-9]*; do
   case "$(cat "$d/comm" 2>/dev/null)" in containerd-shim*) ;; *) continue ;; esac
   if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$CONTAINERD_SOCK"; then
     kill -KILL "${d#/proc/}" 2>/dev/null && log "killed shim ${d#/proc/}"
+  fi
+done
+
+# Mapper leftovers of a node plugin that died with volumes staged (a failed
+# run): loop devices over files below the lab, then the rbd-fuse / rbd-nbd
+# processes whose arguments name the lab's state directory. Only the lab's:
+# other tests on this machine run their own.
+for l in $(losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$LAB_DIR/" 'index($2, d) == 1 {print $1}'); do
+  losetup -d "$l" 2>/dev/null && log "detached $l"
+done
+for d in /proc/[0-9]*; do
+  case "$(cat "$d/comm" 2>/dev/null)" in rbd-fuse | rbd-nbd) ;; *) continue ;; esac
+  if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$LAB_DIR/"; then
+    kill -TERM "${d#/proc/}" 2>/dev/null && log "stopped $(cat "$d/comm" 2>/dev/null) ${d#/proc/}"
   fi
 done
 

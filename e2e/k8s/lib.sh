@@ -36,7 +36,8 @@ TOOLS_BIN=$RBDCSI_CACHE/bin # symlinks to the versioned tools
 HELM=${HELM:-$RBDCSI_CACHE/helm-$HELM_VERSION/bin/helm}
 KUBECONFORM=${KUBECONFORM:-$RBDCSI_CACHE/kubeconform-$KUBECONFORM_VERSION/bin/kubeconform}
 KUBECTL=${KUBECTL:-$K8S_BIN/kubectl}
-SCHEMA_DIR=${SCHEMA_DIR:-$RBDCSI_CACHE/k8s-schemas-$K8S_VERSION}
+# built-in kinds of $K8S_VERSION and the snapshot CRDs of $SNAPSHOTTER_VERSION
+SCHEMA_DIR=${SCHEMA_DIR:-$RBDCSI_CACHE/k8s-schemas-$K8S_VERSION-snapshotter-$SNAPSHOTTER_VERSION}
 IMAGE_DIR=${IMAGE_DIR:-$RBDCSI_CACHE/images} # OCI archives of the lab images
 CONTAINERD_SOCK=$LAB_DIR/run/containerd.sock
 

@@ -61,6 +61,11 @@ func Run(t *testing.T, accessType string) {
 	cfg.TestVolumeSize = 1 << 30
 	cfg.TestVolumeExpandSize = 2 << 30
 	cfg.TestVolumeParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool}
+	// VolumeSnapshotClass parameters: the snapshot images go to the same
+	// pool; the snapshot, clone and restore specs run because the driver
+	// advertises CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS, GET_SNAPSHOT and
+	// CLONE_VOLUME.
+	cfg.TestSnapshotParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool}
 	// csi-test reads secrets only from a file: a 0600 file in the test's
 	// temporary directory, removed when the test ends.
 	cfg.SecretsFile = writeSecretsFile(t, dir, env.Admin.User, env.Admin.Key)

@@ -70,6 +70,7 @@ type ImageInfo struct {
 	Features Features
 	DataPool string // empty when the image has no separate data pool
 	Metadata map[string]string
+	Parent   *Parent // nil when the image is no clone (or was flattened)
 }
 
 // TrashEntry is one image in a pool's RBD trash.
@@ -140,6 +141,7 @@ type Backend interface {
 	PoolID(ctx context.Context, cr Credentials, cluster Cluster, pool string) (int64, error)
 	// PoolName resolves a pool ID; ErrNotFound when the pool does not exist.
 	PoolName(ctx context.Context, cr Credentials, cluster Cluster, id int64) (string, error)
+	SnapshotBackend
 }
 
 // Errors every Backend wraps, so callers can pick a gRPC code with errors.Is.

@@ -44,6 +44,10 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 	}
 	caps := make([]*csi.ControllerServiceCapability, 0, len(rpcs))
 	for _, t := range rpcs {
@@ -60,6 +64,9 @@ type createPlan struct {
 	size   uint64
 	limit  uint64
 	block  bool
+	// sizeGiven is false when the request names no size: a volume made
+	// from a content source then takes the source's size.
+	sizeGiven bool
 }
 
 // CreateVolume implements csi.ControllerServer. The image name is derived
@@ -86,7 +93,12 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, invalid("%v", err)
 	}
 	d.known.remember(plan.ref.Cluster, plan.ref.Pool, plan.creds)
-	size, err := d.ensureImage(ctx, req.GetName(), plan)
+	var size uint64
+	if cs := req.GetVolumeContentSource(); cs != nil {
+		size, err = d.ensureClone(ctx, req.GetName(), plan, cs) // snapshot_clone.go
+	} else {
+		size, err = d.ensureImage(ctx, req.GetName(), plan)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -95,15 +107,13 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		VolumeId:      volumeID,
 		CapacityBytes: int64(size),
 		VolumeContext: volumeContext(plan),
+		ContentSource: req.GetVolumeContentSource(),
 	}}, nil
 }
 
 func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	if req.GetName() == "" {
 		return createPlan{}, invalid("name is required")
-	}
-	if req.GetVolumeContentSource() != nil {
-		return createPlan{}, invalid("volume content source (snapshot restore or clone) is not supported by this driver version")
 	}
 	block, err := checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
@@ -126,7 +136,7 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 		return createPlan{}, err
 	}
 	ref := ceph.ImageRef{Cluster: cl, Pool: p.Pool, Name: params.ImageName(p.Prefix, d.opts.InstanceID, req.GetName())}
-	return createPlan{params: p, creds: creds, ref: ref, size: size, limit: limit, block: block}, nil
+	return createPlan{params: p, creds: creds, ref: ref, size: size, limit: limit, block: block, sizeGiven: req.GetCapacityRange().GetRequiredBytes() > 0}, nil
 }
 
 // ensureImage creates the image or adopts the one an earlier attempt made.

@@ -108,9 +108,9 @@ func TestCreateVolumeRejectsBadRequests(t *testing.T) {
 		{"key that is not base64", func(r *csi.CreateVolumeRequest) {
 			r.Secrets = map[string]string{"userID": "admin", "userKey": "not a key!"}
 		}, []string{"base64"}},
-		{"content source", func(r *csi.CreateVolumeRequest) {
-			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}
-		}, []string{"content source"}},
+		{"content source of no kind", func(r *csi.CreateVolumeRequest) {
+			r.VolumeContentSource = &csi.VolumeContentSource{}
+		}, []string{"volume_content_source"}},
 		{"negative size", func(r *csi.CreateVolumeRequest) { r.CapacityRange.RequiredBytes = -1 }, []string{"negative"}},
 	}
 	for _, tc := range tests {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
@@ -62,6 +64,17 @@ type Options struct {
 	SecretsDir string
 	// Node holds the node plugin's settings; ignored in controller mode.
 	Node NodeOptions
+	// MaxCloneDepth bounds clone chains (0 = DefaultMaxCloneDepth).
+	MaxCloneDepth int
+	// Observer, when set, is told the outcome of every CSI call (metrics).
+	Observer RPCObserver
+}
+
+// RPCObserver receives the method, status code and duration of every
+// answered CSI call. It is an interface so that this package does not
+// depend on the metrics implementation.
+type RPCObserver interface {
+	ObserveRPC(fullMethod string, code codes.Code, d time.Duration)
 }
 
 // Driver is the CSI plugin.
@@ -74,6 +87,7 @@ type Driver struct {
 	locks  *keyLocks
 	known  *knownPools
 	purger *purger
+	flat   *flattener
 	node   *nodeState
 }
 
@@ -100,6 +114,7 @@ func New(opts Options) (*Driver, error) {
 	d := &Driver{opts: opts, locks: newKeyLocks(), known: newKnownPools()}
 	if opts.Mode != ModeNode {
 		d.purger = newPurger(opts.Backend)
+		d.flat = newFlattener(opts.Backend)
 	}
 	if opts.Mode != ModeController {
 		ns, err := newNodeState(opts)
@@ -153,7 +168,7 @@ func (d *Driver) Serve(endpoint string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(logRPC))
+	srv := grpc.NewServer(grpc.UnaryInterceptor(d.interceptRPC))
 	csi.RegisterIdentityServer(srv, d)
 	if d.opts.Mode != ModeNode {
 		csi.RegisterControllerServer(srv, d)
@@ -217,16 +232,38 @@ func ParseEndpoint(ep string) (string, error) {
 	return path, nil
 }
 
-// logRPC logs one line per call with its outcome; requests are logged only
-// at high verbosity and always through protosanitizer, so secrets never reach
-// the log.
-func logRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// interceptRPC wraps every call: one log line with its outcome, and the
+// observer (metrics) told of it. Requests are logged only at high verbosity
+// and always through protosanitizer, so secrets never reach the log.
+func (d *Driver) interceptRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	id := nextRequestID()
 	if klog.V(5).Enabled() {
 		klog.InfoS("RPC request", "id", id, "method", info.FullMethod, "request", sanitize(req))
 	}
 	resp, err := handler(ctx, req)
-	logOutcome(id, info.FullMethod, req, resp, err, time.Since(start))
+	took := time.Since(start)
+	logOutcome(id, info.FullMethod, req, resp, err, took)
+	if d.opts.Observer != nil {
+		d.opts.Observer.ObserveRPC(info.FullMethod, status.Code(err), took)
+	}
 	return resp, err
+}
+
+// PurgeQueueLength reports the local trash purges queued or running (0 in
+// node mode, which purges nothing), for the metrics.
+func (d *Driver) PurgeQueueLength() int {
+	if d.purger == nil {
+		return 0
+	}
+	return d.purger.Pending()
+}
+
+// FlattenQueueLength reports the background clone flattens queued or
+// running (0 in node mode), for the metrics.
+func (d *Driver) FlattenQueueLength() int {
+	if d.flat == nil {
+		return 0
+	}
+	return d.flat.Pending()
 }

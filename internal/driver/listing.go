@@ -105,7 +105,7 @@ func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
 			return nil, cephStatus(err, "look up pool "+a.pool)
 		}
 		for _, n := range names {
-			if !params.OwnedBy(n, d.opts.InstanceID) {
+			if !params.OwnedBy(n, d.opts.InstanceID) || params.IsSnapshotImage(n) {
 				continue
 			}
 			id, err := volid.ID{ClusterID: a.cluster.ID, Monitors: a.cluster.Monitors, PoolID: poolID, Image: n}.Encode()

@@ -25,6 +25,9 @@ type purger struct {
 	// pending counts queued and running local purges.
 	mu      sync.Mutex
 	pending map[string]bool
+	// retryAfter spaces the attempts at an image that still has snapshots
+	// (clones read through it): it is removed once the last one is gone.
+	retryAfter time.Duration
 }
 
 type purgeJob struct {
@@ -43,8 +46,12 @@ const purgeTimeout = 30 * time.Minute
 // scheduleTimeout bounds handing a purge to the mgr inside the RPC.
 const scheduleTimeout = 5 * time.Second
 
+// blockedRetry is how long a local purge waits before trying again an image
+// that clones still read through (the mgr's own retries start at 30 s).
+const blockedRetry = 30 * time.Second
+
 func newPurger(b ceph.Backend) *purger {
-	return &purger{backend: b, queue: make(chan purgeJob, 1024), done: make(chan struct{}), pending: map[string]bool{}}
+	return &purger{backend: b, queue: make(chan purgeJob, 1024), done: make(chan struct{}), pending: map[string]bool{}, retryAfter: blockedRetry}
 }
 
 func (p *purger) start() {
@@ -123,6 +130,15 @@ func (p *purger) purge(job purgeJob) {
 	defer cancel()
 	start := time.Now()
 	err := p.backend.PurgeTrash(ctx, job.creds, job.cluster, job.pool, job.id, false)
+	if errors.Is(err, ceph.ErrBusy) {
+		// Snapshots or clones still depend on the image: librbd refuses,
+		// and the purge waits for them in the driver's memory. A restart
+		// forgets it: the entry then waits for `rbd trash purge POOL`
+		// (with a ceph-mgr, the mgr retries its task by itself).
+		klog.V(4).InfoS("Trashed image still has dependents; purging later", "pool", job.pool, "image", job.name, "retry", p.retryAfter)
+		time.AfterFunc(p.retryAfter, func() { p.enqueue(job) })
+		return
+	}
 	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
 		klog.ErrorS(err, "Trash purge failed; the entry stays in the trash", "pool", job.pool, "image", job.name, "id", job.id)
 		return

@@ -308,6 +308,10 @@ func validatePrefix(p string) error {
 	if len(p) > maxNamePrefix || !isPlain(p) || p[0] == '-' || p[0] == '.' {
 		return fmt.Errorf("prefix %q: at most %d letters, digits, '.', '_' or '-', not starting with '-' or '.'", p, maxNamePrefix)
 	}
+	if strings.HasPrefix(p, SnapshotImagePrefix) {
+		// Listing tells snapshot images from volumes by this prefix.
+		return fmt.Errorf("prefix %q: names starting with %q are reserved for snapshot images", p, SnapshotImagePrefix)
+	}
 	return nil
 }
 

@@ -5,7 +5,8 @@
 //
 // Format (at most 128 bytes, the CSI limit):
 //
-//	1/<cluster>/<pool id>/<image name>
+//	1/<cluster>/<pool id>/<image name>             a volume
+//	1/<cluster>/<pool id>/<image name>@<snapshot>  a snapshot
 //
 // <cluster> is a clusterID from the cluster config, or "m=" followed by the
 // comma-separated monitor list for StorageClasses that name monitors
@@ -147,4 +148,24 @@ func ValidateImageName(name string) error {
 		}
 	}
 	return nil
+}
+
+// SplitSnapshot returns the image and the RBD snapshot a snapshot ID names;
+// ok is false for a volume ID.
+func (id ID) SplitSnapshot() (image, snap string, ok bool) {
+	return strings.Cut(id.Image, "@")
+}
+
+// IsSnapshot reports whether the ID names a snapshot (image@snap) rather
+// than a volume.
+func (id ID) IsSnapshot() bool {
+	_, _, ok := id.SplitSnapshot()
+	return ok
+}
+
+// ForSnapshot returns the snapshot ID of image@snap in the same cluster
+// and pool as id.
+func (id ID) ForSnapshot(image, snap string) ID {
+	id.Image = image + "@" + snap
+	return id
 }

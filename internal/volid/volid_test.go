@@ -184,3 +184,34 @@ func FuzzEncodeDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestSnapshotIDsRoundTripAndStayApartFromVolumes(t *testing.T) {
+	vol := ID{ClusterID: "prod", PoolID: 3, Image: "csi-vol-0123456789abcdef0123456789abcdef"}
+	snap := vol.ForSnapshot("csi-snap-0123456789abcdef0123456789abcdef", "csi-snap")
+	enc, err := snap.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := Decode(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, name, ok := dec.SplitSnapshot()
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"decoded snapshot is a snapshot", dec.IsSnapshot() && ok},
+		{"image survives", image == "csi-snap-0123456789abcdef0123456789abcdef"},
+		{"snapshot name survives", name == "csi-snap"},
+		{"volume is no snapshot", !vol.IsSnapshot()},
+		{"fits the CSI limit", len(enc) <= MaxLen},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.ok {
+				t.Errorf("failed for %q", enc)
+			}
+		})
+	}
+}

@@ -94,6 +94,25 @@ app.kubernetes.io/part-of: rbd-csi
 {{- if and .Values.controller.enabled .Values.node.enabled .Values.controller.hostNetwork .Values.node.hostNetwork .Values.controller.livenessProbe.enabled .Values.node.livenessProbe.enabled (eq (int .Values.controller.livenessProbe.port) (int .Values.node.livenessProbe.port)) -}}
 {{- fail "controller.livenessProbe.port and node.livenessProbe.port must differ when both pods use the host network" -}}
 {{- end -}}
+{{- with .Values.metrics -}}
+{{- if and .enabled $.Values.controller.enabled $.Values.node.enabled $.Values.controller.hostNetwork $.Values.node.hostNetwork (eq (int .port) (int .nodePort)) -}}
+{{- fail "metrics.port and metrics.nodePort must differ when both pods use the host network" -}}
+{{- end -}}
+{{- if and .enabled $.Values.controller.livenessProbe.enabled (eq (int .port) (int $.Values.controller.livenessProbe.port)) -}}
+{{- fail "metrics.port and controller.livenessProbe.port must differ" -}}
+{{- end -}}
+{{- if and .enabled $.Values.node.livenessProbe.enabled (eq (int .nodePort) (int $.Values.node.livenessProbe.port)) -}}
+{{- fail "metrics.nodePort and node.livenessProbe.port must differ" -}}
+{{- end -}}
+{{- if and .serviceMonitor.enabled (not .enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.volumeSnapshotClasses -}}
+{{- if and (or (not (hasKey . "enabled")) .enabled) (not $.Values.controller.snapshotter.enabled) -}}
+{{- fail (printf "volumeSnapshotClasses[%s] needs controller.snapshotter.enabled: without csi-snapshotter its snapshots would never be taken" .name) -}}
+{{- end -}}
+{{- end -}}
 {{- $ids := dict -}}
 {{- range .Values.clusters -}}
 {{- if hasKey $ids .clusterID -}}
@@ -119,11 +138,18 @@ app.kubernetes.io/part-of: rbd-csi
 {{- define "rbd-csi.driverCommonArgs" -}}
 - --endpoint=unix:///csi/csi.sock
 - --drivername={{ .Values.driverName }}
-- --cluster-config=/etc/rbd-csi/config.json
+- --cluster-config=/etc/rbd-csi/config/config.json
 - --instance-id={{ .Values.instanceID }}
 - --ceph-timeout={{ .Values.cephTimeout }}
 {{- with .Values.cephIdleTimeout }}
 - --ceph-idle-timeout={{ . }}
 {{- end }}
 - -v={{ .Values.logLevel }}
+{{- end -}}
+
+{{/* The API credentials of the controller's sidecars (volume api-token). */}}
+{{- define "rbd-csi.apiTokenMount" -}}
+- name: api-token
+  mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+  readOnly: true
 {{- end -}}

@@ -33,6 +33,11 @@ type Backend struct {
 	Mgr bool
 	// Usage is what PoolUsage reports for every pool.
 	Usage ceph.PoolUsage
+
+	// Snapshot bookkeeping (snapshot.go), by image ID.
+	snaps      map[string]map[string]*fakeSnap
+	links      map[string]fakeLink
+	flattening map[string]bool
 }
 
 var _ ceph.Backend = (*Backend)(nil)
@@ -173,6 +178,10 @@ func (b *Backend) StatImage(ctx context.Context, cr ceph.Credentials, ref ceph.I
 	}
 	out := *img
 	out.Metadata = maps.Clone(img.Metadata)
+	if img.Parent != nil {
+		p := *img.Parent
+		out.Parent = &p
+	}
 	return out, nil
 }
 
@@ -213,10 +222,15 @@ func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, r
 	if err := b.enter(ctx, "remove", cr, ref); err != nil {
 		return err
 	}
-	if _, ok := b.images[key(ref)]; !ok {
+	img, ok := b.images[key(ref)]
+	if !ok {
 		return notFound("remove", ref)
 	}
+	if b.purgeBlocked(img.ID) {
+		return &ceph.OpError{Op: "remove", Target: ref.String(), Err: fmt.Errorf("%w: image has snapshots", ceph.ErrBusy)}
+	}
 	delete(b.images, key(ref))
+	b.dropImage(img.ID)
 	return nil
 }
 
@@ -271,7 +285,11 @@ func (b *Backend) PurgeTrash(ctx context.Context, cr ceph.Credentials, cl ceph.C
 	if _, ok := b.trash[pool][id]; !ok {
 		return notFound("purge", ref)
 	}
+	if b.purgeBlocked(id) {
+		return &ceph.OpError{Op: "purge", Target: ref.String(), Err: fmt.Errorf("%w: image has snapshots", ceph.ErrBusy)}
+	}
 	delete(b.trash[pool], id)
+	b.dropImage(id)
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ceph/go-ceph/rados"
@@ -32,6 +33,8 @@ type Options struct {
 	OpTimeout time.Duration
 	// IdleTimeout closes a connection unused for this long.
 	IdleTimeout time.Duration
+	// Observe, when set, is told of every operation (see observe.go).
+	Observe func(op string, d time.Duration, err error)
 }
 
 // DefaultOptions are used for zero fields of Options.
@@ -87,7 +90,15 @@ type conn struct {
 	last    time.Time
 	closed  bool
 	mgrSeen time.Time // when the mgr was last seen active
+	// stranded counts calls whose caller gave up at its deadline while
+	// librados still waits (monitor commands have no librados timeout,
+	// see connect). Past maxStranded, new calls fail at once instead of
+	// piling up goroutines behind an unreachable cluster.
+	stranded int
 }
+
+// maxStranded bounds the calls left waiting on one connection.
+const maxStranded = 16
 
 func connKey(cl ceph.Cluster, cr ceph.Credentials) string {
 	sum := sha256.Sum256([]byte(cr.Key))
@@ -176,7 +187,12 @@ func (b *Backend) configure(rc *rados.Conn, cl ceph.Cluster, cr ceph.Credentials
 		{"key", cr.Key},
 		{"keyring", ""},
 		{"client_mount_timeout", timeout},
-		{"rados_mon_op_timeout", timeout},
+		// Monitor commands are NOT timed out inside librados: on Ceph 16,
+		// after a mon command hit rados_mon_op_timeout, the process aborts
+		// ("free(): invalid pointer") once the monitor is back (make chaos,
+		// monitor-down; cf. Ceph tracker 65985). The caller still returns
+		// at its deadline (run); the goroutine ends when the monitor answers.
+		{"rados_mon_op_timeout", "0"},
 		{"rados_osd_op_timeout", timeout},
 		// Several connections live in one process: a shared admin socket
 		// path would collide, and the driver does not need one.
@@ -259,23 +275,56 @@ func (b *Backend) closeIdle(idle time.Duration) {
 
 // run executes fn on a pooled connection and returns when fn does or when
 // ctx ends, whichever is first.
-func (b *Backend) run(ctx context.Context, op, target string, cl ceph.Cluster, cr ceph.Credentials, fn func(c *conn) error) error {
+func (b *Backend) run(ctx context.Context, op, target string, cl ceph.Cluster, cr ceph.Credentials, fn func(c *conn) error) (err error) {
+	defer b.observe(op, time.Now(), &err)
 	c, err := b.acquire(ctx, cl, cr)
 	if err != nil {
 		return err
 	}
+	if n := c.strandedCalls(); n >= maxStranded {
+		b.release(c)
+		return &ceph.OpError{Op: op, Target: target, Err: fmt.Errorf("%w: %d earlier calls to %s are still waiting for it to answer", ceph.ErrUnavailable, n, c.label)}
+	}
+	// state decides, once, whether the call finished first (the caller
+	// gets its result) or the caller's deadline did (the call is stranded
+	// until librados returns).
+	const running, finished, abandoned = 0, 1, 2
+	var state atomic.Int32
 	done := make(chan error, 1)
 	go func() {
 		defer b.release(c)
 		done <- fn(c)
+		if !state.CompareAndSwap(running, finished) {
+			c.addStranded(-1)
+		}
 	}()
 	select {
 	case err := <-done:
-		if err != nil {
-			return &ceph.OpError{Op: op, Target: target, Err: classify(err)}
-		}
-		return nil
+		return opResult(op, target, err)
 	case <-ctx.Done():
+		if !state.CompareAndSwap(running, abandoned) {
+			return opResult(op, target, <-done)
+		}
+		c.addStranded(1)
 		return &ceph.OpError{Op: op, Target: target, Err: fmt.Errorf("%w: %v", ceph.ErrTimeout, ctx.Err())}
 	}
+}
+
+func opResult(op, target string, err error) error {
+	if err != nil {
+		return &ceph.OpError{Op: op, Target: target, Err: classify(err)}
+	}
+	return nil
+}
+
+func (c *conn) strandedCalls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stranded
+}
+
+func (c *conn) addStranded(n int) {
+	c.mu.Lock()
+	c.stranded += n
+	c.mu.Unlock()
 }

@@ -160,3 +160,46 @@ func TestUnreachableMonitorsReturnAtTheDeadline(t *testing.T) {
 		t.Fatalf("returned after %v with a 1 s deadline", took)
 	}
 }
+
+// Calls whose caller gave up while librados still waits (a monitor command
+// during a monitor outage) must not pile up without bound: past the limit
+// a call fails at once as unavailable, and the count drains as the stuck
+// calls return.
+func TestStrandedCallsAreBoundedAndDrain(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	release := make(chan struct{})
+	stuck := func(*conn) error { <-release; return nil }
+	// Connect first, so that the short deadlines below strand calls rather
+	// than expire while connecting.
+	if err := b.run(context.Background(), "connect", "t", cl, env.Admin, func(*conn) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxStranded {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		err := b.run(ctx, "stuck", "t", cl, env.Admin, stuck)
+		cancel()
+		if !errors.Is(err, ceph.ErrTimeout) {
+			t.Fatalf("stuck call %d: %v, want a timeout", i, err)
+		}
+	}
+	start := time.Now()
+	err := b.run(context.Background(), "one more", "t", cl, env.Admin, func(*conn) error { return nil })
+	if !errors.Is(err, ceph.ErrUnavailable) {
+		t.Fatalf("call past the limit: %v, want unavailable", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("refusal took %v; it must not wait", time.Since(start))
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := b.run(context.Background(), "after", "t", cl, env.Admin, func(*conn) error { return nil })
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls still refused after the stuck ones returned: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

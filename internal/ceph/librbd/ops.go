@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/ceph/go-ceph/rados"
@@ -128,6 +129,9 @@ func statImage(c *conn, io *rados.IOContext, img *rbd.Image) (ceph.ImageInfo, er
 	if info.Metadata, err = img.ListMetadata(); err != nil {
 		return info, fmt.Errorf("metadata: %w", err)
 	}
+	if info.Parent, err = parentOf(img); err != nil {
+		return info, err
+	}
 	return info, nil
 }
 
@@ -172,10 +176,22 @@ func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.
 	err := b.onPool(ctx, "move to trash", ref, cr, func(_ *conn, io *rados.IOContext) error {
 		var err error
 		if id, err = readImageID(io, ref.Name); err != nil {
+			if isErrno(err, syscall.ENOENT) {
+				// Gone, or caught half way into the trash by a crash:
+				// complete such a move so that the purge can remove it.
+				if err := finishTrashMovesOf(io, ref.Name); err != nil {
+					return err
+				}
+			}
 			return err
 		}
 		failpoint.Crash("trash-before-move")
-		return rbd.GetImage(io, ref.Name).Trash(0)
+		err = rbd.GetImage(io, ref.Name).Trash(0)
+		if isErrno(err, syscall.EEXIST) {
+			// An earlier attempt added the trash entry and died.
+			return finishTrashMove(io, ref.Name, id)
+		}
+		return err
 	})
 	return id, err
 }
@@ -287,6 +303,9 @@ func poolUsage(rc *rados.Conn, pool string) (ceph.PoolUsage, error) {
 		}
 	}
 	if !found {
+		if _, err := rc.GetPoolByName(pool); err == nil {
+			return u, fmt.Errorf("pool %s is missing from the monitor's usage report (a monitor or mgr that just restarted has none yet): %w", pool, ceph.ErrUnavailable)
+		}
 		return u, fmt.Errorf("pool %s: %w", pool, ceph.ErrNotFound)
 	}
 	var quota struct {

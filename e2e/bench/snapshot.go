@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ceph/go-ceph/rbd"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+)
+
+// snapshotPhases measures CreateSnapshot and CreateVolume from a snapshot
+// through the driver against the raw go-ceph operations they are built on:
+// a snapshot of the source (rbd snap create) and a format-2 clone of a
+// snapshot (rbd.CloneImage). A CSI snapshot costs more than the raw
+// snapshot by design (README "Snapshots and clones": a temporary snapshot,
+// a clone, the snapshot restores read from, the temporary snapshot's
+// removal), which is what lets the snapshot outlive its source.
+func (b *bench) snapshotPhases(conc int) error {
+	n := b.cfg.count
+	tag := fmt.Sprintf("c%d", conc)
+	src, err := b.client.CreateVolume(context.Background(), b.createReq("bench-snapsrc-"+tag, 1<<30))
+	if err != nil {
+		return fmt.Errorf("create snapshot source: %w", err)
+	}
+	rawSrc := "bench-raw-snapsrc-" + tag
+	if err := b.rawImage(rawSrc); err != nil {
+		return err
+	}
+	snapIDs := make([]string, n)
+	drvSnap := func(i int) error {
+		resp, err := b.client.CreateSnapshot(context.Background(), &csi.CreateSnapshotRequest{
+			Name: fmt.Sprintf("bench-snap-%s-%d", tag, i), SourceVolumeId: src.Volume.VolumeId, Secrets: b.secrets(),
+		})
+		if err == nil {
+			snapIDs[i] = resp.Snapshot.SnapshotId
+		}
+		return err
+	}
+	rawSnap := func(i int) error { return b.rawSnapshot(rawSrc, fmt.Sprintf("s%d", i)) }
+	drv, raw, err := measurePair(n, conc, drvSnap, rawSnap)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	report("CreateSnapshot", conc, drv, raw, "snap create")
+
+	volIDs := make([]string, n)
+	drvRestore := func(i int) error {
+		req := b.createReq(fmt.Sprintf("bench-restore-%s-%d", tag, i), 1<<30)
+		req.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapIDs[i]}}}
+		resp, err := b.client.CreateVolume(context.Background(), req)
+		if err == nil {
+			volIDs[i] = resp.Volume.VolumeId
+		}
+		return err
+	}
+	rawClone := func(i int) error {
+		return b.rawClone(rawSrc, fmt.Sprintf("s%d", i), fmt.Sprintf("%s-clone-%d", rawSrc, i))
+	}
+	if drv, raw, err = measurePair(n, conc, drvRestore, rawClone); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	report("FromSnapshot", conc, drv, raw, "rbd.CloneImage")
+	return b.snapshotCleanup(src.Volume.VolumeId, rawSrc, snapIDs, volIDs)
+}
+
+func (b *bench) rawImage(name string) error {
+	opts := rbd.NewRbdImageOptions()
+	defer opts.Destroy()
+	_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
+	_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
+	return rbd.CreateImage(b.io, name, 1<<30, opts)
+}
+
+func (b *bench) rawSnapshot(image, snap string) error {
+	img, err := rbd.OpenImage(b.io, image, rbd.NoSnapshot)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	_, err = img.CreateSnapshot(snap)
+	return err
+}
+
+func (b *bench) rawClone(parent, snap, name string) error {
+	opts := rbd.NewRbdImageOptions()
+	defer opts.Destroy()
+	_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
+	_ = opts.SetUint64(rbd.ImageOptionCloneFormat, 2)
+	_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
+	return rbd.CloneImage(b.io, parent, snap, b.io, name, opts)
+}
+
+// snapshotCleanup deletes what the phases made, dependents first, and
+// waits for the trash to drain so the next phase starts from a quiet pool.
+func (b *bench) snapshotCleanup(srcID, rawSrc string, snapIDs, volIDs []string) error {
+	ctx := context.Background()
+	for _, id := range volIDs {
+		if _, err := b.client.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: b.secrets()}); err != nil {
+			return fmt.Errorf("delete restored volume: %w", err)
+		}
+	}
+	b.waitTrashDrainedOf("csi-vol-", 5*time.Minute)
+	for _, id := range snapIDs {
+		if _, err := b.client.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id, Secrets: b.secrets()}); err != nil {
+			return fmt.Errorf("delete snapshot: %w", err)
+		}
+	}
+	b.waitTrashDrainedOf("csi-snap-", 5*time.Minute)
+	if _, err := b.client.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: srcID, Secrets: b.secrets()}); err != nil {
+		return fmt.Errorf("delete snapshot source: %w", err)
+	}
+	for i := range volIDs {
+		if err := rbd.RemoveImage(b.io, fmt.Sprintf("%s-clone-%d", rawSrc, i)); err != nil {
+			return fmt.Errorf("remove raw clone: %w", err)
+		}
+	}
+	img, err := rbd.OpenImage(b.io, rawSrc, rbd.NoSnapshot)
+	if err != nil {
+		return err
+	}
+	snaps, _ := img.GetSnapshotNames()
+	for _, s := range snaps {
+		_ = img.GetSnapshot(s.Name).Remove()
+	}
+	_ = img.Close()
+	if err := rbd.RemoveImage(b.io, rawSrc); err != nil {
+		return fmt.Errorf("remove raw snapshot source: %w", err)
+	}
+	drain := b.waitTrashDrainedOf("csi-", 10*time.Minute)
+	fmt.Printf("  background purge of the snapshot phase's images finished %v after the last delete\n", drain.Round(time.Millisecond))
+	return nil
+}
+
+// waitTrashDrainedOf waits until no trash entry with the prefix is left.
+func (b *bench) waitTrashDrainedOf(prefix string, limit time.Duration) time.Duration {
+	start := time.Now()
+	for time.Since(start) < limit {
+		entries, err := rbd.GetTrashList(b.io)
+		pending := 0
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name, prefix) {
+				pending++
+			}
+		}
+		if err == nil && pending == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return time.Since(start)
+}

@@ -1,0 +1,201 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ceph/go-ceph/rados"
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/rbd-csi/rbd-csi/e2e/harness"
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+)
+
+// Scenario 1: 200 CreateVolume/DeleteVolume operations while the controller
+// is SIGKILLed at random moments; the client retries every failed call
+// until it succeeds. Afterwards the pool holds exactly the volumes the
+// client believes exist, and nothing else of them is left: no trash entry
+// after the purge, no image without its owner record, no id object of an
+// image that does not exist.
+func TestChaosCrashDuringProvisioningLosesNothing(t *testing.T) {
+	requireChaos(t)
+	p := harness.NewPool(t, clusterID)
+	d := harness.Start(t, p.Dir, controllerArgs(p, "chaos-crash"))
+	fig := newFigure("crash-during-provisioning")
+	defer fig.print(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	const ops, names = 200, 40
+	var kills atomic.Int32
+	believed := map[string]string{} // request name -> volume ID
+	t.Cleanup(func() { deleteBelieved(t, p, d, believed) })
+	start := time.Now()
+	for i := range ops {
+		name := fmt.Sprintf("pvc-%d", randN(names))
+		call := provisionStep(p, d, name, believed)
+		if err := d.Retry(ctx, d.WithRandomKill(80*time.Millisecond, &kills, call)); err != nil {
+			t.Fatalf("op %d on %s: %v", i, name, err)
+		}
+	}
+	if !d.Alive() {
+		d.Restart()
+	}
+	fig.set("ops", ops)
+	fig.set("sigkills", kills.Load())
+	fig.set("seconds", int(time.Since(start).Seconds()))
+	if kills.Load() == 0 {
+		t.Fatal("the killer never fired: the scenario proved nothing")
+	}
+
+	images := p.Images(t)
+	fig.set("images", len(images))
+	fig.set("believed", len(believed))
+	fig.zero(t, "images_minus_believed", len(images)-len(believed))
+	orphans, missing := diffImages(images, believed)
+	fig.zero(t, "orphaned_images", len(orphans), orphans)
+	fig.zero(t, "lost_volumes", len(missing), missing)
+	fig.zero(t, "leaked_metadata", leakedMetadata(t, p, images))
+	fig.secretsInLog(t, []*harness.Driver{d}, p.Env.Admin.Key)
+}
+
+// deleteBelieved removes the volumes the client holds, also when the
+// scenario failed half way.
+func deleteBelieved(t *testing.T, p *harness.Pool, d *harness.Driver, believed map[string]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, id := range believed {
+		err := d.Retry(ctx, func(c context.Context) error {
+			_, err := d.Controller().DeleteVolume(c, p.DeleteReq(id))
+			return err
+		})
+		if err != nil {
+			t.Errorf("clean-up of %s: %v", id, err)
+		}
+	}
+}
+
+// provisionStep is the next operation on name: with even odds a delete when
+// the client believes the volume exists, else a create. It updates believed
+// only when the call succeeded.
+func provisionStep(p *harness.Pool, d *harness.Driver, name string, believed map[string]string) func(context.Context) error {
+	if id, exists := believed[name]; exists && randN(2) == 0 {
+		return func(c context.Context) error {
+			_, err := d.Controller().DeleteVolume(c, p.DeleteReq(id))
+			if err == nil {
+				delete(believed, name)
+			}
+			return err
+		}
+	}
+	return func(c context.Context) error {
+		resp, err := d.Controller().CreateVolume(c, p.CreateReq(name))
+		if err == nil {
+			believed[name] = resp.Volume.VolumeId
+		}
+		return err
+	}
+}
+
+// diffImages compares the pool with what the client believes.
+func diffImages(images []string, believed map[string]string) (orphans, missing []string) {
+	want := map[string]bool{}
+	for _, id := range believed {
+		want[harness.ImageName(id)] = true
+	}
+	for _, img := range images {
+		if !want[img] {
+			orphans = append(orphans, img)
+		}
+		delete(want, img)
+	}
+	for img := range want {
+		missing = append(missing, img)
+	}
+	return orphans, missing
+}
+
+// leakedMetadata counts what a crash could leave besides images: trash
+// entries the purge never removed, images without their owner record, and
+// rbd_id objects (the name -> id records librbd writes first) of images that
+// do not exist.
+func leakedMetadata(t *testing.T, p *harness.Pool, images []string) int {
+	t.Helper()
+	leaked := p.WaitTrashEmpty(t, 90*time.Second)
+	for _, img := range images {
+		ref := ceph.ImageRef{Cluster: p.Cluster(), Pool: p.Env.Pool, Name: img}
+		info, err := p.Backend.StatImage(context.Background(), p.Env.Admin, ref)
+		switch {
+		case err != nil:
+			// Listed in the pool's directory but not openable: the
+			// remains of a half-done create or trash move.
+			leaked = append(leaked, fmt.Sprintf("unreadable image %s: %v", img, err))
+		case info.Metadata["rbd-csi.owner"] == "":
+			leaked = append(leaked, "no owner record: "+img)
+		}
+	}
+	for _, oid := range idObjects(t, p) {
+		if !slices.Contains(images, strings.TrimPrefix(oid, "rbd_id.")) {
+			leaked = append(leaked, "stray "+oid)
+		}
+	}
+	if len(leaked) > 0 {
+		t.Logf("leaked: %v", leaked)
+	}
+	return len(leaked)
+}
+
+// idObjects lists the pool's rbd_id.<prefix>* objects with librados, a path
+// that shares nothing with the driver's.
+func idObjects(t *testing.T, p *harness.Pool) []string {
+	t.Helper()
+	conn, err := rados.NewConnWithUser(p.Env.Admin.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"mon_host": strings.Join(p.Env.Monitors, ","), "key": p.Env.Admin.Key, "keyring": "", "client_mount_timeout": "20"} {
+		if err := conn.SetConfigOption(k, v); err != nil {
+			t.Fatalf("set %s: %v", k, err)
+		}
+	}
+	if err := conn.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Shutdown()
+	io, err := conn.OpenIOContext(p.Env.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer io.Destroy()
+	var oids []string
+	err = io.ListObjects(func(oid string) {
+		if strings.HasPrefix(oid, "rbd_id."+p.Prefix) {
+			oids = append(oids, oid)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oids
+}
+
+// randN is a uniform random number in [0, n).
+func randN(n int) int {
+	v, _ := rand.Int(rand.Reader, big.NewInt(int64(n)))
+	return int(v.Int64())
+}
+
+// mountCap is a single-writer mount capability with fsType fs.
+func mountCap(fs string) *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fs}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+	}
+}

@@ -1,0 +1,142 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rbd-csi/rbd-csi/e2e/harness"
+)
+
+// TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity runs one volume
+// through its whole life, plus calls with a key the cluster rejects, with
+// the driver at -v=10, and then searches the driver's log for both keys, in
+// their base64 form and as the hex of their bytes. It is not part of the
+// fault-injection suite: it runs under `make test` as well.
+func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
+	p := harness.NewPool(t, clusterID)
+	d := harness.Start(t, p.Dir, []string{
+		"--mode=all", "--nodeid=secrets-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=secrets",
+		"--mapper=fuse", "--state-dir=" + filepath.Join(p.Dir, "state"), "-v=10",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	wrong := randomCephxKey(t)
+
+	logged := []string{"CreateVolume", "ControllerExpandVolume", "DeleteVolume"}
+	if os.Geteuid() == 0 {
+		nodeFlow(ctx, t, p, d, wrong)
+		logged = append(logged, "NodeStageVolume", "NodePublishVolume", "NodeGetVolumeStats", "NodeUnpublishVolume", "NodeUnstageVolume")
+	} else {
+		t.Log("node calls skipped: they mount filesystems and attach loop devices, run as root; the controller calls still run")
+	}
+	controllerFlow(ctx, t, p, d, wrong)
+
+	log, err := os.ReadFile(d.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The flow must have been logged in full, requests included (only
+	// logged at -v=5 and above), or the search below would prove nothing.
+	for _, method := range logged {
+		if !strings.Contains(string(log), `"RPC request" id=`) || !strings.Contains(string(log), method+`" request=`) {
+			t.Fatalf("no %s request in the driver log: the flow did not run at high verbosity", method)
+		}
+	}
+	t.Logf("searched %d log lines of %d RPCs for the keys", strings.Count(string(log), "\n"), strings.Count(string(log), `"RPC request"`))
+	found, err := d.LogHolds(keyForms(t, p.Env.Admin.Key, wrong)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 0 {
+		// Never print a key, not even in a failure.
+		t.Fatalf("the driver log (%s) holds %d forms of the test keys", d.Log, len(found))
+	}
+}
+
+// controllerFlow creates, expands and deletes a volume, and creates one
+// with the rejected key.
+func controllerFlow(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, wrong string) {
+	t.Helper()
+	resp, err := d.Controller().CreateVolume(ctx, p.CreateReq("pvc-secrets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.Volume.VolumeId
+	if _, err := d.Controller().ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
+		VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 << 30}, Secrets: p.Secrets(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(id)); err != nil {
+		t.Fatal(err)
+	}
+	bad := p.CreateReq("pvc-secrets-rejected")
+	bad.Secrets = map[string]string{"userID": p.Env.Admin.User, "userKey": wrong}
+	if _, err := d.Controller().CreateVolume(ctx, bad); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("create with a rejected key: %v, want Unauthenticated", err)
+	}
+}
+
+// nodeFlow stages, publishes, writes, reads stats, unpublishes and unstages
+// a volume, and tries a stage with the rejected key.
+func nodeFlow(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, wrong string) {
+	t.Helper()
+	v := setUpVolume(ctx, t, p, d, 0)
+	if _, err := d.Node().NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: v.vol.VolumeId, VolumePath: v.target}); err != nil {
+		t.Fatal(err)
+	}
+	if n := tearDown(ctx, d, []*nodeVolume{v}); n != 0 {
+		t.Fatalf("%d unpublish/unstage calls failed", n)
+	}
+	bad := v.stageReq(p)
+	bad.Secrets = map[string]string{"userID": p.Env.Admin.User, "userKey": wrong}
+	if _, err := d.Node().NodeStageVolume(ctx, bad); err == nil {
+		t.Fatal("stage with a rejected key succeeded")
+	}
+	if left := harness.Leftovers(filepath.Dir(v.staging)); len(left) != 0 {
+		t.Fatalf("the rejected stage left %v", left)
+	}
+	if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(v.vol.VolumeId)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// randomCephxKey is a well-formed cephx key (type, creation time, length,
+// 16 secret bytes) that no cluster knows.
+func randomCephxKey(t *testing.T) string {
+	t.Helper()
+	blob := make([]byte, 28)
+	blob[0] = 1
+	blob[10] = 16
+	if _, err := rand.Read(blob[12:]); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(blob)
+}
+
+// keyForms are the ways a key could show in a log: as given, and as the hex
+// of its decoded bytes and of its 16 secret bytes.
+func keyForms(t *testing.T, keys ...string) []string {
+	t.Helper()
+	var forms []string
+	for _, k := range keys {
+		forms = append(forms, k)
+		raw, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(raw) < 28 {
+			t.Fatalf("a test key is not a cephx key (%d bytes)", len(raw))
+		}
+		forms = append(forms, hex.EncodeToString(raw), hex.EncodeToString(raw[12:28]))
+	}
+	return forms
+}

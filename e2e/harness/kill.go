@@ -1,0 +1,47 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"math/big"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// WithRandomKill wraps a call so that, with even odds, the driver is
+// SIGKILLed at a random moment of the call's first window: inside the RPC,
+// between two Ceph operations, or before the reply is sent. kills counts the
+// SIGKILLs sent.
+func (d *Driver) WithRandomKill(window time.Duration, kills *atomic.Int32, fn func(context.Context) error) func(context.Context) error {
+	return func(c context.Context) error {
+		if coin, _ := rand.Int(rand.Reader, big.NewInt(2)); coin.Int64() == 1 {
+			delay, _ := rand.Int(rand.Reader, big.NewInt(int64(window)))
+			timer := time.AfterFunc(time.Duration(delay.Int64()), func() {
+				if d.Alive() {
+					kills.Add(1)
+					d.Kill()
+				}
+			})
+			defer timer.Stop()
+		}
+		return fn(c)
+	}
+}
+
+// LogHolds returns those of needles that appear in the driver's log, for
+// "secrets never reach the log" checks (empty needles are ignored).
+func (d *Driver) LogHolds(needles ...string) ([]string, error) {
+	data, err := os.ReadFile(d.Log)
+	if err != nil {
+		return nil, err
+	}
+	var found []string
+	for _, n := range needles {
+		if n != "" && bytes.Contains(data, []byte(n)) {
+			found = append(found, n)
+		}
+	}
+	return found, nil
+}

@@ -1,0 +1,87 @@
+package librbd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/ceph/go-ceph/rados"
+	"github.com/ceph/go-ceph/rbd"
+	"k8s.io/klog/v2"
+)
+
+// librbd moves an image to the trash in steps (pacific's Trash::move):
+// add a trash entry in state MOVING, remove the rbd_id.<name> object,
+// remove the name from rbd_directory, then set the entry to NORMAL. A
+// process killed in between leaves an entry that every later removal
+// refuses (EUCLEAN, "image not fully moved to trash"), a name listed in
+// the directory that no longer opens, and a ceph-mgr purge task that
+// retries forever. finishTrashMove completes those steps for the entry;
+// each one is idempotent, so it is safe on an entry that is fine.
+func finishTrashMove(io *rados.IOContext, name, id string) error {
+	if cur, err := readImageID(io, name); err == nil && cur == id {
+		if err := io.Delete(idObject(name)); err != nil && !isErrno(err, syscall.ENOENT) {
+			return fmt.Errorf("remove %s: %w", idObject(name), err)
+		}
+	}
+	if err := clsExec(io, "rbd_directory", "dir_remove_image", encodeStrings(name, id)); err != nil && !isErrno(err, syscall.ENOENT) {
+		return fmt.Errorf("remove %s from rbd_directory: %w", name, err)
+	}
+	// ESTALE: the entry is not MOVING (already NORMAL, or being removed).
+	err := clsExec(io, "rbd_trash", "trash_state_set", append(encodeStrings(id), trashStateNormal, trashStateMoving))
+	if err != nil && !isErrno(err, syscall.ESTALE) && !isErrno(err, syscall.ENOENT) {
+		return fmt.Errorf("mark trash entry %s of %s as fully moved: %w", id, name, err)
+	}
+	return nil
+}
+
+// finishTrashMovesOf repairs every trash entry named name: an image whose
+// rbd_id object is gone may have been caught half way into the trash.
+func finishTrashMovesOf(io *rados.IOContext, name string) error {
+	entries, err := rbd.GetTrashList(io)
+	if err != nil {
+		return fmt.Errorf("list trash: %w", err)
+	}
+	for _, e := range entries {
+		if e.Name != name {
+			continue
+		}
+		if err := finishTrashMove(io, name, e.Id); err != nil {
+			return err
+		}
+		klog.V(2).InfoS("Checked trash entry left by an interrupted move", "image", name, "id", e.Id)
+	}
+	return nil
+}
+
+// cls_rbd's TrashImageState values, encoded as one byte.
+const (
+	trashStateNormal byte = 0
+	trashStateMoving byte = 1
+)
+
+func idObject(name string) string { return "rbd_id." + name }
+
+// clsExec runs one cls method as a write operation on oid.
+func clsExec(io *rados.IOContext, oid, method string, in []byte) error {
+	op := rados.CreateWriteOp()
+	defer op.Release()
+	op.Exec("rbd", method, in)
+	return op.Operate(io, oid, rados.OperationNoFlag)
+}
+
+// encodeStrings encodes strings the way Ceph's encode(std::string) does:
+// a little-endian u32 length, then the bytes.
+func encodeStrings(ss ...string) []byte {
+	var out []byte
+	for _, s := range ss {
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(s)))
+		out = append(out, s...)
+	}
+	return out
+}
+
+func isErrno(err error, e syscall.Errno) bool {
+	return err != nil && (syscall.Errno(errno(err)) == e || errors.Is(err, e))
+}

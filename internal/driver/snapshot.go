@@ -1,0 +1,449 @@
+package driver
+
+// CSI snapshots, in RBD terms (README "Snapshots and clones"):
+//
+//   - A CSI snapshot of volume S is its own image I ("csi-snap-<hash of the
+//     snapshot name>"): a format-2 clone of a short-lived RBD snapshot
+//     S@csi-tmp-<hash>, holding one RBD snapshot I@csi-snap that restores
+//     clone from. The temporary snapshot is removed at once (clone v2 keeps
+//     it in the snapshot trash namespace while I reads through it), so S
+//     carries no user snapshot and the CSI snapshot has a life of its own:
+//     deleting S, or restoring I while S is in use, needs no coordination.
+//   - The snapshot ID is 1/<cluster>/<pool id>/<I>@csi-snap; the name of I
+//     is derived from the CO's snapshot name, which makes CreateSnapshot
+//     idempotent and crash safe without a journal, as for volumes.
+//   - Nothing that something reads through is ever removed: a deleted
+//     volume or snapshot goes to the RBD trash, and the trash purge (mgr task,
+//     retried by the mgr; or the driver's) succeeds only once librbd says no
+//     clone depends on it any more.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/failpoint"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
+// snapName is the RBD snapshot on a snapshot image that restores clone from.
+const snapName = "csi-snap"
+
+// kindSnapshot marks the owner record of a snapshot image.
+const kindSnapshot = "snapshot"
+
+// snapOwner is the owner record (image-meta rbd-csi.owner) of a snapshot
+// image. Source and Created are what the CSI Snapshot reports, kept on the
+// image because the source may be gone when the snapshot is listed.
+type snapOwner struct {
+	Kind              string `json:"kind"`
+	Name              string `json:"name"`
+	Instance          string `json:"instance,omitempty"`
+	Source            string `json:"source"`
+	Created           string `json:"created"` // RFC 3339, when the temporary snapshot was taken
+	SnapshotName      string `json:"volumeSnapshotName,omitempty"`
+	SnapshotNamespace string `json:"volumeSnapshotNamespace,omitempty"`
+	ContentName       string `json:"volumeSnapshotContentName,omitempty"`
+}
+
+// snapPlan is everything CreateSnapshot decided before touching Ceph.
+type snapPlan struct {
+	name     string
+	sourceID string
+	source   ceph.ImageRef
+	target   ceph.ImageRef // the snapshot image
+	creds    ceph.Credentials
+	params   params.Snapshot
+}
+
+// CreateSnapshot implements csi.ControllerServer.
+func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
+	if req.GetName() == "" {
+		return nil, invalid("name is required")
+	}
+	if req.GetSourceVolumeId() == "" {
+		return nil, invalid("source_volume_id is required")
+	}
+	p, err := params.ParseSnapshot(req.GetParameters())
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	unlock, err := d.locks.lock(ctx, "snapshot/"+req.GetName())
+	if err != nil {
+		return nil, lockStatus(err, "snapshot "+req.GetName())
+	}
+	defer unlock()
+	plan, poolID, err := d.planSnapshot(ctx, req, p, creds)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := d.ensureSnapshot(ctx, plan, poolID)
+	if err != nil {
+		return nil, err
+	}
+	failpoint.Crash("snapshot-before-reply")
+	return &csi.CreateSnapshotResponse{Snapshot: snap}, nil
+}
+
+// planSnapshot resolves the source volume and the snapshot image's place.
+func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, creds ceph.Credentials) (snapPlan, int64, error) {
+	srcID, err := volid.Decode(req.GetSourceVolumeId())
+	if err != nil || srcID.IsSnapshot() {
+		return snapPlan{}, 0, status.Errorf(codes.NotFound, "source volume %q does not exist: not a volume ID of this driver", req.GetSourceVolumeId())
+	}
+	if p.ClusterID != "" && p.ClusterID != srcID.ClusterID {
+		return snapPlan{}, 0, invalid("parameter clusterID %q: the source volume is in cluster %q, and a snapshot lives in its volume's cluster", p.ClusterID, srcID.ClusterID)
+	}
+	src, err := d.imageRef(ctx, srcID, creds)
+	if errors.Is(err, errPoolGone) {
+		return snapPlan{}, 0, status.Errorf(codes.NotFound, "source volume %q: its pool no longer exists", req.GetSourceVolumeId())
+	}
+	if err != nil {
+		return snapPlan{}, 0, err
+	}
+	pool := src.Pool
+	if p.Pool != "" {
+		pool = p.Pool
+	}
+	poolID, err := d.opts.Backend.PoolID(ctx, creds, src.Cluster, pool)
+	if err != nil {
+		return snapPlan{}, 0, poolStatus(err, pool)
+	}
+	target := ceph.ImageRef{Cluster: src.Cluster, Pool: pool, Name: params.SnapshotImageName(d.opts.InstanceID, req.GetName())}
+	d.known.remember(src.Cluster, pool, creds)
+	return snapPlan{name: req.GetName(), sourceID: req.GetSourceVolumeId(), source: src, target: target, creds: creds, params: p}, poolID, nil
+}
+
+// ensureSnapshot makes the snapshot image, or finishes what an earlier
+// attempt started. Every step is idempotent and ordered so that a crash
+// between any two leaves a state this function completes:
+//
+//  1. S@tmp       temporary snapshot of the source (kept if it exists)
+//  2. clone I     of S@tmp, with the owner record (a clone without a record
+//     of its own never completed: it is removed and made again)
+//  3. I@csi-snap  the snapshot restores read from
+//  4. rm S@tmp    moved to the snapshot trash namespace while I needs it
+func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64) (*csi.Snapshot, error) {
+	own, err := d.existingSnapshot(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	if own == nil {
+		if own, err = d.cloneForSnapshot(ctx, plan); err != nil {
+			return nil, err
+		}
+	}
+	failpoint.Crash("snapshot-after-clone")
+	snap, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.target, snapName)
+	if err != nil {
+		return nil, cephStatus(err, "snapshot "+plan.target.String())
+	}
+	failpoint.Crash("snapshot-before-source-cleanup")
+	if err := d.removeTempSnap(ctx, plan.creds, plan.source, plan.target.Name); err != nil {
+		return nil, err
+	}
+	ready, err := d.withinBound(ctx, plan.creds, plan.target, snap.Depth)
+	if err != nil {
+		return nil, err
+	}
+	id, err := volid.ID{ClusterID: plan.target.Cluster.ID, Monitors: plan.target.Cluster.Monitors, PoolID: poolID}.ForSnapshot(plan.target.Name, snapName).Encode()
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	return csiSnapshot(id, own, snap.Size, ready), nil
+}
+
+// existingSnapshot inspects the snapshot image an earlier attempt may have
+// made. It returns its owner record, or nil when there is none to adopt:
+// nothing there (opening a missing image fails on its first read, so the
+// fresh path pays one round trip here), or a clone cut short, which it
+// removes.
+func (d *Driver) existingSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
+	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.target)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, cephStatus(err, "inspect snapshot image "+plan.target.String())
+	}
+	raw := info.Metadata[metaOwner]
+	var own snapOwner
+	ours := json.Unmarshal([]byte(raw), &own) == nil && own.Kind == kindSnapshot && own.Name == plan.name
+	if unfinishedClone(info, ours, plan.source) {
+		return nil, d.removePartial(ctx, plan.creds, plan.target)
+	}
+	if !ours {
+		return nil, status.Errorf(codes.AlreadyExists, "snapshot image %s belongs to another request (owner record %q)", plan.target, raw)
+	}
+	if own.Source != plan.sourceID {
+		return nil, status.Errorf(codes.AlreadyExists, "snapshot %q exists with source volume %q, not %q", plan.name, own.Source, plan.sourceID)
+	}
+	return &own, nil
+}
+
+// unfinishedClone reports whether an image under a name this driver derives
+// is a clone that librbd made but the driver never finished: it has no
+// owner record of its own yet. librbd copies the parent's image-meta into a
+// clone, so a record naming someone else, on an image whose parent is the
+// very image the driver clones from, is the parent's record. (The parent
+// snapshot is not compared: a temporary one may already have moved to the
+// snapshot trash namespace under another name.)
+func unfinishedClone(info ceph.ImageInfo, ours bool, parent ceph.ImageRef) bool {
+	if ours {
+		return false
+	}
+	if _, ok := info.Metadata[metaOwner]; !ok {
+		return true
+	}
+	p := info.Parent
+	return p != nil && p.Pool == parent.Pool && p.Image == parent.Name
+}
+
+// abandonTempSnap removes the temporary snapshot of a source after a clone
+// from it failed, so that a snapshot or clone the CO gives up on leaves no
+// snapshot behind on the volume (which would keep its trash purge from ever
+// succeeding). Best effort, with its own bound: the RPC's deadline may be
+// what failed; a retry takes the snapshot again.
+func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scheduleTimeout)
+	defer cancel()
+	if err := d.removeTempSnap(cctx, creds, source, target); err != nil {
+		klog.InfoS("Could not remove the temporary snapshot of a failed clone; the next attempt will", "image", source, "error", err)
+	}
+}
+
+// removePartial removes what an interrupted clone left under ref's name:
+// the CO never got an ID for it, so nobody can be using it. (Two
+// controllers working on one name at once could race here; the sidecars'
+// leader election keeps one active.)
+func (d *Driver) removePartial(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+	err := d.opts.Backend.RemovePartialImage(ctx, creds, ref)
+	if err == nil {
+		klog.InfoS("Removed an image whose clone never completed", "image", ref)
+		return nil
+	}
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil
+	}
+	return cephStatus(err, "remove unfinished clone "+ref.String())
+}
+
+// cloneForSnapshot takes the temporary snapshot of the source and clones
+// the snapshot image from it, with its owner record.
+func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
+	tmp := params.TempSnapName(plan.target.Name)
+	taken, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.source, tmp)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "source volume %q does not exist (image %s)", plan.sourceID, plan.source)
+	}
+	if err != nil {
+		return nil, cephStatus(err, "snapshot source volume "+plan.source.String())
+	}
+	failpoint.Crash("snapshot-after-source-snap")
+	own := &snapOwner{
+		Kind: kindSnapshot, Name: plan.name, Instance: d.opts.InstanceID, Source: plan.sourceID,
+		Created:      taken.Created.UTC().Format(time.RFC3339Nano),
+		SnapshotName: plan.params.Claim.Name, SnapshotNamespace: plan.params.Claim.Namespace, ContentName: plan.params.Claim.ContentName,
+	}
+	raw, err := json.Marshal(own)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode owner record: %v", err)
+	}
+	// deep-flatten lets a flatten (clone depth bound) detach I@csi-snap too,
+	// not only I's head; snapshot images are never mapped, so no kernel
+	// needs to support it.
+	spec := ceph.CloneSpec{Features: ceph.FeatureLayering | ceph.FeatureDeepFlatten, Metadata: map[string]string{metaOwner: string(raw)}}
+	err = d.opts.Backend.CloneImage(ctx, plan.creds, plan.source, tmp, plan.target, spec)
+	if errors.Is(err, ceph.ErrExists) {
+		// The name is taken by pieces of a clone that could not be opened:
+		// librbd was interrupted between writing the name and the header.
+		if err := d.removePartial(ctx, plan.creds, plan.target); err != nil {
+			return nil, err
+		}
+		err = d.opts.Backend.CloneImage(ctx, plan.creds, plan.source, tmp, plan.target, spec)
+	}
+	if err != nil {
+		d.abandonTempSnap(ctx, plan.creds, plan.source, plan.target.Name)
+	}
+	if errors.Is(err, ceph.ErrNoSpace) {
+		return nil, status.Errorf(codes.ResourceExhausted, "clone snapshot image %s: pool %q is full or over quota: %v", plan.target, plan.target.Pool, err)
+	}
+	if err != nil {
+		return nil, cephStatus(err, "clone snapshot image "+plan.target.String())
+	}
+	return own, nil
+}
+
+// removeTempSnap removes the temporary snapshot a snapshot or clone took of
+// its source; one already gone (or a source already deleted) is success.
+func (d *Driver) removeTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) error {
+	err := d.opts.Backend.RemoveSnap(ctx, creds, source, params.TempSnapName(target))
+	if err == nil || errors.Is(err, ceph.ErrNotFound) {
+		return nil
+	}
+	return cephStatus(err, "remove temporary snapshot of "+source.String())
+}
+
+func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapshot {
+	s := &csi.Snapshot{SnapshotId: id, SourceVolumeId: own.Source, SizeBytes: int64(size), ReadyToUse: ready}
+	if t, err := time.Parse(time.RFC3339Nano, own.Created); err == nil {
+		s.CreationTime = timestamppb.New(t)
+	}
+	return s
+}
+
+// DeleteSnapshot implements csi.ControllerServer. The snapshot's RBD
+// snapshot is removed (clone v2 keeps it in the snapshot trash namespace
+// while restored volumes read through it) and the image goes to the trash,
+// purged once nothing reads through it any more.
+func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
+	if req.GetSnapshotId() == "" {
+		return nil, invalid("snapshot_id is required")
+	}
+	id, image, ok := decodeSnapshotID(req.GetSnapshotId())
+	if !ok {
+		klog.InfoS("DeleteSnapshot of a foreign snapshot ID: nothing to do", "snapshot", req.GetSnapshotId())
+		return &csi.DeleteSnapshotResponse{}, nil
+	}
+	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
+	unlock, err := d.locks.lock(ctx, "snapshot-id/"+req.GetSnapshotId())
+	if err != nil {
+		return nil, lockStatus(err, "snapshot "+req.GetSnapshotId())
+	}
+	defer unlock()
+	ref, err := d.imageRef(ctx, id, creds)
+	if errors.Is(err, errPoolGone) {
+		return &csi.DeleteSnapshotResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ref.Name = image
+	d.known.remember(ref.Cluster, ref.Pool, creds)
+	err = d.opts.Backend.RemoveSnap(ctx, creds, ref, snapName)
+	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
+		return nil, cephStatus(err, "remove snapshot "+ref.String()+"@"+snapName)
+	}
+	failpoint.Crash("delete-snapshot-before-trash")
+	if err := d.trashAndPurge(ctx, creds, ref); err != nil {
+		return nil, err
+	}
+	return &csi.DeleteSnapshotResponse{}, nil
+}
+
+// decodeSnapshotID accepts only IDs this driver hands out for snapshots:
+// image@csi-snap with a snapshot image name, so that no ID can make
+// DeleteSnapshot touch a volume.
+func decodeSnapshotID(s string) (volid.ID, string, bool) {
+	id, err := volid.Decode(s)
+	if err != nil {
+		return volid.ID{}, "", false
+	}
+	image, snap, ok := id.SplitSnapshot()
+	if !ok || snap != snapName || !params.IsSnapshotImage(image) {
+		return volid.ID{}, "", false
+	}
+	return id, image, true
+}
+
+// GetSnapshot implements csi.ControllerServer.
+func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+	if req.GetSnapshotId() == "" {
+		return nil, invalid("snapshot_id is required")
+	}
+	snap, err := d.lookupSnapshot(ctx, req.GetSnapshotId(), req.GetSecrets())
+	if err != nil {
+		return nil, err
+	}
+	if snap == nil {
+		return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist", req.GetSnapshotId())
+	}
+	return &csi.GetSnapshotResponse{Snapshot: snap}, nil
+}
+
+// lookupSnapshot reads one snapshot by ID; nil, nil when there is none.
+func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets map[string]string) (*csi.Snapshot, error) {
+	id, image, ok := decodeSnapshotID(snapshotID)
+	if !ok {
+		return nil, nil
+	}
+	cl, err := d.clusterForID(id)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := d.snapshotCreds(secrets, cl, id.PoolID)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := d.imageRef(ctx, id, creds)
+	if errors.Is(err, errPoolGone) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ref.Name = image
+	return d.statSnapshot(ctx, creds, ref, snapshotID)
+}
+
+// statSnapshot builds the CSI view of a snapshot image; nil, nil when it
+// is gone or is no complete snapshot.
+func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, snapshotID string) (*csi.Snapshot, error) {
+	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, cephStatus(err, "inspect snapshot image "+ref.String())
+	}
+	var own snapOwner
+	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil || own.Kind != kindSnapshot {
+		return nil, nil
+	}
+	snap, err := d.opts.Backend.StatSnap(ctx, creds, ref, snapName)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil, nil // CreateSnapshot has not finished (or DeleteSnapshot has begun)
+	}
+	if err != nil {
+		return nil, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
+	}
+	ready, err := d.withinBound(ctx, creds, ref, snap.Depth)
+	if err != nil {
+		return nil, err
+	}
+	return csiSnapshot(snapshotID, &own, snap.Size, ready), nil
+}
+
+// snapshotCreds picks the request's secrets, else those the controller
+// knows for the pool (ListSnapshots and GetSnapshot may carry none).
+func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster, poolID int64) (ceph.Credentials, error) {
+	if len(secrets) > 0 {
+		creds, err := params.Credentials(secrets, params.DefaultUser)
+		if err != nil {
+			return ceph.Credentials{}, invalid("%v", err)
+		}
+		return creds, nil
+	}
+	for _, a := range d.known.list() {
+		if a.cluster.Key() == cl.Key() {
+			return a.creds, nil
+		}
+	}
+	return d.credsFor(cl, "")
+}

@@ -1,0 +1,267 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/failpoint"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
+// cloneSource is what a new volume is cloned from: a snapshot image's
+// snapshot (restore), or a temporary snapshot of a volume (clone).
+type cloneSource struct {
+	id     string        // the CSI snapshot or volume ID, kept in the owner record
+	parent ceph.ImageRef // image cloned from
+	snap   string        // its snapshot cloned from
+	size   uint64
+	depth  int  // ancestors of parent at snap: the clone has one more
+	volume bool // a volume: snap is temporary and must go once cloned
+}
+
+// cloneOwner is the owner record of a volume made from a content source:
+// the volume record plus the source, which tells a retry with another
+// source (AlreadyExists) from a retry of this one.
+type cloneOwner struct {
+	owner
+	Kind   string `json:"kind,omitempty"` // "" for volumes; "snapshot" in an inherited snapshot record
+	Source string `json:"source"`
+}
+
+// ensureClone is CreateVolume with a volume content source. Its steps, each
+// idempotent, in the order that lets a retry finish after a crash anywhere:
+//
+//  1. S@tmp   (clones of volumes) temporary snapshot of the source volume
+//  2. clone   the volume, with its owner record (a name without one is an
+//     interrupted clone: removed and made again)
+//  3. resize  to the requested size, when larger than the source
+//  4. rm tmp  (clones of volumes) moved to the snapshot trash namespace
+//  5. depth   over the bound: flatten, and answer Aborted until it is done
+func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource) (uint64, error) {
+	src, err := d.resolveCloneSource(ctx, plan, cs)
+	if err != nil {
+		return 0, err
+	}
+	size, err := cloneSize(plan, src.size)
+	if err != nil {
+		return 0, err
+	}
+	info, err := d.existingClone(ctx, name, plan, src)
+	if err != nil {
+		return 0, err
+	}
+	cur, depth := src.size, src.depth+1
+	if info == nil {
+		if err := d.makeClone(ctx, name, plan, src); err != nil {
+			return 0, err
+		}
+	} else {
+		cur, depth = info.Size, -1 // measured again below: it may have been flattened
+	}
+	failpoint.Crash("clone-before-resize")
+	if cur < size {
+		if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, size); err != nil {
+			return 0, cephStatus(err, "grow clone "+plan.ref.String())
+		}
+		cur = size
+	}
+	if src.volume {
+		if err := d.removeTempSnap(ctx, plan.creds, src.parent, plan.ref.Name); err != nil {
+			return 0, err
+		}
+	}
+	return cur, d.cloneReady(ctx, plan, info, depth)
+}
+
+// cloneReady answers Aborted while the new volume is flattened: the
+// provisioner retries Aborted (an operation on the volume is in progress,
+// in the CSI spec's words) and keeps the volume's creation pending, so the
+// claim binds once the chain is short again. ResourceExhausted would read
+// as "out of capacity" and Unavailable as "plugin unreachable". depth < 0
+// means unknown: info (an existing image) is inspected.
+func (d *Driver) cloneReady(ctx context.Context, plan createPlan, info *ceph.ImageInfo, depth int) error {
+	var ready bool
+	var err error
+	if depth < 0 {
+		ready, err = d.settleDepth(ctx, plan.creds, plan.ref, info)
+	} else {
+		ready, err = d.withinBound(ctx, plan.creds, plan.ref, depth)
+	}
+	if err != nil {
+		return err
+	}
+	if !ready {
+		return status.Errorf(codes.Aborted, "volume image %s is being flattened because its clone chain is deeper than %d; retry later (progress: ceph rbd task list)", plan.ref, d.maxCloneDepth())
+	}
+	return nil
+}
+
+// resolveCloneSource checks the content source and returns what to clone.
+// A source that does not exist is NotFound, as the CSI spec asks.
+func (d *Driver) resolveCloneSource(ctx context.Context, plan createPlan, cs *csi.VolumeContentSource) (cloneSource, error) {
+	switch {
+	case cs.GetSnapshot() != nil:
+		return d.snapshotSource(ctx, plan, cs.GetSnapshot().GetSnapshotId())
+	case cs.GetVolume() != nil:
+		return d.volumeSource(ctx, plan, cs.GetVolume().GetVolumeId())
+	}
+	return cloneSource{}, invalid("volume_content_source needs a snapshot or a volume")
+}
+
+func (d *Driver) snapshotSource(ctx context.Context, plan createPlan, snapshotID string) (cloneSource, error) {
+	id, image, ok := decodeSnapshotID(snapshotID)
+	if !ok {
+		return cloneSource{}, status.Errorf(codes.NotFound, "snapshot %q does not exist: not a snapshot ID of this driver", snapshotID)
+	}
+	ref, err := d.sourceRef(ctx, plan, id, "snapshot", snapshotID)
+	if err != nil {
+		return cloneSource{}, err
+	}
+	ref.Name = image
+	snap, err := d.opts.Backend.StatSnap(ctx, plan.creds, ref, snapName)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return cloneSource{}, status.Errorf(codes.NotFound, "snapshot %q does not exist", snapshotID)
+	}
+	if err != nil {
+		return cloneSource{}, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
+	}
+	ready, err := d.withinBound(ctx, plan.creds, ref, snap.Depth)
+	if err != nil {
+		return cloneSource{}, err
+	}
+	if !ready {
+		return cloneSource{}, status.Errorf(codes.Aborted, "snapshot %q is not ready: its image %s is being flattened; retry later", snapshotID, ref)
+	}
+	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth}, nil
+}
+
+func (d *Driver) volumeSource(ctx context.Context, plan createPlan, volumeID string) (cloneSource, error) {
+	id, err := volid.Decode(volumeID)
+	if err != nil || id.IsSnapshot() {
+		return cloneSource{}, status.Errorf(codes.NotFound, "source volume %q does not exist: not a volume ID of this driver", volumeID)
+	}
+	ref, err := d.sourceRef(ctx, plan, id, "source volume", volumeID)
+	if err != nil {
+		return cloneSource{}, err
+	}
+	info, err := d.opts.Backend.StatImage(ctx, plan.creds, ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return cloneSource{}, status.Errorf(codes.NotFound, "source volume %q does not exist", volumeID)
+	}
+	if err != nil {
+		return cloneSource{}, cephStatus(err, "inspect source volume "+ref.String())
+	}
+	depth := 0
+	if info.Parent != nil {
+		if depth, err = d.opts.Backend.CloneDepth(ctx, plan.creds, ref); err != nil {
+			return cloneSource{}, cephStatus(err, "measure clone depth of "+ref.String())
+		}
+	}
+	return cloneSource{id: volumeID, parent: ref, snap: params.TempSnapName(plan.ref.Name), size: info.Size, depth: depth, volume: true}, nil
+}
+
+// sourceRef resolves a source ID, which must be in the new volume's cluster:
+// RBD clones do not cross clusters.
+func (d *Driver) sourceRef(ctx context.Context, plan createPlan, id volid.ID, what, raw string) (ceph.ImageRef, error) {
+	cl, err := d.clusterForID(id)
+	if err != nil {
+		return ceph.ImageRef{}, err
+	}
+	if cl.Key() != plan.ref.Cluster.Key() {
+		return ceph.ImageRef{}, invalid("%s %q is in another Ceph cluster than the StorageClass names: clones stay in their cluster", what, raw)
+	}
+	ref, err := d.imageRef(ctx, id, plan.creds)
+	if errors.Is(err, errPoolGone) {
+		return ceph.ImageRef{}, status.Errorf(codes.NotFound, "%s %q: its pool no longer exists", what, raw)
+	}
+	return ref, err
+}
+
+// cloneSize is the size to give the clone: the source's when the request
+// gives none, never less than the source's (RBD cannot shrink a clone below
+// its parent's data without losing it).
+func cloneSize(plan createPlan, source uint64) (uint64, error) {
+	if !plan.sizeGiven {
+		if plan.limit > 0 && source > plan.limit {
+			return 0, status.Errorf(codes.OutOfRange, "the source is %d bytes, above limit_bytes %d", source, plan.limit)
+		}
+		return source, nil
+	}
+	if plan.size < source {
+		if plan.limit == 0 || source <= plan.limit {
+			return source, nil
+		}
+		return 0, status.Errorf(codes.OutOfRange, "required_bytes %d is smaller than the source's %d bytes: a volume made from a source is at least as large", plan.size, source)
+	}
+	return plan.size, nil
+}
+
+// existingClone inspects what an earlier attempt left under the volume's
+// name: nil when there is nothing to adopt.
+func (d *Driver) existingClone(ctx context.Context, name string, plan createPlan, src cloneSource) (*ceph.ImageInfo, error) {
+	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, cephStatus(err, "inspect existing image "+plan.ref.String())
+	}
+	raw := info.Metadata[metaOwner]
+	var own cloneOwner
+	ours := json.Unmarshal([]byte(raw), &own) == nil && own.Kind == "" && own.Name == name
+	if unfinishedClone(info, ours, src.parent) {
+		return nil, d.removePartial(ctx, plan.creds, plan.ref)
+	}
+	if ours && own.Source != src.id {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %q exists with another content source (%q), not %q", name, own.Source, src.id)
+	}
+	check := plan
+	check.size = 0 // a clone smaller than asked is grown by the caller
+	if info.Features&ceph.FeatureLayering != 0 {
+		check.params.Features |= ceph.FeatureLayering // every clone has it (CloneImage)
+	}
+	if err := compatible(info, name, check); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// makeClone takes the temporary snapshot (volume sources) and clones.
+func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource) error {
+	if src.volume {
+		if _, err := d.opts.Backend.CreateSnap(ctx, plan.creds, src.parent, src.snap); err != nil {
+			return cephStatus(err, "snapshot source volume "+src.parent.String())
+		}
+		failpoint.Crash("clone-after-source-snap")
+	}
+	raw, err := json.Marshal(cloneOwner{owner: owner{
+		Name: name, Instance: d.opts.InstanceID,
+		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
+	}, Source: src.id})
+	if err != nil {
+		return status.Errorf(codes.Internal, "encode owner record: %v", err)
+	}
+	spec := ceph.CloneSpec{Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(raw)}}
+	err = d.opts.Backend.CloneImage(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
+	if errors.Is(err, ceph.ErrExists) {
+		// Pieces of a clone librbd never finished, which cannot be opened.
+		if err := d.removePartial(ctx, plan.creds, plan.ref); err != nil {
+			return err
+		}
+		err = d.opts.Backend.CloneImage(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
+	}
+	if err != nil {
+		if src.volume {
+			d.abandonTempSnap(ctx, plan.creds, src.parent, plan.ref.Name)
+		}
+		return createStatus(err, plan)
+	}
+	return nil
+}

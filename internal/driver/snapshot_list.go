@@ -1,0 +1,153 @@
+package driver
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
+)
+
+// ListSnapshots implements csi.ControllerServer. By snapshot ID it reads one
+// image. Otherwise it lists the snapshot images of this installation (by
+// name: the instance tag and the snapshot prefix) in the pools the
+// controller knows, plus the source volume's pool when filtering by source,
+// and reads each candidate's owner record: the cost grows with the number
+// of snapshots in those pools. The token is a position, as for ListVolumes.
+func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, invalid("max_entries must not be negative")
+	}
+	start, err := parseToken(req.GetStartingToken())
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := d.matchingSnapshots(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if start > len(snaps) {
+		return nil, status.Errorf(codes.Aborted, "starting_token %d is past the end of the list (%d snapshots)", start, len(snaps))
+	}
+	end := len(snaps)
+	if m := int(req.GetMaxEntries()); m > 0 && start+m < end {
+		end = start + m
+	}
+	resp := &csi.ListSnapshotsResponse{}
+	for _, s := range snaps[start:end] {
+		resp.Entries = append(resp.Entries, &csi.ListSnapshotsResponse_Entry{Snapshot: s})
+	}
+	if end < len(snaps) {
+		resp.NextToken = strconv.Itoa(end)
+	}
+	return resp, nil
+}
+
+func parseToken(tok string) (int, error) {
+	if tok == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(tok)
+	if err != nil || n < 0 {
+		return 0, status.Errorf(codes.Aborted, "starting_token %q was not issued by this driver", tok)
+	}
+	return n, nil
+}
+
+func (d *Driver) matchingSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) ([]*csi.Snapshot, error) {
+	if req.GetSnapshotId() != "" {
+		s, err := d.lookupSnapshot(ctx, req.GetSnapshotId(), req.GetSecrets())
+		if err != nil || s == nil {
+			return nil, err
+		}
+		if src := req.GetSourceVolumeId(); src != "" && s.GetSourceVolumeId() != src {
+			return nil, nil
+		}
+		return []*csi.Snapshot{s}, nil
+	}
+	pools, err := d.snapshotPools(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*csi.Snapshot
+	for _, a := range pools {
+		found, err := d.snapshotsInPool(ctx, a, req.GetSourceVolumeId())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
+// snapshotPools lists the pools to search: the known ones, and the source
+// volume's pool when the request names a source.
+func (d *Driver) snapshotPools(ctx context.Context, req *csi.ListSnapshotsRequest) ([]poolAccess, error) {
+	pools := d.known.list()
+	src := req.GetSourceVolumeId()
+	if src == "" {
+		return pools, nil
+	}
+	id, err := volid.Decode(src)
+	if err != nil || id.IsSnapshot() {
+		return nil, nil // not a volume of this driver: no snapshot has it as source
+	}
+	cl, err := d.clusterForID(id)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := d.snapshotCreds(req.GetSecrets(), cl, id.PoolID)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := d.imageRef(ctx, id, creds)
+	if err != nil {
+		return pools, nil //nolint:nilerr // the source's pool is gone; its snapshots may live elsewhere
+	}
+	for _, a := range pools {
+		if a.cluster.Key() == cl.Key() && a.pool == ref.Pool {
+			return pools, nil
+		}
+	}
+	return append(pools, poolAccess{cluster: cl, pool: ref.Pool, creds: creds}), nil
+}
+
+// snapshotsInPool reads this installation's snapshots in one pool, keeping
+// those of the given source volume ("" = all).
+func (d *Driver) snapshotsInPool(ctx context.Context, a poolAccess, source string) ([]*csi.Snapshot, error) {
+	names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
+	if err != nil {
+		return nil, cephStatus(err, "list images of pool "+a.pool)
+	}
+	poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
+	if err != nil {
+		return nil, cephStatus(err, "look up pool "+a.pool)
+	}
+	var out []*csi.Snapshot
+	for _, n := range names {
+		if !params.IsSnapshotImage(n) || !params.OwnedBy(n, d.opts.InstanceID) {
+			continue
+		}
+		s, err := d.snapshotEntry(ctx, a, poolID, n)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil && (source == "" || s.GetSourceVolumeId() == source) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (d *Driver) snapshotEntry(ctx context.Context, a poolAccess, poolID int64, image string) (*csi.Snapshot, error) {
+	id, err := volid.ID{ClusterID: a.cluster.ID, Monitors: a.cluster.Monitors, PoolID: poolID}.ForSnapshot(image, snapName).Encode()
+	if err != nil {
+		return nil, nil //nolint:nilerr // a name that cannot form an ID is not one of our snapshots
+	}
+	return d.statSnapshot(ctx, a.creds, ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: image}, id)
+}

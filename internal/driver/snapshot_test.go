@@ -1,0 +1,356 @@
+package driver
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/cephfake"
+	"github.com/rbd-csi/rbd-csi/internal/params"
+)
+
+func mustCreate(t *testing.T, d *Driver, req *csi.CreateVolumeRequest) *csi.Volume {
+	t.Helper()
+	resp, err := d.CreateVolume(context.Background(), req)
+	if err != nil {
+		t.Fatalf("CreateVolume %s: %v", req.GetName(), err)
+	}
+	return resp.GetVolume()
+}
+
+func snapReq(name, source string) *csi.CreateSnapshotRequest {
+	return &csi.CreateSnapshotRequest{Name: name, SourceVolumeId: source, Secrets: secrets()}
+}
+
+func mustSnapshot(t *testing.T, d *Driver, name, source string) *csi.Snapshot {
+	t.Helper()
+	resp, err := d.CreateSnapshot(context.Background(), snapReq(name, source))
+	if err != nil {
+		t.Fatalf("CreateSnapshot %s: %v", name, err)
+	}
+	return resp.GetSnapshot()
+}
+
+func fromSnapshot(name, snapID string, size int64) *csi.CreateVolumeRequest {
+	r := createReq(name, size, nil)
+	r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapID}}}
+	return r
+}
+
+func fromVolume(name, volID string, size int64) *csi.CreateVolumeRequest {
+	r := createReq(name, size, nil)
+	r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: volID}}}
+	return r
+}
+
+func ref(name string) ceph.ImageRef {
+	return ceph.ImageRef{Cluster: ceph.Cluster{ID: clusterID, Monitors: []string{"127.0.0.1:6789"}}, Pool: testPool, Name: name}
+}
+
+func TestCreateSnapshotIsIdempotentAndLeavesNoTempSnapshot(t *testing.T) {
+	d, fake := newTestDriver(t)
+	vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	first := mustSnapshot(t, d, "snap-a", vol.VolumeId)
+	again := mustSnapshot(t, d, "snap-a", vol.VolumeId)
+	if first.SnapshotId != again.SnapshotId || !again.ReadyToUse || again.SizeBytes != 1<<30 || again.CreationTime == nil {
+		t.Fatalf("first %v, again %v", first, again)
+	}
+	if !first.CreationTime.AsTime().Equal(again.CreationTime.AsTime()) {
+		t.Errorf("creation time changed on retry: %v then %v", first.CreationTime.AsTime(), again.CreationTime.AsTime())
+	}
+	src := vol.VolumeContext["imageName"]
+	if snaps := fake.Snapshots(ref(src)); len(snaps) != 0 {
+		t.Errorf("source keeps snapshots %v", snaps)
+	}
+	if got := fake.Images(testPool); len(got) != 2 {
+		t.Errorf("images %v, want the volume and one snapshot image", got)
+	}
+}
+
+func TestCreateSnapshotRejects(t *testing.T) {
+	d, _ := newTestDriver(t)
+	vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	other := mustCreate(t, d, createReq("pvc-b", 1<<30, nil))
+	mustSnapshot(t, d, "taken", vol.VolumeId)
+	tests := []struct {
+		name string
+		req  *csi.CreateSnapshotRequest
+		code codes.Code
+		msg  string
+	}{
+		{"no name", snapReq("", vol.VolumeId), codes.InvalidArgument, "name"},
+		{"no source", snapReq("s", ""), codes.InvalidArgument, "source_volume_id"},
+		{"foreign source", snapReq("s", "not-ours"), codes.NotFound, "not-ours"},
+		{"missing source", snapReq("s", strings.Replace(vol.VolumeId, "csi-vol-", "csi-vol-0", 1)), codes.NotFound, "does not exist"},
+		{"same name other source", snapReq("taken", other.VolumeId), codes.AlreadyExists, "source volume"},
+		{"unknown parameter", &csi.CreateSnapshotRequest{Name: "s", SourceVolumeId: vol.VolumeId, Secrets: secrets(), Parameters: map[string]string{"snapshotFlavour": "x"}}, codes.InvalidArgument, "snapshotFlavour"},
+		{"other cluster", &csi.CreateSnapshotRequest{Name: "s", SourceVolumeId: vol.VolumeId, Secrets: secrets(), Parameters: map[string]string{"clusterID": "c2"}}, codes.InvalidArgument, "clusterID"},
+		{"no secrets", &csi.CreateSnapshotRequest{Name: "s", SourceVolumeId: vol.VolumeId}, codes.InvalidArgument, "userID"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := d.CreateSnapshot(context.Background(), tc.req)
+			wantCode(t, err, tc.code, tc.msg)
+		})
+	}
+}
+
+func TestCreateSnapshotFinishesInterruptedAttempts(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, fake *cephfake.Backend, src, snapImage string)
+	}{
+		{"temporary snapshot taken, no clone", func(t *testing.T, fake *cephfake.Backend, src, snapImage string) {
+			if _, err := fake.CreateSnap(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"clone without owner record", func(t *testing.T, fake *cephfake.Backend, src, snapImage string) {
+			if _, err := fake.CreateSnap(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage)); err != nil {
+				t.Fatal(err)
+			}
+			if err := fake.CloneImage(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage), ref(snapImage), ceph.CloneSpec{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+			src := vol.VolumeContext["imageName"]
+			snapImage := params.SnapshotImageName("test", "snap-a")
+			tc.setup(t, fake, src, snapImage)
+			s := mustSnapshot(t, d, "snap-a", vol.VolumeId)
+			if !s.ReadyToUse {
+				t.Errorf("not ready: %v", s)
+			}
+			if snaps := fake.Snapshots(ref(src)); len(snaps) != 0 {
+				t.Errorf("source keeps snapshots %v", snaps)
+			}
+			if got := fake.Snapshots(ref(snapImage)); len(got) != 1 || got[0] != snapName {
+				t.Errorf("snapshot image has snapshots %v, want [%s]", got, snapName)
+			}
+		})
+	}
+}
+
+func adminCreds() ceph.Credentials { return ceph.Credentials{User: "admin", Key: testKey} }
+
+func TestRestoreAndCloneTakeTheSourceSizeAndGrowOnRequest(t *testing.T) {
+	d, _ := newTestDriver(t)
+	vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	snap := mustSnapshot(t, d, "snap-a", vol.VolumeId)
+	tests := []struct {
+		name string
+		req  *csi.CreateVolumeRequest
+		size int64
+		code codes.Code
+	}{
+		{"restore, no size", fromSnapshot("r1", snap.SnapshotId, 0), 1 << 30, codes.OK},
+		{"restore, larger", fromSnapshot("r2", snap.SnapshotId, 2<<30), 2 << 30, codes.OK},
+		{"clone, no size", fromVolume("c1", vol.VolumeId, 0), 1 << 30, codes.OK},
+		{"clone, larger", fromVolume("c2", vol.VolumeId, 3<<30), 3 << 30, codes.OK},
+		{"restore, missing snapshot", fromSnapshot("r3", strings.Replace(snap.SnapshotId, "csi-snap-", "csi-snap-0", 1), 0), 0, codes.NotFound},
+		{"restore, volume ID as snapshot", fromSnapshot("r4", vol.VolumeId, 0), 0, codes.NotFound},
+		{"clone, snapshot ID as volume", fromVolume("c3", snap.SnapshotId, 0), 0, codes.NotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := d.CreateVolume(context.Background(), tc.req)
+			wantCode(t, err, tc.code)
+			if err != nil {
+				return
+			}
+			if resp.Volume.CapacityBytes != tc.size || resp.Volume.ContentSource == nil {
+				t.Errorf("capacity %d (want %d), content source %v", resp.Volume.CapacityBytes, tc.size, resp.Volume.ContentSource)
+			}
+			again, err := d.CreateVolume(context.Background(), tc.req)
+			if err != nil || again.Volume.VolumeId != resp.Volume.VolumeId {
+				t.Errorf("retry: %v, %v", again, err)
+			}
+		})
+	}
+}
+
+func TestCloneWithAnotherSourceUnderTheSameNameIsAlreadyExists(t *testing.T) {
+	d, _ := newTestDriver(t)
+	a := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	b := mustCreate(t, d, createReq("pvc-b", 1<<30, nil))
+	mustCreate(t, d, fromVolume("copy", a.VolumeId, 0))
+	_, err := d.CreateVolume(context.Background(), fromVolume("copy", b.VolumeId, 0))
+	wantCode(t, err, codes.AlreadyExists, "content source")
+}
+
+func TestDeleteSourceFirstKeepsDependentsAndReclaimsLast(t *testing.T) {
+	d, fake := newTestDriver(t)
+	fake.Mgr = false // purges run in the driver: the test sees them finish
+	d.purger.retryAfter = 10 * time.Millisecond
+	vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	snap := mustSnapshot(t, d, "snap-a", vol.VolumeId)
+	restored := mustCreate(t, d, fromSnapshot("restored", snap.SnapshotId, 0))
+	ctx := context.Background()
+	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap.SnapshotId, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	waitPurges(t, d)
+	if got := fake.Trash(testPool); len(got) != 2 {
+		t.Fatalf("trash %v: the source and the snapshot image must wait for the restored volume", got)
+	}
+	if got := fake.Images(testPool); len(got) != 1 || got[0] != restored.VolumeContext["imageName"] {
+		t.Fatalf("images %v, want only the restored volume", got)
+	}
+	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: restored.VolumeId, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	// The blocked purges are retried by the driver until they succeed.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(fake.Trash(testPool)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := fake.Trash(testPool); len(got) != 0 {
+		t.Errorf("trash %v once nothing depends on it", got)
+	}
+}
+
+func waitPurges(t *testing.T, d *Driver) {
+	t.Helper()
+	for i := 0; i < 1000 && d.purger.Pending() > 0; i++ {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestChainDeeperThanTheBoundIsFlattened(t *testing.T) {
+	d, fake := newTestDriver(t)
+	d.opts.MaxCloneDepth = 2
+	ctx := context.Background()
+	vol := mustCreate(t, d, createReq("gen-0", 1<<30, nil))
+	snap := mustSnapshot(t, d, "snap-0", vol.VolumeId) // depth 1
+	// restore: depth 2, at the bound
+	r1 := mustCreate(t, d, fromSnapshot("gen-1", snap.SnapshotId, 0))
+	// snapshot of the restore: depth 3, over the bound: flattened, not ready
+	resp, err := d.CreateSnapshot(ctx, snapReq("snap-1", r1.VolumeId))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Snapshot.ReadyToUse {
+		t.Fatal("a snapshot over the depth bound is ready before its flatten")
+	}
+	_, err = d.CreateVolume(ctx, fromSnapshot("gen-2", resp.Snapshot.SnapshotId, 0))
+	wantCode(t, err, codes.Aborted, "flattened")
+	fake.FinishFlattens()
+	resp, err = d.CreateSnapshot(ctx, snapReq("snap-1", r1.VolumeId))
+	if err != nil || !resp.Snapshot.ReadyToUse {
+		t.Fatalf("after the flatten: %v, %v", resp, err)
+	}
+	r2 := mustCreate(t, d, fromSnapshot("gen-2", resp.Snapshot.SnapshotId, 0))
+	depth, err := fake.CloneDepth(ctx, adminCreds(), ref(r2.VolumeContext["imageName"]))
+	if err != nil || depth != 1 {
+		t.Errorf("depth of the new restore = %d, %v; want 1", depth, err)
+	}
+}
+
+func TestCloneOverTheBoundIsAbortedUntilFlattened(t *testing.T) {
+	d, fake := newTestDriver(t)
+	d.opts.MaxCloneDepth = 1
+	ctx := context.Background()
+	vol := mustCreate(t, d, createReq("gen-0", 1<<30, nil))
+	c1 := mustCreate(t, d, fromVolume("gen-1", vol.VolumeId, 0)) // depth 1
+	_, err := d.CreateVolume(ctx, fromVolume("gen-2", c1.VolumeId, 0))
+	wantCode(t, err, codes.Aborted, "retry")
+	fake.FinishFlattens()
+	mustCreate(t, d, fromVolume("gen-2", c1.VolumeId, 0))
+}
+
+func TestListSnapshotsFiltersAndPaginates(t *testing.T) {
+	d, _ := newTestDriver(t)
+	a := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	b := mustCreate(t, d, createReq("pvc-b", 1<<30, nil))
+	s1 := mustSnapshot(t, d, "s1", a.VolumeId)
+	mustSnapshot(t, d, "s2", a.VolumeId)
+	mustSnapshot(t, d, "s3", b.VolumeId)
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		req  *csi.ListSnapshotsRequest
+		want int
+	}{
+		{"all", &csi.ListSnapshotsRequest{}, 3},
+		{"by source", &csi.ListSnapshotsRequest{SourceVolumeId: a.VolumeId}, 2},
+		{"by ID", &csi.ListSnapshotsRequest{SnapshotId: s1.SnapshotId}, 1},
+		{"by ID and other source", &csi.ListSnapshotsRequest{SnapshotId: s1.SnapshotId, SourceVolumeId: b.VolumeId}, 0},
+		{"by unknown ID", &csi.ListSnapshotsRequest{SnapshotId: "nope"}, 0},
+		{"by unknown source", &csi.ListSnapshotsRequest{SourceVolumeId: "nope"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := d.ListSnapshots(ctx, tc.req)
+			if err != nil || len(resp.Entries) != tc.want {
+				t.Fatalf("got %v, %v; want %d entries", resp, err, tc.want)
+			}
+		})
+	}
+	seen := map[string]bool{}
+	tok := ""
+	for page := 0; page < 5; page++ {
+		resp, err := d.ListSnapshots(ctx, &csi.ListSnapshotsRequest{MaxEntries: 2, StartingToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range resp.Entries {
+			seen[e.Snapshot.SnapshotId] = true
+		}
+		if tok = resp.NextToken; tok == "" {
+			break
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("pages gave %d distinct snapshots, want 3", len(seen))
+	}
+	vols, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{})
+	if err != nil || len(vols.Entries) != 2 {
+		t.Errorf("ListVolumes = %v, %v; snapshot images must not be listed as volumes", vols, err)
+	}
+}
+
+func TestDeleteSnapshotIsIdempotentAndIgnoresForeignIDs(t *testing.T) {
+	d, fake := newTestDriver(t)
+	vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	snap := mustSnapshot(t, d, "s1", vol.VolumeId)
+	ctx := context.Background()
+	for _, id := range []string{snap.SnapshotId, snap.SnapshotId, "foreign", vol.VolumeId, vol.VolumeId + "@csi-snap"} {
+		if _, err := d.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id, Secrets: secrets()}); err != nil {
+			t.Fatalf("DeleteSnapshot(%q): %v", id, err)
+		}
+	}
+	if got := fake.Images(testPool); len(got) != 1 || got[0] != vol.VolumeContext["imageName"] {
+		t.Errorf("images %v: the volume must survive snapshot deletes naming it", got)
+	}
+	_, err := d.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: snap.SnapshotId, Secrets: secrets()})
+	wantCode(t, err, codes.NotFound)
+}
+
+func TestSnapshotCephFailuresKeepTheirCodes(t *testing.T) {
+	d, fake := newTestDriver(t)
+	vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+	fake.Fail = func(op string, _ ceph.ImageRef) error {
+		if op == "clone" {
+			return ceph.ErrUnavailable
+		}
+		return nil
+	}
+	_, err := d.CreateSnapshot(context.Background(), snapReq("s1", vol.VolumeId))
+	wantCode(t, err, codes.Unavailable)
+	fake.Fail = nil
+	if s := mustSnapshot(t, d, "s1", vol.VolumeId); !s.ReadyToUse {
+		t.Errorf("retry not ready: %v", s)
+	}
+}
