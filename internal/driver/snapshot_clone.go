@@ -261,6 +261,10 @@ func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, sr
 		if src.volume {
 			d.abandonTempSnap(ctx, plan.creds, src.parent, plan.ref.Name)
 		}
+		if errors.Is(err, ceph.ErrNotFound) {
+			// The pools were checked: it is the source that went away.
+			return status.Errorf(codes.NotFound, "content source %q no longer exists: %v", src.id, err)
+		}
 		return createStatus(err, plan)
 	}
 	return nil

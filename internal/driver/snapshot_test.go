@@ -354,3 +354,35 @@ func TestSnapshotCephFailuresKeepTheirCodes(t *testing.T) {
 		t.Errorf("retry not ready: %v", s)
 	}
 }
+
+func TestFailedCloneLeavesNoTemporarySnapshotOnTheSource(t *testing.T) {
+	tests := []struct {
+		name string
+		call func(d *Driver, vol *csi.Volume) error
+	}{
+		{"snapshot", func(d *Driver, vol *csi.Volume) error {
+			_, err := d.CreateSnapshot(context.Background(), snapReq("s1", vol.VolumeId))
+			return err
+		}},
+		{"clone", func(d *Driver, vol *csi.Volume) error {
+			_, err := d.CreateVolume(context.Background(), fromVolume("copy", vol.VolumeId, 0))
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+			fake.Fail = func(op string, _ ceph.ImageRef) error {
+				if op == "clone" {
+					return ceph.ErrNoSpace
+				}
+				return nil
+			}
+			wantCode(t, tc.call(d, vol), codes.ResourceExhausted)
+			if snaps := fake.Snapshots(ref(vol.VolumeContext["imageName"])); len(snaps) != 0 {
+				t.Errorf("the failed clone left snapshots %v on its source", snaps)
+			}
+		})
+	}
+}
