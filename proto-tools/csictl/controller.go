@@ -478,11 +478,5 @@ func runControllerCaps(e *env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	return e.emit(resp, func(t *textOut) {
-		names := make([]string, 0, len(resp.GetCapabilities()))
-		for _, c := range resp.GetCapabilities() {
-			names = append(names, c.GetRpc().GetType().String())
-		}
-		t.list("capabilities", names)
-	})
+	return emitCaps(e, resp, resp.GetCapabilities(), func(c *csi.ControllerServiceCapability) string { return c.GetRpc().GetType().String() })
 }

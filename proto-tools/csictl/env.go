@@ -124,3 +124,15 @@ func (e *env) emit(msg proto.Message, text func(*textOut)) error {
 	text(&t)
 	return writeRedacted(e.out, e.redact, t.b.String())
 }
+
+// emitCaps prints a capabilities response: the capability names as a list
+// in text mode, the message itself as JSON.
+func emitCaps[C any](e *env, resp proto.Message, caps []C, name func(C) string) error {
+	return e.emit(resp, func(t *textOut) {
+		names := make([]string, 0, len(caps))
+		for _, c := range caps {
+			names = append(names, name(c))
+		}
+		t.list("capabilities", names)
+	})
+}

@@ -313,11 +313,5 @@ func runNodeCaps(e *env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	return e.emit(resp, func(t *textOut) {
-		names := make([]string, 0, len(resp.GetCapabilities()))
-		for _, c := range resp.GetCapabilities() {
-			names = append(names, c.GetRpc().GetType().String())
-		}
-		t.list("capabilities", names)
-	})
+	return emitCaps(e, resp, resp.GetCapabilities(), func(c *csi.NodeServiceCapability) string { return c.GetRpc().GetType().String() })
 }
