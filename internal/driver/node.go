@@ -229,14 +229,9 @@ func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState, pr
 	if err != nil {
 		return nil, err
 	}
-	info, err := d.opts.Backend.StatImage(ctx, r.creds, ref)
+	info, err := d.statAndCheckNotInUse(ctx, r, ref, !prevMapped)
 	if err != nil {
-		return nil, cephStatus(err, "volume image "+ref.String())
-	}
-	if !prevMapped {
-		if err := d.checkNotInUse(ctx, r, ref); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	st := &stageState{
 		VolumeID: r.volumeID, Mapper: r.mapperName, Block: r.block, FsType: r.fsType,
@@ -349,6 +344,24 @@ func (d *Driver) rollbackStage(st *stageState) {
 	if err := d.teardownStage(ctx, st); err != nil {
 		klog.ErrorS(err, "Rolling back a failed NodeStageVolume left work for NodeUnstageVolume", "volume", st.VolumeID)
 	}
+}
+
+// statAndCheckNotInUse reads the image and, when checkUse, its watchers:
+// both at once, since each opens the image (a few round trips) and they
+// do not depend on each other.
+func (d *Driver) statAndCheckNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageInfo, error) {
+	inUse := make(chan error, 1)
+	if checkUse {
+		go func() { inUse <- d.checkNotInUse(ctx, r, ref) }()
+	} else {
+		inUse <- nil
+	}
+	info, err := d.opts.Backend.StatImage(ctx, r.creds, ref)
+	useErr := <-inUse
+	if err != nil {
+		return info, cephStatus(err, "volume image "+ref.String())
+	}
+	return info, useErr
 }
 
 // checkNotInUse refuses to map a single-writer volume that a client

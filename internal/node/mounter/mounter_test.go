@@ -2,6 +2,7 @@ package mounter
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,5 +89,39 @@ func TestExtSizeOfAnUnformattedDeviceFails(t *testing.T) {
 	r := New(time.Minute)
 	if _, err := r.extSize(ctxT(t), newImage(t, 8<<20, "")); err == nil {
 		t.Fatal("extSize of a blank device succeeded")
+	}
+}
+
+func TestParseExtSizeReadsTheSuperblockOrRefusesIt(t *testing.T) {
+	sb := func(logSize, lo, incompat, hi uint32, magic uint16) []byte {
+		b := make([]byte, extSuperblockSize)
+		binary.LittleEndian.PutUint32(b[extBlocksCountLo:], lo)
+		binary.LittleEndian.PutUint32(b[extLogBlockSize:], logSize)
+		binary.LittleEndian.PutUint16(b[extMagic:], magic)
+		binary.LittleEndian.PutUint32(b[extFeatureIncompat:], incompat)
+		binary.LittleEndian.PutUint32(b[extBlocksCountHi:], hi)
+		return b
+	}
+	tests := []struct {
+		name    string
+		sb      []byte
+		want    int64
+		wantErr bool
+	}{
+		{"4 KiB blocks", sb(2, 1000, 0, 0, extMagicValue), 1000 * 4096, false},
+		{"high count ignored without the 64bit feature", sb(2, 1000, 0, 7, extMagicValue), 1000 * 4096, false},
+		{"high count used with the 64bit feature", sb(2, 1, extIncompat64Bit, 1, extMagicValue), (1<<32 + 1) * 4096, false},
+		{"not an ext filesystem", sb(2, 1000, 0, 0, 0x1234), 0, true},
+		{"impossible block size", sb(40, 1000, 0, 0, extMagicValue), 0, true},
+		{"no blocks", sb(2, 0, 0, 0, extMagicValue), 0, true},
+		{"short read", make([]byte, 100), 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseExtSize(tc.sb)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("parseExtSize = %d, %v; want %d (error %v)", got, err, tc.want, tc.wantErr)
+			}
+		})
 	}
 }
