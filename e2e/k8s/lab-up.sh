@@ -267,6 +267,9 @@ imageGCLowThresholdPercent: 98
 serializeImagePulls: false
 # kubelet's volume stats refresh (the e2e reads df inside the pod instead)
 volumeStatsAggPeriod: 1m
+# pod syncs (1m by default) are when the kubelet notices a volume to grow
+# (NodeExpandVolume): sooner here, so the expansion checks take seconds
+syncFrequency: 10s
 EOF
 start kubelet "$K8S_BIN/kubelet" --config=kubelet-config.yaml --kubeconfig=kubelet.kubeconfig \
   --root-dir="$LAB_DIR/kubelet" --cert-dir="$LAB_DIR/pki/kubelet-generated" \
