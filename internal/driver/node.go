@@ -476,12 +476,10 @@ func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
 	if err := d.node.mounter.Unmount(ctx, st.StagingPath); err != nil {
 		return status.Errorf(codes.Internal, "unmount %s: %v", st.StagingPath, err)
 	}
-	if st.Mounted {
-		st.Mounted = false
-		if err := st.save(); err != nil {
-			return status.Error(codes.Internal, err.Error())
-		}
-	}
+	// Mounted stays true in the file until it goes: a restage checks the
+	// mount table too, so a stale flag costs nothing, and unstaging spares
+	// a synced write.
+	st.Mounted = false
 	dev := st.Device
 	if dev == nil {
 		// Staging died between map and record: describe the image so the
