@@ -17,6 +17,9 @@
 #   5 block      a volumeMode: Block PVC used as a device (dd write/read)
 #   6 readme     README.md's Installation steps as written: its cephx user and
 #                Secret commands, its StorageClass, its PVC and pod
+# Reported as well: install (helm install, the controller's privileges, the
+# metrics endpoints) first and stable (no driver container restarted, no
+# sidecar request refused by RBAC) last.
 #
 # usage: e2e.sh [SCENARIO...]      (default: all, in order)
 # Needs: lab-up.sh done, images imported (images.sh), Ceph up with its env file
@@ -34,6 +37,8 @@ TNS=${E2E_TEST_NAMESPACE:-e2e-test} # the test objects
 DRIVER=${E2E_DRIVER_NAME:-rbd.csi.dev}
 CLUSTER_ID=e2e
 TIMEOUT=${E2E_TIMEOUT:-120}
+# every kubectl request's bound (lib.sh), above the waits that use TIMEOUT
+KUBECTL_TIMEOUT=${KUBECTL_TIMEOUT:-$((TIMEOUT + 180))s}
 STATE_DIR=$LAB_DIR/rbd-csi-state
 KUBELET_DIR=$LAB_DIR/kubelet
 ARTIFACTS=$LAB_DIR/e2e-artifacts
@@ -115,23 +120,35 @@ until_true() {
 }
 
 pod_exec() { kc exec -n "$TNS" "$1" -- sh -c "$2"; }
-rbdc() { rbd -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
+# rbd and ceph against the e2e cluster, each call bounded (a dead cluster
+# would otherwise keep them waiting for client_mount_timeout, 300 s)
+rbdc() { timeout 60 rbd -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
+cephc() { timeout 60 ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
 pvc_phase() { kc get pvc -n "$TNS" "$1" -o jsonpath='{.status.phase}' 2>/dev/null; }
 pvc_is_bound() { [ "$(pvc_phase "$1")" = Bound ]; }
 pv_of() { kc get pvc -n "$TNS" "$1" -o jsonpath='{.spec.volumeName}'; }
 pod_ready() { [ "$(kc get pod -n "$TNS" "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
 gone() { ! kc get "$@" >/dev/null 2>&1; }
 
-# no_node_state PV: nothing of the volume is left on the node: no mount of it
-# (publish path under pods/, staging path under plugins/kubernetes.io/csi),
-# no loop device over a mapper file, no rbd-fuse for its image
+# no_node_state PV [IMAGE]: nothing of the volume is left on the node: no
+# mount of it (publish path under pods/, staging path under
+# plugins/kubernetes.io/csi), no loop device over its mapper file, no
+# rbd-fuse for its image. Once the PV is gone (no handle), or without IMAGE,
+# no staged volume and no loop device of the driver at all.
 no_node_state() {
   local pv=$1 image=${2:-}
   grep -F "$KUBELET_DIR/" /proc/self/mountinfo | grep -qF "/$pv/" && return 1
-  grep -F "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo | grep -q globalmount && return 1
-  losetup -l -n -O BACK-FILE 2>/dev/null | grep -qF "$STATE_DIR/" && return 1
+  local handle stage=globalmount
+  # the kubelet stages a volume at .../<driver>/<sha256 of its handle>/globalmount
+  handle=$(kc get pv "$pv" -o jsonpath='{.spec.csi.volumeHandle}' 2>/dev/null) &&
+    [ -n "$handle" ] && stage=$DRIVER/$(printf '%s' "$handle" | sha256sum | cut -d' ' -f1)/globalmount
+  grep -F "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo | grep -qF "$stage" && return 1
   if [ -n "$image" ]; then
+    # the fuse mapper's loop devices are over <state dir>/fuse/<pool>/<image>/mnt/<image>
+    losetup -l -n -O BACK-FILE 2>/dev/null | grep -qF "/$image/" && return 1
     pgrep -f "rbd-fuse.* -r $image( |$)" >/dev/null && return 1
+  else
+    losetup -l -n -O BACK-FILE 2>/dev/null | grep -qF "$STATE_DIR/" && return 1
   fi
   return 0
 }
@@ -181,7 +198,7 @@ image_of_pvc() {
 install_driver() {
   local user_key admin_key
   # a Ceph user for the nodes, as the classic guide has it: rbd profile on the pool only
-  user_key=$(ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" auth get-or-create-key client.kube \
+  user_key=$(cephc auth get-or-create-key client.kube \
     mon 'profile rbd' osd "profile rbd pool=$POOL" mgr "profile rbd pool=$POOL")
   admin_key=$CEPH_ADMIN_KEY
   # The node plugin mounts its state directory with Bidirectional
@@ -190,6 +207,15 @@ install_driver() {
   mkdir -p "$STATE_DIR"
   mountpoint -q "$STATE_DIR" || mount --bind "$STATE_DIR" "$STATE_DIR"
   mount --make-rshared "$STATE_DIR"
+  # csi-snapshotter (in the chart's controller by default) watches the
+  # snapshot CRDs, which clusters normally ship; the lab gets them from
+  # external-snapshotter's client module (build-tools.sh sidecars)
+  local crd=$RBDCSI_CACHE/external-snapshotter-$SNAPSHOTTER_VERSION/crd
+  compgen -G "$crd/snapshot.storage.k8s.io_*.yaml" >/dev/null || { log "  no snapshot CRDs in $crd: run build-tools.sh sidecars"; return 1; }
+  local f
+  for f in "$crd"/snapshot.storage.k8s.io_*.yaml; do kc apply -f "$f" >/dev/null; done
+  kc wait --for=condition=Established --timeout=60s crd/volumesnapshotclasses.snapshot.storage.k8s.io \
+    crd/volumesnapshotcontents.snapshot.storage.k8s.io crd/volumesnapshots.snapshot.storage.k8s.io >/dev/null
   kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
   kc create namespace "$TNS" --dry-run=client -o yaml | kc apply -f - >/dev/null
   local values=$ARTIFACTS/values-e2e.yaml
@@ -278,6 +304,9 @@ EOF
   log "  ok: helm install $RELEASE (controller and node plugin Ready)"
   registered() { kc get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' | grep -qw "$DRIVER"; }
   until_true "$TIMEOUT" "driver registered with the kubelet (CSINode)" registered
+  local names
+  names=$(kc get pods -n "$NS" -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].spec.containers[*].name}')
+  check "controller runs: $names" grep -qw csi-snapshotter <<<"$names"
   check_security
   [ "$METRICS" = 1 ] || { log "  metrics not checked: E2E_METRICS=0"; return 0; }
   local port
@@ -301,6 +330,33 @@ check_security() {
   check "controller driver has no capabilities" no_caps
   check "controller driver has no API token (only its sidecars do)" no_token
   check "controller driver's root filesystem is read-only" read_only
+}
+
+# no container of the driver's pods restarted during the run (a sidecar
+# that exits on its own, a crashing driver)
+driver_restarts() {
+  kc get pods -n "$NS" -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.name}={.restartCount} {end}{end}'
+}
+# sidecar log lines where the API server refused a request (RBAC too tight).
+# Not counted: csi-snapshotter's start-up probe for VolumeGroupSnapshot CRDs,
+# which it reads as "feature off"; the driver has no group snapshots, so the
+# chart grants nothing on them.
+forbidden_lines() {
+  local pod c
+  for pod in $(kc get pods -n "$NS" -l app.kubernetes.io/component=controller -o name); do
+    for c in $(kc get -n "$NS" "$pod" -o jsonpath='{.spec.containers[*].name}'); do
+      kc logs -n "$NS" "$pod" -c "$c" 2>/dev/null | grep -i 'forbidden' |
+        grep -v 'VolumeGroupSnapshot CRDs were not found; disabling' | sed "s|^|$c: |" || true
+    done
+  done
+}
+check_stable() {
+  local r f
+  r=$(driver_restarts)
+  check "no container of the driver restarted ($r)" [ -z "$(tr ' ' '\n' <<<"$r" | grep -v '=0$' | grep .)" ]
+  f=$(forbidden_lines)
+  [ -z "$f" ] || log "  $(head -n 3 <<<"$f")"
+  check "no request of the controller's sidecars was forbidden (RBAC)" [ -z "$f" ]
 }
 
 # --- 1: static provisioning ----------------------------------------------------------
@@ -412,7 +468,7 @@ scenario_expand() {
   local before
   before=$(data_mib dyn-app)
   grow_pvc "$DYN_PVC" 256Mi
-  ext4_grown() { [ "$(data_mib dyn-app)" -gt 200 ]; }
+  ext4_grown() { [ "$(data_mib dyn-app)" -gt $((before + 100)) ]; }
   if host_has_cap_sys_resource; then
     until_true "$TIMEOUT" "ext4 in the running pod grown (NodeExpandVolume)" ext4_grown
   else
@@ -451,7 +507,8 @@ EOF
   before=$(data_mib xfs-app)
   pv=$(pv_of xfs-pvc)
   grow_pvc xfs-pvc 512Mi
-  xfs_grown() { [ "$(data_mib xfs-app)" -gt 450 ]; }
+  # +192 MiB of device; XFS keeps part of it for its log and metadata
+  xfs_grown() { [ "$(data_mib xfs-app)" -gt $((before + 150)) ]; }
   until_true "$TIMEOUT" "xfs in the running pod grown (NodeExpandVolume)" xfs_grown
   log "  ok: df /data (xfs): ${before} MiB -> $(data_mib xfs-app) MiB"
   until_true "$TIMEOUT" "PVC xfs-pvc status capacity 512Mi" pvc_has xfs-pvc 512Mi
@@ -532,7 +589,7 @@ scenario_readme() {
   # (namespace rbd-csi and pool kube are the lab's defaults too)
   [ "$NS" = rbd-csi ] && [ "$POOL" = kube ] || { log "  readme scenario needs namespace rbd-csi and pool kube"; return 1; }
   (
-    ceph() { command ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
+    ceph() { cephc "$@"; }
     kubectl() { kc "$@"; }
     eval "$secret_sh"
   ) >/dev/null
@@ -592,6 +649,7 @@ if [ "$FAILED" -eq 0 ]; then
       *) die "unknown scenario $s (static, dynamic, expand, cleanup, block, readme)" ;;
     esac
   done
+  run_scenario stable check_stable
 fi
 teardown
 log "done in $((SECONDS - T0))s${FAILED_NAMES:+; failed: ${FAILED_NAMES[*]}}"

@@ -242,7 +242,7 @@ import_all() {
 }
 
 case $ACTION in
-  base) setup_buildah; base_images ;;
+  base) setup_buildah; base_images; log "base images ready" ;;
   driver) setup_buildah; base_images; driver_image ;;
   build) build_all ;;
   import) import_all ;;

@@ -69,7 +69,9 @@ wait_until() {
 # ctr_lab ARGS...: ctr against the lab's containerd, Kubernetes namespace
 ctr_lab() { ctr -a "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
-kc() { KUBECONFIG=$LAB_DIR/admin.kubeconfig "$KUBECTL" "$@"; }
+# kc ARGS...: kubectl against the lab; no request may hang (waits such as
+# `delete --wait --timeout=` stay below KUBECTL_TIMEOUT)
+kc() { KUBECONFIG=$LAB_DIR/admin.kubeconfig "$KUBECTL" --request-timeout="${KUBECTL_TIMEOUT:-300s}" "$@"; }
 
 # pid_alive PID: the process exists and is no zombie
 pid_alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
