@@ -15,7 +15,12 @@
 #   4 cleanup    pod deleted -> unmounted and unmapped on the node; PVC deleted
 #                -> image gone from the pool and the trash
 #   5 block      a volumeMode: Block PVC used as a device (dd write/read)
-#   6 readme     README.md's Installation steps as written: its cephx user and
+#   6 snapshot   a VolumeSnapshot of a PVC with data (snapshot-controller
+#                deployed by snapshot.sh, the chart's VolumeSnapshotClass), a
+#                larger PVC restored from it and a PVC cloned from the PVC, both
+#                with the data (sha256); the source and the snapshot deleted
+#                first, the restore still readable; nothing left behind
+#   7 readme     README.md's Installation steps as written: its cephx user and
 #                Secret commands, its StorageClass, its PVC and pod
 # Reported as well: install (helm install, the controller's privileges, the
 # metrics endpoints) first and stable (no driver container restarted, no
@@ -28,6 +33,8 @@
 # default 120).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
+# shellcheck source=e2e/k8s/snapshot.sh
+source "$(dirname "$0")/snapshot.sh"
 LOG_TAG=e2e
 export KUBECONFIG=$LAB_DIR/admin.kubeconfig
 
@@ -216,6 +223,7 @@ install_driver() {
   for f in "$crd"/snapshot.storage.k8s.io_*.yaml; do kc apply -f "$f" >/dev/null; done
   kc wait --for=condition=Established --timeout=60s crd/volumesnapshotclasses.snapshot.storage.k8s.io \
     crd/volumesnapshotcontents.snapshot.storage.k8s.io crd/volumesnapshots.snapshot.storage.k8s.io >/dev/null
+  install_snapshot_controller
   kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
   kc create namespace "$TNS" --dry-run=client -o yaml | kc apply -f - >/dev/null
   local values=$ARTIFACTS/values-e2e.yaml
@@ -294,6 +302,11 @@ storageClasses:
       csi.storage.k8s.io/controller-expand-secret-namespace: kube-system
       csi.storage.k8s.io/node-stage-secret-name: ceph-secret-user
       csi.storage.k8s.io/node-stage-secret-namespace: \${pvc.namespace}
+volumeSnapshotClasses:
+  - name: $SNAP_CLASS
+    secretRef: {name: ceph-secret-admin, namespace: kube-system}
+    parameters:
+      clusterID: $CLUSTER_ID
 EOF
   )
   "$HELM" upgrade --install "$RELEASE" "$REPO_ROOT/charts/rbd-csi" -n "$NS" -f "$values" \
@@ -620,6 +633,7 @@ scenario_readme() {
 teardown() {
   [ "${E2E_KEEP:-0}" = 1 ] && { log "E2E_KEEP=1: leaving the release and test objects"; return 0; }
   log "=== teardown"
+  kc delete volumesnapshots -n "$TNS" --all --wait=true --timeout="${TIMEOUT}s" >/dev/null 2>&1
   kc delete pods -n "$TNS" --all --wait=true --timeout="${TIMEOUT}s" >/dev/null 2>&1
   no_pod_volumes() { ! grep -F "$KUBELET_DIR/pods/" /proc/self/mountinfo | grep -q 'kubernetes.io~csi'; }
   until_true "$TIMEOUT" "the kubelet unmounted every CSI volume" no_pod_volumes || true
@@ -638,15 +652,15 @@ teardown() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block readme)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block snapshot readme)
 T0=$SECONDS
 log "Ceph mon $CEPH_MON_HOST, pool $POOL; lab $LAB_DIR; artifacts $ARTIFACTS"
 run_scenario install install_driver
 if [ "$FAILED" -eq 0 ]; then
   for s in "${SCENARIOS[@]}"; do
     case $s in
-      static | dynamic | expand | cleanup | block | readme) run_scenario "$s" "scenario_$s" ;;
-      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block, readme)" ;;
+      static | dynamic | expand | cleanup | block | snapshot | readme) run_scenario "$s" "scenario_$s" ;;
+      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block, snapshot, readme)" ;;
     esac
   done
   run_scenario stable check_stable
