@@ -2,11 +2,8 @@ package driver
 
 import (
 	"context"
-	"strconv"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/internal/params"
 	"github.com/rbd-csi/rbd-csi/internal/volid"
@@ -64,31 +61,21 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	if req.GetMaxEntries() < 0 {
 		return nil, invalid("max_entries must not be negative")
 	}
-	start := 0
-	if tok := req.GetStartingToken(); tok != "" {
-		n, err := strconv.Atoi(tok)
-		if err != nil || n < 0 {
-			return nil, status.Errorf(codes.Aborted, "starting_token %q was not issued by this driver", tok)
-		}
-		start = n
+	start, err := parseToken(req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
 	ids, err := d.allVolumeIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if start > len(ids) {
-		return nil, status.Errorf(codes.Aborted, "starting_token %d is past the end of the list (%d volumes)", start, len(ids))
+	page, next, err := paginate(ids, start, req.GetMaxEntries(), "volumes")
+	if err != nil {
+		return nil, err
 	}
-	end := len(ids)
-	if m := int(req.GetMaxEntries()); m > 0 && start+m < end {
-		end = start + m
-	}
-	resp := &csi.ListVolumesResponse{}
-	for _, id := range ids[start:end] {
+	resp := &csi.ListVolumesResponse{NextToken: next}
+	for _, id := range page {
 		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: &csi.Volume{VolumeId: id}})
-	}
-	if end < len(ids) {
-		resp.NextToken = strconv.Itoa(end)
 	}
 	return resp, nil
 }

@@ -31,21 +31,34 @@ func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsReques
 	if err != nil {
 		return nil, err
 	}
-	if start > len(snaps) {
-		return nil, status.Errorf(codes.Aborted, "starting_token %d is past the end of the list (%d snapshots)", start, len(snaps))
+	page, next, err := paginate(snaps, start, req.GetMaxEntries(), "snapshots")
+	if err != nil {
+		return nil, err
 	}
-	end := len(snaps)
-	if m := int(req.GetMaxEntries()); m > 0 && start+m < end {
-		end = start + m
-	}
-	resp := &csi.ListSnapshotsResponse{}
-	for _, s := range snaps[start:end] {
+	resp := &csi.ListSnapshotsResponse{NextToken: next}
+	for _, s := range page {
 		resp.Entries = append(resp.Entries, &csi.ListSnapshotsResponse_Entry{Snapshot: s})
 	}
-	if end < len(snaps) {
-		resp.NextToken = strconv.Itoa(end)
-	}
 	return resp, nil
+}
+
+// paginate cuts the page that starts at position start out of items, at
+// most max entries (0: all), and returns the token of the next page ("" at
+// the end). A start past the end is Aborted, as the spec asks for a token
+// the driver cannot continue from.
+func paginate[T any](items []T, start int, max int32, what string) ([]T, string, error) {
+	if start > len(items) {
+		return nil, "", status.Errorf(codes.Aborted, "starting_token %d is past the end of the list (%d %s)", start, len(items), what)
+	}
+	end := len(items)
+	if m := int(max); m > 0 && start+m < end {
+		end = start + m
+	}
+	next := ""
+	if end < len(items) {
+		next = strconv.Itoa(end)
+	}
+	return items[start:end], next, nil
 }
 
 func parseToken(tok string) (int, error) {
