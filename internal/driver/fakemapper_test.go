@@ -14,7 +14,7 @@ import (
 )
 
 // fakeMapper is an in-memory mapper.Mapper. A "device" is a regular file of
-// devSize bytes (so deviceSize can measure it) whose path follows from the
+// devSize bytes (so mounter.DeviceSize can measure it) whose path follows from the
 // image, as a kernel mapping would be found again after a restart. Like the
 // contract asks, an Unmap of a Device that names only the image finds the
 // mapping by its attributes.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -201,7 +200,7 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 
 func volumeUsage(path string, fi os.FileInfo) ([]*csi.VolumeUsage, error) {
 	if !fi.IsDir() {
-		size, err := deviceSize(path)
+		size, err := mounter.DeviceSize(path)
 		if err != nil {
 			return nil, fmt.Errorf("size of block volume %s: %w", path, err)
 		}
@@ -216,15 +215,6 @@ func volumeUsage(path string, fi os.FileInfo) ([]*csi.VolumeUsage, error) {
 		{Unit: csi.VolumeUsage_BYTES, Total: int64(s.Blocks) * bs, Available: int64(s.Bavail) * bs, Used: int64(s.Blocks-s.Bfree) * bs},
 		{Unit: csi.VolumeUsage_INODES, Total: int64(s.Files), Available: int64(s.Ffree), Used: int64(s.Files - s.Ffree)},
 	}, nil
-}
-
-func deviceSize(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return f.Seek(0, io.SeekEnd)
 }
 
 // statsWithCondition adds the volume condition: abnormal when the stats
@@ -293,7 +283,7 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	if err := d.refreshDevice(ctx, st); err != nil {
 		return nil, err
 	}
-	size, err := deviceSize(st.Device.Path)
+	size, err := mounter.DeviceSize(st.Device.Path)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "size of %s: %v", st.Device.Path, err)
 	}

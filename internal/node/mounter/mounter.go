@@ -112,12 +112,17 @@ func (r *Real) FormatAndMount(ctx context.Context, dev, target, fstype string, o
 	}
 }
 
-// growAndMount mounts an existing filesystem, grown to the device first.
-// ext4 is grown before mounting: an offline resize2fs needs no privilege
-// beyond the device, where an online one needs CAP_SYS_RESOURCE, which
-// some sandboxes withhold. xfs can only grow mounted, so it grows after.
+// growAndMount mounts an existing filesystem, grown first when it is
+// smaller than its device. ext4 is grown before mounting: an offline
+// resize2fs needs no privilege beyond the device, where an online one needs
+// CAP_SYS_RESOURCE, which some sandboxes withhold. xfs can only grow
+// mounted, so it grows after. An unchanged volume costs one superblock read.
 func (r *Real) growAndMount(ctx context.Context, dev, target, fstype string, opts []string) error {
-	if fstype == "ext4" {
+	grow, err := r.smallerThanDevice(ctx, dev, fstype)
+	if err != nil {
+		return err
+	}
+	if grow && fstype == "ext4" {
 		if err := r.growExtOffline(ctx, dev); err != nil {
 			return err
 		}
@@ -125,7 +130,7 @@ func (r *Real) growAndMount(ctx context.Context, dev, target, fstype string, opt
 	if err := r.Mount(ctx, dev, target, fstype, opts); err != nil {
 		return err
 	}
-	if fstype == "xfs" && !slices.Contains(opts, "ro") {
+	if grow && fstype == "xfs" && !slices.Contains(opts, "ro") {
 		if _, err := r.run(ctx, "xfs_growfs", "-d", target); err != nil {
 			return fmt.Errorf("grow xfs on %s: %w", dev, err)
 		}
@@ -133,40 +138,62 @@ func (r *Real) growAndMount(ctx context.Context, dev, target, fstype string, opt
 	return nil
 }
 
-// growExtOffline grows an unmounted ext filesystem that is smaller than its
-// device. The forced check resize2fs insists on runs only then, so staging
-// an unchanged volume never pays for a full e2fsck.
+// smallerThanDevice reports whether the filesystem on dev leaves at least
+// a MiB of the device unused: less is not worth a forced fsck or a grow.
+func (r *Real) smallerThanDevice(ctx context.Context, dev, fstype string) (bool, error) {
+	sb := make([]byte, superblockRead)
+	if err := readAtCtx(ctx, dev, sb, 0); err != nil {
+		return false, fmt.Errorf("read the superblock of %s: %w", dev, err)
+	}
+	var fsBytes int64
+	var err error
+	switch fstype {
+	case "ext4":
+		fsBytes, err = parseExtSize(sb[extSuperblockOffset:])
+	case "xfs":
+		fsBytes, err = parseXFSSize(sb)
+	default:
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s on %s: %w", fstype, dev, err)
+	}
+	devBytes, err := DeviceSize(dev)
+	if err != nil {
+		return false, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	return devBytes-fsBytes >= 1<<20, nil
+}
+
+// growExtOffline grows an unmounted ext filesystem to its device, after the
+// forced check resize2fs insists on.
 func (r *Real) growExtOffline(ctx context.Context, dev string) error {
-	fsBytes, err := r.extSize(ctx, dev)
-	if err != nil {
-		return err
-	}
-	devBytes, err := blockSize(dev)
-	if err != nil {
-		return fmt.Errorf("size of %s: %w", dev, err)
-	}
-	if devBytes-fsBytes < 1<<20 {
-		return nil // less than a MiB to gain: not worth a forced fsck
-	}
 	// e2fsck -p exits 1 when it corrected something, which is fine here.
 	if _, err := r.run(ctx, "e2fsck", "-f", "-p", dev); err != nil && exitCode(err) != 1 {
 		return fmt.Errorf("check %s before growing it: %w", dev, err)
 	}
 	if _, err := r.run(ctx, "resize2fs", dev); err != nil {
-		return fmt.Errorf("grow ext4 on %s from %d to %d bytes: %w", dev, fsBytes, devBytes, err)
+		return fmt.Errorf("grow ext4 on %s: %w", dev, err)
 	}
 	return nil
 }
 
-// extSize reads the filesystem size from the ext2/3/4 superblock, which
-// sits 1024 bytes into the device: a read of one sector instead of a
-// dumpe2fs process on every stage.
-func (r *Real) extSize(ctx context.Context, dev string) (int64, error) {
-	sb := make([]byte, extSuperblockSize)
-	if err := readAtCtx(ctx, dev, sb, extSuperblockOffset); err != nil {
-		return 0, fmt.Errorf("read the superblock of %s: %w", dev, err)
+// superblockRead covers the xfs superblock (sector 0) and the ext one
+// (1024 bytes in).
+const superblockRead = extSuperblockOffset + extSuperblockSize
+
+// parseXFSSize reads the data section size from an xfs superblock
+// (big-endian sb_blocksize and sb_dblocks after the "XFSB" magic).
+func parseXFSSize(sb []byte) (int64, error) {
+	be := binary.BigEndian
+	if len(sb) < 16 || string(sb[:4]) != "XFSB" {
+		return 0, errors.New("no xfs superblock")
 	}
-	return parseExtSize(sb)
+	bs, blocks := uint64(be.Uint32(sb[4:])), be.Uint64(sb[8:])
+	if bs < 512 || bs > 65536 || blocks == 0 || blocks > 1<<50/bs {
+		return 0, fmt.Errorf("xfs superblock names an impossible size (%d blocks of %d bytes)", blocks, bs)
+	}
+	return int64(blocks * bs), nil
 }
 
 // Offsets into the ext superblock (struct ext4_super_block).
@@ -228,7 +255,8 @@ func readAtCtx(ctx context.Context, path string, buf []byte, off int64) error {
 	}
 }
 
-func blockSize(dev string) (int64, error) {
+// DeviceSize returns the size of a block device (or file) in bytes.
+func DeviceSize(dev string) (int64, error) {
 	f, err := os.Open(dev)
 	if err != nil {
 		return 0, err

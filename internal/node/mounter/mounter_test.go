@@ -57,38 +57,66 @@ func TestFormatNamesTheFilesystemOrNothing(t *testing.T) {
 	}
 }
 
-func TestGrowExtOfflineFillsTheDeviceOnlyWhenItGrew(t *testing.T) {
+func TestSmallerThanDeviceSeesGrowthAndGrowExtOfflineFillsIt(t *testing.T) {
 	r := New(time.Minute)
-	img := newImage(t, 64<<20, "ext4")
-	before, err := r.extSize(ctxT(t), img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if before != 64<<20 {
-		t.Fatalf("fresh filesystem is %d bytes, want the whole 64 MiB", before)
-	}
-	if err := r.growExtOffline(ctxT(t), img); err != nil {
-		t.Fatalf("grow of an unchanged device: %v", err)
-	}
-	if err := os.Truncate(img, 192<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.growExtOffline(ctxT(t), img); err != nil {
-		t.Fatalf("grow after the device grew: %v", err)
-	}
-	after, err := r.extSize(ctxT(t), img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after != 192<<20 {
-		t.Fatalf("filesystem is %d bytes after growing, want 192 MiB", after)
+	for _, fs := range []string{"ext4", "xfs"} {
+		t.Run(fs, func(t *testing.T) {
+			img := newImage(t, 320<<20, fs) // mkfs.xfs wants 300 MiB
+			if grow, err := r.smallerThanDevice(ctxT(t), img, fs); err != nil || grow {
+				t.Fatalf("fresh filesystem: grow=%v, %v; want false", grow, err)
+			}
+			if err := os.Truncate(img, 512<<20); err != nil {
+				t.Fatal(err)
+			}
+			if grow, err := r.smallerThanDevice(ctxT(t), img, fs); err != nil || !grow {
+				t.Fatalf("after the device grew: grow=%v, %v; want true", grow, err)
+			}
+			if fs != "ext4" {
+				return // xfs grows only mounted
+			}
+			if err := r.growExtOffline(ctxT(t), img); err != nil {
+				t.Fatalf("grow: %v", err)
+			}
+			if grow, err := r.smallerThanDevice(ctxT(t), img, fs); err != nil || grow {
+				t.Fatalf("after growing: grow=%v, %v; want false", grow, err)
+			}
+		})
 	}
 }
 
-func TestExtSizeOfAnUnformattedDeviceFails(t *testing.T) {
+func TestSmallerThanDeviceRefusesAnUnformattedDevice(t *testing.T) {
 	r := New(time.Minute)
-	if _, err := r.extSize(ctxT(t), newImage(t, 8<<20, "")); err == nil {
-		t.Fatal("extSize of a blank device succeeded")
+	if _, err := r.smallerThanDevice(ctxT(t), newImage(t, 8<<20, ""), "ext4"); err == nil {
+		t.Fatal("a blank device passed for ext4")
+	}
+}
+
+func TestParseXFSSize(t *testing.T) {
+	sb := func(magic string, bs uint32, blocks uint64) []byte {
+		b := make([]byte, 512)
+		copy(b, magic)
+		binary.BigEndian.PutUint32(b[4:], bs)
+		binary.BigEndian.PutUint64(b[8:], blocks)
+		return b
+	}
+	tests := []struct {
+		name    string
+		sb      []byte
+		want    int64
+		wantErr bool
+	}{
+		{"4 KiB blocks", sb("XFSB", 4096, 1000), 4096 * 1000, false},
+		{"not xfs", sb("EXT4", 4096, 1000), 0, true},
+		{"impossible block size", sb("XFSB", 3, 1000), 0, true},
+		{"no blocks", sb("XFSB", 4096, 0), 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseXFSSize(tc.sb)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("parseXFSSize = %d, %v; want %d (error %v)", got, err, tc.want, tc.wantErr)
+			}
+		})
 	}
 }
 
