@@ -122,7 +122,11 @@ type Backend interface {
 	// behind under ref's name (librbd's remove handles missing pieces).
 	RemovePartialImage(ctx context.Context, cr Credentials, ref ImageRef) error
 	// TrashImage moves the image to the pool's trash and returns its image ID.
-	// ErrNotFound when there is no such image, ErrBusy when a client has it open.
+	// An image an earlier attempt already moved there (completing a move that
+	// attempt was killed in) returns that trash entry's ID, so a retry can
+	// schedule the purge the earlier attempt never did. ErrNotFound when the
+	// image is neither in the pool nor in its trash, ErrBusy when a client has
+	// it open.
 	TrashImage(ctx context.Context, cr Credentials, ref ImageRef) (string, error)
 	// ListTrash lists the trash of the pool (and the cluster's namespace).
 	ListTrash(ctx context.Context, cr Credentials, cluster Cluster, pool string) ([]TrashEntry, error)

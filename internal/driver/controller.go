@@ -358,9 +358,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	trashID, err := d.opts.Backend.TrashImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
-		// Gone already, or trashed by an attempt that died before the purge
-		// was scheduled: finish that attempt's work.
-		return d.purgeLeftover(ctx, creds, ref)
+		return nil // neither in the pool nor in its trash: gone already
 	}
 	if errors.Is(err, ceph.ErrBusy) {
 		return d.busyStatus(ctx, creds, ref, err)
@@ -368,21 +366,10 @@ func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref 
 	if err != nil {
 		return cephStatus(err, "move "+ref.String()+" to the trash")
 	}
+	// The ID may be of an entry an earlier attempt trashed and died before
+	// scheduling its purge: scheduling it now finishes that attempt's work.
 	failpoint.Crash("trash-before-purge")
 	d.purger.schedule(ctx, creds, ref.Cluster, ref.Pool, trashID, ref.Name)
-	return nil
-}
-
-func (d *Driver) purgeLeftover(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
-	entries, err := d.opts.Backend.ListTrash(ctx, creds, ref.Cluster, ref.Pool)
-	if err != nil {
-		return cephStatus(err, "list trash of pool "+ref.Pool)
-	}
-	for _, e := range entries {
-		if e.Name == ref.Name {
-			d.purger.schedule(ctx, creds, ref.Cluster, ref.Pool, e.ID, e.Name)
-		}
-	}
 	return nil
 }
 

@@ -243,7 +243,7 @@ func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.
 	}
 	img, ok := b.images[key(ref)]
 	if !ok {
-		return "", notFound("trash", ref)
+		return b.trashedID(ref)
 	}
 	if len(b.watchers[key(ref)]) > 0 {
 		return "", &ceph.OpError{Op: "trash", Target: ref.String(), Err: ceph.ErrBusy}
@@ -254,6 +254,21 @@ func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.
 	}
 	b.trash[ref.Pool][img.ID] = ceph.TrashEntry{ID: img.ID, Name: img.Name, DeletionTime: time.Now()}
 	return img.ID, nil
+}
+
+// trashedID is TrashImage for an image already in the trash.
+func (b *Backend) trashedID(ref ceph.ImageRef) (string, error) {
+	ids := make([]string, 0, len(b.trash[ref.Pool]))
+	for id, e := range b.trash[ref.Pool] {
+		if e.Name == ref.Name {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return "", notFound("trash", ref)
+	}
+	sort.Strings(ids)
+	return ids[0], nil
 }
 
 // ListTrash implements ceph.Backend.

@@ -102,8 +102,8 @@ func TestImageLifecycleAndOwnerRecord(t *testing.T) {
 	if _, err := b.StatImage(ctx, env.Admin, ref); !errors.Is(err, ceph.ErrNotFound) {
 		t.Fatalf("stat after trash: %v, want ErrNotFound", err)
 	}
-	if _, err := b.TrashImage(ctx, env.Admin, ref); !errors.Is(err, ceph.ErrNotFound) {
-		t.Fatalf("trash twice: %v, want ErrNotFound", err)
+	if again, err := b.TrashImage(ctx, env.Admin, ref); err != nil || again != id {
+		t.Fatalf("trash twice: %q, %v; want the entry %q", again, err, id)
 	}
 	if err := b.PurgeTrash(ctx, env.Admin, cl, env.Pool, id, false); err != nil {
 		t.Fatal(err)

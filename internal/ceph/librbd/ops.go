@@ -176,14 +176,16 @@ func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.
 	err := b.onPool(ctx, "move to trash", ref, cr, func(_ *conn, io *rados.IOContext) error {
 		var err error
 		if id, err = readImageID(io, ref.Name); err != nil {
-			if isErrno(err, syscall.ENOENT) {
-				// Gone, or caught half way into the trash by a crash:
-				// complete such a move so that the purge can remove it.
-				if err := finishTrashMovesOf(io, ref.Name); err != nil {
-					return err
-				}
+			if !isErrno(err, syscall.ENOENT) {
+				return err
 			}
-			return err
+			// Gone, or moved (perhaps half way) by an earlier attempt.
+			trashed, ferr := finishTrashMovesOf(io, ref.Name)
+			if ferr != nil || trashed == "" {
+				return errors.Join(err, ferr)
+			}
+			id = trashed
+			return nil
 		}
 		failpoint.Crash("trash-before-move")
 		err = rbd.GetImage(io, ref.Name).Trash(0)

@@ -36,23 +36,28 @@ func finishTrashMove(io *rados.IOContext, name, id string) error {
 	return nil
 }
 
-// finishTrashMovesOf repairs every trash entry named name: an image whose
-// rbd_id object is gone may have been caught half way into the trash.
-func finishTrashMovesOf(io *rados.IOContext, name string) error {
+// finishTrashMovesOf completes the move of every trash entry named name
+// (an image whose rbd_id object is gone may have been caught half way) and
+// returns the ID of the first, "" when the trash holds none.
+func finishTrashMovesOf(io *rados.IOContext, name string) (string, error) {
 	entries, err := rbd.GetTrashList(io)
 	if err != nil {
-		return fmt.Errorf("list trash: %w", err)
+		return "", fmt.Errorf("list trash: %w", err)
 	}
+	first := ""
 	for _, e := range entries {
 		if e.Name != name {
 			continue
 		}
 		if err := finishTrashMove(io, name, e.Id); err != nil {
-			return err
+			return "", err
 		}
-		klog.V(2).InfoS("Checked trash entry left by an interrupted move", "image", name, "id", e.Id)
+		klog.V(2).InfoS("Found the image in the trash, moved there by an earlier attempt", "image", name, "id", e.Id)
+		if first == "" {
+			first = e.Id
+		}
 	}
-	return nil
+	return first, nil
 }
 
 // cls_rbd's TrashImageState values, encoded as one byte.

@@ -20,13 +20,11 @@ import (
 // retried DeleteVolume calls it, completes the move so the purge works.
 func TestTrashImageFinishesAMoveInterruptedByACrash(t *testing.T) {
 	tests := []struct {
-		name      string
-		idObject  bool // crash before librbd removed rbd_id.<name>
-		wantErr   error
-		wantNoErr bool
+		name     string
+		idObject bool // crash before librbd removed rbd_id.<name>
 	}{
-		{"killed after adding the trash entry", true, nil, true},
-		{"killed after removing the id object", false, ceph.ErrNotFound, false},
+		{"killed after adding the trash entry", true},
+		{"killed after removing the id object", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,11 +42,8 @@ func TestTrashImageFinishesAMoveInterruptedByACrash(t *testing.T) {
 			}
 
 			got, err := b.TrashImage(ctx, env.Admin, ref)
-			if tc.wantNoErr && (err != nil || got != id) {
-				t.Fatalf("TrashImage: id %q, %v; want %q", got, err, id)
-			}
-			if !tc.wantNoErr && !errors.Is(err, tc.wantErr) {
-				t.Fatalf("TrashImage: %v, want %v", err, tc.wantErr)
+			if err != nil || got != id {
+				t.Fatalf("TrashImage: id %q, %v; want the half-moved entry %q", got, err, id)
 			}
 			if err := rbd.TrashRemove(io, id, true); err != nil {
 				t.Fatalf("purge after the repair: %v", err)
@@ -104,4 +99,32 @@ func rawIOContext(t *testing.T, b *Backend, cr ceph.Credentials, cl ceph.Cluster
 		t.Fatal(err)
 	}
 	return io
+}
+
+// A retried delete of an image an earlier attempt already trashed gets the
+// entry's ID (to schedule the purge that attempt never did); an image in
+// neither the pool nor the trash is ErrNotFound.
+func TestTrashImageOfATrashedImageReturnsItsEntry(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("trashed-test-%d", time.Now().UnixNano())}
+	if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := b.TrashImage(ctx, env.Admin, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.TrashImage(ctx, env.Admin, ref)
+	if err != nil || again != id {
+		t.Fatalf("second TrashImage: %q, %v; want %q", again, err, id)
+	}
+	io := rawIOContext(t, b, env.Admin, cl, env.Pool)
+	if err := rbd.TrashRemove(io, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TrashImage(ctx, env.Admin, ref); !errors.Is(err, ceph.ErrNotFound) {
+		t.Fatalf("TrashImage after the purge: %v, want ErrNotFound", err)
+	}
 }
