@@ -160,6 +160,25 @@ no_node_state() {
   return 0
 }
 
+# claim NAME CLASS SIZE [SPEC_LINE...]: a ReadWriteOnce PVC in the test
+# namespace; each SPEC_LINE is one more line of its spec (volumeMode,
+# dataSource)
+claim() {
+  local name=$1 class=$2 size=$3 extra=""
+  shift 3
+  local l
+  for l in "$@"; do extra+="  $l"$'\n'; done
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $name, namespace: $TNS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: $class
+${extra}  resources: {requests: {storage: $size}}
+EOF
+}
+
 # busybox_pod NAME PVC MODE SCRIPT: a pod using PVC at /data (MODE fs) or as
 # /dev/xvda (MODE block), running SCRIPT then sleeping
 busybox_pod() {
@@ -433,15 +452,7 @@ EOF
 # --- 2: dynamic provisioning with the legacy StorageClass ---------------------------------
 DYN_PVC=dyn-pvc
 scenario_dynamic() {
-  kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: $DYN_PVC, namespace: $TNS}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: rbd-legacy
-  resources: {requests: {storage: 128Mi}}
-EOF
+  claim "$DYN_PVC" rbd-legacy 128Mi
   until_true "$TIMEOUT" "PVC $DYN_PVC Bound" pvc_is_bound "$DYN_PVC"
   local pv img owner
   pv=$(pv_of "$DYN_PVC")
@@ -503,15 +514,7 @@ scenario_expand() {
 # expand_xfs_online: an XFS volume (mkfs.xfs wants at least 300 MiB) grows
 # in its running pod: xfs_growfs needs only CAP_SYS_ADMIN
 expand_xfs_online() {
-  kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: xfs-pvc, namespace: $TNS}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: rbd-xfs
-  resources: {requests: {storage: 320Mi}}
-EOF
+  claim xfs-pvc rbd-xfs 320Mi
   until_true "$TIMEOUT" "PVC xfs-pvc Bound" pvc_is_bound xfs-pvc
   busybox_pod xfs-app xfs-pvc fs 'echo kept > /data/kept && sync' >/dev/null
   until_true "$TIMEOUT" "pod xfs-app Running with the volume" pod_ready xfs-app
@@ -550,16 +553,7 @@ scenario_cleanup() {
 
 # --- 5: raw block -----------------------------------------------------------------------
 scenario_block() {
-  kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: block-pvc, namespace: $TNS}
-spec:
-  accessModes: [ReadWriteOnce]
-  volumeMode: Block
-  storageClassName: rbd-legacy
-  resources: {requests: {storage: 64Mi}}
-EOF
+  claim block-pvc rbd-legacy 64Mi "volumeMode: Block"
   until_true "$TIMEOUT" "block PVC Bound" pvc_is_bound block-pvc
   local pv img
   pv=$(pv_of block-pvc)

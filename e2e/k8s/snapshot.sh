@@ -88,28 +88,11 @@ snapshot_ready() { [ "$(kc get volumesnapshot -n "$TNS" "$1" -o jsonpath='{.stat
 pvc_from() {
   local group=""
   [ "$1" = VolumeSnapshot ] && group="apiGroup: snapshot.storage.k8s.io, "
-  kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: $2, namespace: $TNS}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: rbd-legacy
-  dataSource: {${group}kind: $1, name: $3}
-  resources: {requests: {storage: $4}}
-EOF
+  claim "$2" rbd-legacy "$4" "dataSource: {${group}kind: $1, name: $3}"
 }
 
 scenario_snapshot() {
-  kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: $SNAP_SRC, namespace: $TNS}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: rbd-legacy
-  resources: {requests: {storage: 128Mi}}
-EOF
+  claim "$SNAP_SRC" rbd-legacy 128Mi
   until_true "$TIMEOUT" "PVC $SNAP_SRC Bound" pvc_is_bound "$SNAP_SRC"
   busybox_pod snap-writer "$SNAP_SRC" fs 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null && sha256sum /data/blob > /data/blob.sha256 && sync' >/dev/null
   until_true "$TIMEOUT" "pod snap-writer Running, 8 MiB written" pod_ready snap-writer
