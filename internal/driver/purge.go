@@ -69,18 +69,29 @@ func (p *purger) stop() {
 // here leaves an entry that the next DeleteVolume of the same volume, or an
 // operator, finishes.
 func (p *purger) schedule(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool, id, name string) {
-	job := purgeJob{creds: cr, cluster: cl, pool: pool, id: id, name: name}
+	handed := handToManager(ctx, "trash purge", func(ctx context.Context) error {
+		return p.backend.PurgeTrash(ctx, cr, cl, pool, id, true)
+	}, "pool", pool, "image", name, "id", id)
+	if !handed {
+		p.enqueue(purgeJob{creds: cr, cluster: cl, pool: pool, id: id, name: name})
+	}
+}
+
+// handToManager asks the ceph-mgr, within scheduleTimeout, to run a task
+// (rbd_support persists and retries it). It reports false when the caller
+// must run the work itself: no mgr, or one that did not take it.
+func handToManager(ctx context.Context, what string, hand func(context.Context) error, kv ...any) bool {
 	sctx, cancel := context.WithTimeout(ctx, scheduleTimeout)
 	defer cancel()
-	err := p.backend.PurgeTrash(sctx, cr, cl, pool, id, true)
+	err := hand(sctx)
 	if err == nil {
-		klog.V(4).InfoS("Trash purge handed to ceph-mgr", "pool", pool, "image", name, "id", id)
-		return
+		klog.V(4).InfoS("Handed to ceph-mgr: "+what, kv...)
+		return true
 	}
 	if !errors.Is(err, ceph.ErrNoManager) {
-		klog.InfoS("ceph-mgr did not take the trash purge; purging locally", "pool", pool, "image", name, "error", err)
+		klog.InfoS("ceph-mgr did not take the "+what+"; running it in the driver", append(kv, "error", err)...)
 	}
-	p.enqueue(job)
+	return false
 }
 
 func (p *purger) enqueue(job purgeJob) {

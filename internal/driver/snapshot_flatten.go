@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -54,15 +53,10 @@ func (f *flattener) start(ctx context.Context, creds ceph.Credentials, ref ceph.
 	if busy {
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, scheduleTimeout)
-	err := f.backend.FlattenImage(sctx, creds, ref, true)
-	cancel()
-	if err == nil {
-		klog.V(4).InfoS("Flatten handed to ceph-mgr", "image", ref)
+	if handToManager(ctx, "flatten", func(ctx context.Context) error {
+		return f.backend.FlattenImage(ctx, creds, ref, true)
+	}, "image", ref) {
 		return nil
-	}
-	if !errors.Is(err, ceph.ErrNoManager) {
-		klog.InfoS("ceph-mgr did not take the flatten; flattening locally", "image", ref, "error", err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
