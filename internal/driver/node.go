@@ -247,7 +247,7 @@ func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState, pr
 	m := d.node.mappers[r.mapperName]
 	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
 	if err != nil {
-		d.rollbackMap(st, prevMapped, err)
+		d.rollbackMap(st, prev != nil, err)
 		return nil, status.Errorf(mapper.GRPCCode(err), "map %s with %s: %v", ref, r.mapperName, err)
 	}
 	defer func() {
@@ -318,13 +318,16 @@ func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 // precondition such as a conflicting mapping of the same image on this
 // node, missing image or access) created nothing, and a teardown by image
 // would remove a mapping that belongs to another staging of the image: only
-// the state goes. Any other failure may have left a late mapping behind,
-// which the full rollback finds by the image.
-func (d *Driver) rollbackMap(st *stageState, prevMapped bool, mapErr error) {
+// the state goes, unless an earlier call had left one: that state may name
+// a mapping the earlier call made (it died before recording the device),
+// and it is all NodeUnstageVolume has to find it by. Any other failure may
+// have left a late mapping behind, which the full rollback finds by the
+// image.
+func (d *Driver) rollbackMap(st *stageState, hadState bool, mapErr error) {
 	switch mapper.GRPCCode(mapErr) {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.PermissionDenied:
-		if prevMapped {
-			return // the earlier mapping is still ours; unstage removes it
+		if hadState {
+			return
 		}
 		if err := removeState(st.StagingPath); err != nil {
 			klog.ErrorS(err, "Could not drop the state of a refused NodeStageVolume", "volume", st.VolumeID)

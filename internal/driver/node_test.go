@@ -1332,3 +1332,30 @@ func TestNodeGetVolumeStatsDoesNotReportARequestedReadOnlyMountAsAbnormal(t *tes
 		t.Fatalf("volume mounted ro on request reported abnormal: %q", msg)
 	}
 }
+
+// A stage that died between Map and recording the device leaves a state
+// without a device. If the retry's Map is then refused, that state is still
+// the only record of the earlier mapping: it must stay for NodeUnstageVolume.
+func TestNodeStageVolumeRefusedRetryKeepsTheStateOfAnEarlierMap(t *testing.T) {
+	e := newNodeEnv(t)
+	if _, err := e.m.Map(context.Background(), mapper.Image{Pool: testPool, Name: e.ref.Name}, mapper.MapOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := &stageState{VolumeID: e.volID, Mapper: "fake", StagingPath: e.staging, FsType: "ext4", Image: stageImage{ClusterID: clusterID, Pool: testPool, Name: e.ref.Name}}
+	if err := st.save(); err != nil {
+		t.Fatal(err)
+	}
+	e.m.mapErr = fmt.Errorf("%w: mapped differently", mapper.ErrMappingConflict)
+	_, err := e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))
+	wantCode(t, err, codes.FailedPrecondition, "mapped differently")
+	if e.state(t) == nil {
+		t.Fatal("the refused retry dropped the state that names the earlier mapping")
+	}
+	e.m.mapErr = nil
+	if _, err := e.d.NodeUnstageVolume(context.Background(), unstageReq(e)); err != nil {
+		t.Fatal(err)
+	}
+	if e.m.isMapped(e.spec()) {
+		t.Fatal("the earlier mapping was left behind")
+	}
+}
