@@ -1,12 +1,6 @@
 package driver
 
-import (
-	"os"
-	"path/filepath"
-	"strings"
-
-	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
-)
+import "github.com/rbd-csi/rbd-csi/internal/node/mapper"
 
 // MapperNames lists the mappers the node plugin can use, for metrics that
 // report every mapper from the start.
@@ -21,20 +15,9 @@ func (d *Driver) MappedVolumes() map[string]int {
 	if d.node == nil {
 		return nil
 	}
-	entries, err := os.ReadDir(d.node.index.dir)
-	if err != nil {
-		return nil
-	}
 	counts := map[string]int{}
-	for _, e := range entries {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") {
-			continue
-		}
-		staging, err := os.ReadFile(filepath.Join(d.node.index.dir, e.Name()))
-		if err != nil {
-			continue
-		}
-		st, err := loadState(string(staging))
+	for _, staging := range d.node.index.stagingPaths() {
+		st, err := loadState(staging)
 		if err != nil || st == nil || st.Device == nil {
 			continue
 		}

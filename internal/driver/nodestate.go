@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
@@ -139,6 +140,24 @@ func (x volumeIndex) get(volumeID string) (string, bool) {
 		return "", false
 	}
 	return string(data), true
+}
+
+// stagingPaths lists the staging paths of every indexed volume.
+func (x volumeIndex) stagingPaths() []string {
+	entries, err := os.ReadDir(x.dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") { // writeFileAtomic's
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join(x.dir, e.Name())); err == nil {
+			out = append(out, string(data))
+		}
+	}
+	return out
 }
 
 func (x volumeIndex) drop(volumeID string) {
