@@ -60,6 +60,9 @@ say() {
   printf '[ceph-up %d.%03ds] %s\n' $((ms / 1000)) $((ms % 1000)) "$*"
 }
 die() { echo "[ceph-up] error: $*" >&2; exit 1; }
+# matches GREP-ARGS...: grep -q that reads all of its input, so that under
+# pipefail the writer is never killed by SIGPIPE (see e2e/k8s/lib.sh)
+matches() { grep "$@" >/dev/null; }
 
 # --- preconditions --------------------------------------------------------
 for b in ceph ceph-mon ceph-osd ceph-authtool monmaptool rbd; do
@@ -325,7 +328,7 @@ if [ ${#POOLS[@]} -gt 0 ]; then
   done
   say "pools ready: ${POOLS[*]}"
 else
-  osd_up() { ceph osd dump 2>/dev/null | grep -q "^osd.$OSD_ID up"; }
+  osd_up() { ceph osd dump 2>/dev/null | matches "^osd.$OSD_ID up"; }
   wait_for 60 "osd.$OSD_ID" osd_up
   say "osd.$OSD_ID up"
 fi

@@ -144,18 +144,18 @@ gone() { ! kc get "$@" >/dev/null 2>&1; }
 # no staged volume and no loop device of the driver at all.
 no_node_state() {
   local pv=$1 image=${2:-}
-  grep -F "$KUBELET_DIR/" /proc/self/mountinfo | grep -qF "/$pv/" && return 1
+  grep -F "$KUBELET_DIR/" /proc/self/mountinfo | matches -F "/$pv/" && return 1
   local handle stage=globalmount
   # the kubelet stages a volume at .../<driver>/<sha256 of its handle>/globalmount
   handle=$(kc get pv "$pv" -o jsonpath='{.spec.csi.volumeHandle}' 2>/dev/null) &&
     [ -n "$handle" ] && stage=$DRIVER/$(printf '%s' "$handle" | sha256sum | cut -d' ' -f1)/globalmount
-  grep -F "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo | grep -qF "$stage" && return 1
+  grep -F "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo | matches -F "$stage" && return 1
   if [ -n "$image" ]; then
     # the fuse mapper's loop devices are over <state dir>/fuse/<pool>/<image>/mnt/<image>
-    losetup -l -n -O BACK-FILE 2>/dev/null | grep -qF "/$image/" && return 1
+    losetup -l -n -O BACK-FILE 2>/dev/null | matches -F "/$image/" && return 1
     pgrep -f "rbd-fuse.* -r $image( |$)" >/dev/null && return 1
   else
-    losetup -l -n -O BACK-FILE 2>/dev/null | grep -qF "$STATE_DIR/" && return 1
+    losetup -l -n -O BACK-FILE 2>/dev/null | matches -F "$STATE_DIR/" && return 1
   fi
   return 0
 }
@@ -334,7 +334,7 @@ EOF
     return 1
   }
   log "  ok: helm install $RELEASE (controller and node plugin Ready)"
-  registered() { kc get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' | grep -qw "$DRIVER"; }
+  registered() { kc get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' | matches -w "$DRIVER"; }
   until_true "$TIMEOUT" "driver registered with the kubelet (CSINode)" registered
   local names
   names=$(kc get pods -n "$NS" -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].spec.containers[*].name}')
@@ -498,7 +498,7 @@ scenario_expand() {
   else
     log "  note: this machine's capability bounding set lacks CAP_SYS_RESOURCE, so no process here may grow a mounted ext4;"
     log "        checked instead: the driver's FailedPrecondition reaches the PVC, and the next stage grows it (XFS is grown online below)"
-    refused() { kc get pvc -n "$TNS" "$DYN_PVC" -o jsonpath='{.status.conditions[*].message}' | grep -q CAP_SYS_RESOURCE; }
+    refused() { kc get pvc -n "$TNS" "$DYN_PVC" -o jsonpath='{.status.conditions[*].message}' | matches CAP_SYS_RESOURCE; }
     until_true "$TIMEOUT" "PVC condition names CAP_SYS_RESOURCE and the remedy" refused
     kc delete pod -n "$TNS" dyn-app --wait=true --timeout="${TIMEOUT}s" >/dev/null
     busybox_pod dyn-app "$DYN_PVC" fs 'true' >/dev/null
@@ -544,9 +544,9 @@ scenario_cleanup() {
   until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
   kc delete pvc -n "$TNS" "$DYN_PVC" --wait=true --timeout="${TIMEOUT}s" >/dev/null
   until_true "$TIMEOUT" "PV $pv deleted" gone pv "$pv"
-  image_absent() { ! rbdc ls "$POOL" | grep -qx "$img"; }
+  image_absent() { ! rbdc ls "$POOL" | matches -x "$img"; }
   until_true "$TIMEOUT" "image $img gone from pool $POOL" image_absent
-  trash_clear() { ! rbdc trash ls "$POOL" | grep -qw "$img"; }
+  trash_clear() { ! rbdc trash ls "$POOL" | matches -w "$img"; }
   until_true "$TIMEOUT" "image $img not left in the trash" trash_clear
   check "nothing of the lab's volumes mounted" no_node_state "$pv" "$img"
 }
@@ -568,7 +568,7 @@ scenario_block() {
   until_true "$TIMEOUT" "block volume unmapped on the node" no_node_state "$pv" "$img"
   kc delete pvc -n "$TNS" block-pvc --wait=true --timeout="${TIMEOUT}s" >/dev/null
   until_true "$TIMEOUT" "PV $pv deleted" gone pv "$pv"
-  image_absent() { ! rbdc ls "$POOL" | grep -qx "$img"; }
+  image_absent() { ! rbdc ls "$POOL" | matches -x "$img"; }
   until_true "$TIMEOUT" "image $img gone from pool $POOL" image_absent
 }
 
@@ -617,7 +617,7 @@ scenario_readme() {
   kc delete pod -n "$TNS" app --grace-period=1 --wait=true --timeout="${TIMEOUT}s" >/dev/null
   until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
   kc delete pvc -n "$TNS" data --wait=true --timeout="${TIMEOUT}s" >/dev/null
-  image_absent() { ! rbdc ls "$POOL" | grep -qx "$img"; }
+  image_absent() { ! rbdc ls "$POOL" | matches -x "$img"; }
   until_true "$TIMEOUT" "image $img deleted with the user of README step 3" image_absent
   kc delete storageclass rbd --wait=true >/dev/null
   kc delete secret -n "$NS" ceph-rbd >/dev/null
@@ -629,7 +629,7 @@ teardown() {
   log "=== teardown"
   kc delete volumesnapshots -n "$TNS" --all --wait=true --timeout="${TIMEOUT}s" >/dev/null 2>&1
   kc delete pods -n "$TNS" --all --wait=true --timeout="${TIMEOUT}s" >/dev/null 2>&1
-  no_pod_volumes() { ! grep -F "$KUBELET_DIR/pods/" /proc/self/mountinfo | grep -q 'kubernetes.io~csi'; }
+  no_pod_volumes() { ! grep -F "$KUBELET_DIR/pods/" /proc/self/mountinfo | matches 'kubernetes.io~csi'; }
   until_true "$TIMEOUT" "the kubelet unmounted every CSI volume" no_pod_volumes || true
   no_staged() { ! grep -qF "$KUBELET_DIR/plugins/kubernetes.io/csi/" /proc/self/mountinfo; }
   until_true "$TIMEOUT" "every CSI volume unstaged" no_staged || true

@@ -61,7 +61,7 @@ for p in kube-scheduler kube-controller-manager kube-apiserver etcd containerd; 
 # shims outlive containerd; theirs name this lab's socket
 for d in /proc/[0-9]*; do
   case "$(cat "$d/comm" 2>/dev/null)" in containerd-shim*) ;; *) continue ;; esac
-  if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$CONTAINERD_SOCK"; then
+  if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | matches -F -- "$CONTAINERD_SOCK"; then
     kill -KILL "${d#/proc/}" 2>/dev/null && log "killed shim ${d#/proc/}"
   fi
 done
@@ -75,7 +75,7 @@ for l in $(losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$LAB_DIR/" 'i
 done
 for d in /proc/[0-9]*; do
   case "$(cat "$d/comm" 2>/dev/null)" in rbd-fuse | rbd-nbd) ;; *) continue ;; esac
-  if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$LAB_DIR/"; then
+  if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | matches -F -- "$LAB_DIR/"; then
     kill -TERM "${d#/proc/}" 2>/dev/null && log "stopped $(cat "$d/comm" 2>/dev/null) ${d#/proc/}"
   fi
 done

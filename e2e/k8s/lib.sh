@@ -56,6 +56,11 @@ log() {
 }
 die() { log "error: $*" >&2; exit 1; }
 
+# matches GREP-ARGS...: grep -q that reads all of its input. Under pipefail,
+# grep -q leaving early can kill the writer with SIGPIPE, and the pipeline
+# then fails although the line was found.
+matches() { grep "$@" >/dev/null; }
+
 # wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.25 s
 wait_until() {
   local secs=$1 what=$2 deadline=$((SECONDS + $1))
