@@ -19,7 +19,7 @@ if [ -z "${CEPH_MON_HOST:-}" ] || [ -z "${CEPH_ADMIN_KEY:-}" ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rbdcsi-chaos.XXXXXX")
-export RBDCSI_CHAOS=1 RBDCSI_CHAOS_FIGURES=$WORK/figures
+export RBDCSI_CHAOS=1 RBDCSI_CHAOS_FIGURES=$WORK/figures RBDCSI_FAILED_LOGS=${RBDCSI_FAILED_LOGS:-$WORK/failed-logs}
 : >"$RBDCSI_CHAOS_FIGURES"
 rc=0
 go test -tags "${GO_TAGS:-pacific}" -count=1 -v -timeout "${CHAOS_TIMEOUT:-20m}" ./e2e/chaos/ 2>&1 | tee "$WORK/go-test.log" || rc=$?

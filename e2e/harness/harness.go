@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -251,9 +252,30 @@ func (d *Driver) dumpLogOnFailure() {
 	if err != nil {
 		return
 	}
+	d.keepLog(data)
 	const tail = 6000
 	if len(data) > tail {
 		data = data[len(data)-tail:]
 	}
 	d.t.Logf("--- end of %s ---\n%s", d.Log, data)
+}
+
+// keepLog copies a failed test's whole driver log into $RBDCSI_FAILED_LOGS
+// (when set): the test's own directory is removed with it, and the tail in
+// the test output rarely reaches back to the call that went wrong.
+func (d *Driver) keepLog(data []byte) {
+	dir := os.Getenv("RBDCSI_FAILED_LOGS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		d.t.Logf("keeping the driver log: %v", err)
+		return
+	}
+	name := filepath.Join(dir, strings.ReplaceAll(d.t.Name(), "/", "_")+".driver.log")
+	if err := os.WriteFile(name, data, 0o600); err != nil {
+		d.t.Logf("keeping the driver log: %v", err)
+		return
+	}
+	d.t.Logf("whole driver log kept in %s", name)
 }

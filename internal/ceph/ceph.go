@@ -119,7 +119,8 @@ type Backend interface {
 	// ResizeImage grows the image to size bytes.
 	ResizeImage(ctx context.Context, cr Credentials, ref ImageRef, size uint64) error
 	// RemovePartialImage removes what a creation interrupted half way left
-	// behind under ref's name (librbd's remove handles missing pieces).
+	// behind under ref's name, and finishes removals of that name an earlier
+	// call was killed in. ErrNotFound when nothing is there.
 	RemovePartialImage(ctx context.Context, cr Credentials, ref ImageRef) error
 	// TrashImage moves the image to the pool's trash and returns its image ID.
 	// An image an earlier attempt already moved there (completing a move that

@@ -163,13 +163,6 @@ func (b *Backend) ResizeImage(ctx context.Context, cr ceph.Credentials, ref ceph
 	})
 }
 
-// RemovePartialImage implements ceph.Backend.
-func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) error {
-	return b.onPool(ctx, "remove partial image", ref, cr, func(_ *conn, io *rados.IOContext) error {
-		return rbd.RemoveImage(io, ref.Name)
-	})
-}
-
 // TrashImage implements ceph.Backend.
 func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (string, error) {
 	var id string

@@ -94,6 +94,11 @@ func (b *Backend) CloneImage(ctx context.Context, cr ceph.Credentials, parent ce
 		if err != nil {
 			return err
 		}
+		// A retry after a crash inside the removal of an unfinished clone
+		// comes here, not to RemovePartialImage: the name was free again.
+		if err := finishRemovals(cio, child.Name); err != nil {
+			return err
+		}
 		if err := cloneImage(pio, parent.Name, snap, cio, child.Name, spec); err != nil {
 			return err
 		}

@@ -20,13 +20,8 @@ import (
 // retries forever. finishTrashMove completes those steps for the entry;
 // each one is idempotent, so it is safe on an entry that is fine.
 func finishTrashMove(io *rados.IOContext, name, id string) error {
-	if cur, err := readImageID(io, name); err == nil && cur == id {
-		if err := io.Delete(idObject(name)); err != nil && !isErrno(err, syscall.ENOENT) {
-			return fmt.Errorf("remove %s: %w", idObject(name), err)
-		}
-	}
-	if err := clsExec(io, "rbd_directory", "dir_remove_image", encodeStrings(name, id)); err != nil && !isErrno(err, syscall.ENOENT) {
-		return fmt.Errorf("remove %s from rbd_directory: %w", name, err)
+	if err := forgetName(io, name, id); err != nil {
+		return err
 	}
 	// ESTALE: the entry is not MOVING (already NORMAL, or being removed).
 	err := clsExec(io, "rbd_trash", "trash_state_set", append(encodeStrings(id), trashStateNormal, trashStateMoving))
