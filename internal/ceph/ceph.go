@@ -123,12 +123,15 @@ type Backend interface {
 	// call was killed in. ErrNotFound when nothing is there.
 	RemovePartialImage(ctx context.Context, cr Credentials, ref ImageRef) error
 	// TrashImage moves the image to the pool's trash and returns its image ID.
-	// An image an earlier attempt already moved there (completing a move that
-	// attempt was killed in) returns that trash entry's ID, so a retry can
-	// schedule the purge the earlier attempt never did. ErrNotFound when the
-	// image is neither in the pool nor in its trash, ErrBusy when a client has
-	// it open.
-	TrashImage(ctx context.Context, cr Credentials, ref ImageRef) (string, error)
+	// When an earlier attempt already moved it there (this completes a move
+	// that attempt was killed in), it returns the IDs of every trash entry
+	// under the name, so a retry can schedule the purge the earlier attempt
+	// never did: a name is reused when a volume is deleted and created again,
+	// and nothing tells the entry of the killed attempt from those of earlier
+	// deletions, whose purges are still pending or were lost with a restart.
+	// ErrNotFound when the image is neither in the pool nor in its trash,
+	// ErrBusy when a client has it open.
+	TrashImage(ctx context.Context, cr Credentials, ref ImageRef) ([]string, error)
 	// ListTrash lists the trash of the pool (and the cluster's namespace).
 	ListTrash(ctx context.Context, cr Credentials, cluster Cluster, pool string) ([]TrashEntry, error)
 	// PurgeTrash removes one trashed image. With async it hands the removal to

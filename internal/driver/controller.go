@@ -356,7 +356,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 }
 
 func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
-	trashID, err := d.opts.Backend.TrashImage(ctx, creds, ref)
+	trashIDs, err := d.opts.Backend.TrashImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil // neither in the pool nor in its trash: gone already
 	}
@@ -366,10 +366,14 @@ func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref 
 	if err != nil {
 		return cephStatus(err, "move "+ref.String()+" to the trash")
 	}
-	// The ID may be of an entry an earlier attempt trashed and died before
-	// scheduling its purge: scheduling it now finishes that attempt's work.
+	// On a retry the IDs are those of every trash entry under the name,
+	// the one an earlier attempt trashed and died before scheduling among
+	// them: scheduling them all finishes that attempt's work (the mgr takes
+	// a task it already has as the same task).
 	failpoint.Crash("trash-before-purge")
-	d.purger.schedule(ctx, creds, ref.Cluster, ref.Pool, trashID, ref.Name)
+	for _, id := range trashIDs {
+		d.purger.schedule(ctx, creds, ref.Cluster, ref.Pool, id, ref.Name)
+	}
 	return nil
 }
 

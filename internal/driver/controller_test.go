@@ -392,6 +392,36 @@ func TestDeleteVolumeFinishesAnInterruptedDelete(t *testing.T) {
 	}
 }
 
+// A volume deleted, created again under the same name and deleted again
+// leaves two trash entries of one name when the second delete dies before
+// scheduling its purge (the first entry's purge may still be pending, or
+// lost with a restart): the retry purges both.
+func TestDeleteVolumeRetryPurgesEveryEntryOfAReusedName(t *testing.T) {
+	d, fake := newTestDriver(t)
+	plan, _ := d.planCreate(createReq("pvc-1", 1<<30, nil))
+	var id string
+	for range 2 {
+		resp, err := d.CreateVolume(context.Background(), createReq("pvc-1", 1<<30, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = resp.Volume.VolumeId
+		// Trashed by an attempt that died before scheduling the purge.
+		if _, err := fake.TrashImage(context.Background(), plan.creds, plan.ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(fake.Trash(testPool)); n != 2 {
+		t.Fatalf("%d trash entries before the retry, want 2", n)
+	}
+	if _, err := d.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: id, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	if tr := fake.Trash(testPool); len(tr) != 0 {
+		t.Fatalf("trash entries not purged: %v", tr)
+	}
+}
+
 func TestDeleteVolumePurgesLocallyWithoutMgr(t *testing.T) {
 	d, fake := newTestDriver(t)
 	fake.Mgr = false

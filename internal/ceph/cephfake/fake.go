@@ -235,29 +235,29 @@ func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, r
 }
 
 // TrashImage implements ceph.Backend.
-func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (string, error) {
+func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) ([]string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.enter(ctx, "trash", cr, ref); err != nil {
-		return "", err
+		return nil, err
 	}
 	img, ok := b.images[key(ref)]
 	if !ok {
-		return b.trashedID(ref)
+		return b.trashedIDs(ref)
 	}
 	if len(b.watchers[key(ref)]) > 0 {
-		return "", &ceph.OpError{Op: "trash", Target: ref.String(), Err: ceph.ErrBusy}
+		return nil, &ceph.OpError{Op: "trash", Target: ref.String(), Err: ceph.ErrBusy}
 	}
 	delete(b.images, key(ref))
 	if b.trash[ref.Pool] == nil {
 		b.trash[ref.Pool] = map[string]ceph.TrashEntry{}
 	}
 	b.trash[ref.Pool][img.ID] = ceph.TrashEntry{ID: img.ID, Name: img.Name, DeletionTime: time.Now()}
-	return img.ID, nil
+	return []string{img.ID}, nil
 }
 
-// trashedID is TrashImage for an image already in the trash.
-func (b *Backend) trashedID(ref ceph.ImageRef) (string, error) {
+// trashedIDs is TrashImage for an image already in the trash.
+func (b *Backend) trashedIDs(ref ceph.ImageRef) ([]string, error) {
 	ids := make([]string, 0, len(b.trash[ref.Pool]))
 	for id, e := range b.trash[ref.Pool] {
 		if e.Name == ref.Name {
@@ -265,10 +265,10 @@ func (b *Backend) trashedID(ref ceph.ImageRef) (string, error) {
 		}
 	}
 	if len(ids) == 0 {
-		return "", notFound("trash", ref)
+		return nil, notFound("trash", ref)
 	}
 	sort.Strings(ids)
-	return ids[0], nil
+	return ids, nil
 }
 
 // ListTrash implements ceph.Backend.

@@ -164,22 +164,23 @@ func (b *Backend) ResizeImage(ctx context.Context, cr ceph.Credentials, ref ceph
 }
 
 // TrashImage implements ceph.Backend.
-func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (string, error) {
-	var id string
+func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) ([]string, error) {
+	var ids []string
 	err := b.onPool(ctx, "move to trash", ref, cr, func(_ *conn, io *rados.IOContext) error {
-		var err error
-		if id, err = readImageID(io, ref.Name); err != nil {
+		id, err := readImageID(io, ref.Name)
+		if err != nil {
 			if !isErrno(err, syscall.ENOENT) {
 				return err
 			}
 			// Gone, or moved (perhaps half way) by an earlier attempt.
 			trashed, ferr := finishTrashMovesOf(io, ref.Name)
-			if ferr != nil || trashed == "" {
+			if ferr != nil || len(trashed) == 0 {
 				return errors.Join(err, ferr)
 			}
-			id = trashed
+			ids = trashed
 			return nil
 		}
+		ids = []string{id}
 		failpoint.Crash("trash-before-move")
 		err = rbd.GetImage(io, ref.Name).Trash(0)
 		if isErrno(err, syscall.EEXIST) {
@@ -188,7 +189,7 @@ func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.
 		}
 		return err
 	})
-	return id, err
+	return ids, err
 }
 
 // ListTrash implements ceph.Backend.

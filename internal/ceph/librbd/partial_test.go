@@ -141,13 +141,7 @@ func TestAnInterruptedRemovalIsFinishedByTheRetry(t *testing.T) {
 // the premise: rbd_trash_list hides the entry and `rbd ls` lists the name.
 func interruptedRemoval(t *testing.T, io *rados.IOContext, name string, state byte) string {
 	t.Helper()
-	id, err := readImageID(io, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbd.GetImage(io, name).Trash(0); err != nil {
-		t.Fatal(err)
-	}
+	id := trashByHand(t, io, name)
 	vals, err := io.GetOmapValues("rbd_trash", "", trashKeyPrefix+id, 1)
 	if err != nil || len(vals) != 1 {
 		t.Fatalf("read the trash entry: %v (%d values)", err, len(vals))

@@ -49,10 +49,11 @@ func TestSnapshotCloneFlattenContract(t *testing.T) {
 	if err := b.RemoveSnap(ctx, env.Admin, parent, "s"); err != nil {
 		t.Fatalf("remove a snapshot with a clone (clone v2): %v", err)
 	}
-	parentID, err := b.TrashImage(ctx, env.Admin, parent)
-	if err != nil {
-		t.Fatalf("trash a parent: %v", err)
+	parentIDs, err := b.TrashImage(ctx, env.Admin, parent)
+	if err != nil || len(parentIDs) != 1 {
+		t.Fatalf("trash a parent: %q, %v", parentIDs, err)
 	}
+	parentID := parentIDs[0]
 	info, err := b.StatImage(ctx, env.Admin, child)
 	if err != nil {
 		t.Fatal(err)

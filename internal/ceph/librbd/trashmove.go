@@ -33,26 +33,24 @@ func finishTrashMove(io *rados.IOContext, name, id string) error {
 
 // finishTrashMovesOf completes the move of every trash entry named name
 // (an image whose rbd_id object is gone may have been caught half way) and
-// returns the ID of the first, "" when the trash holds none.
-func finishTrashMovesOf(io *rados.IOContext, name string) (string, error) {
+// returns their IDs.
+func finishTrashMovesOf(io *rados.IOContext, name string) ([]string, error) {
 	entries, err := rbd.GetTrashList(io)
 	if err != nil {
-		return "", fmt.Errorf("list trash: %w", err)
+		return nil, fmt.Errorf("list trash: %w", err)
 	}
-	first := ""
+	var ids []string
 	for _, e := range entries {
 		if e.Name != name {
 			continue
 		}
 		if err := finishTrashMove(io, name, e.Id); err != nil {
-			return "", err
+			return nil, err
 		}
 		klog.V(2).InfoS("Found the image in the trash, moved there by an earlier attempt", "image", name, "id", e.Id)
-		if first == "" {
-			first = e.Id
-		}
+		ids = append(ids, e.Id)
 	}
-	return first, nil
+	return ids, nil
 }
 
 // cls_rbd's TrashImageState values, encoded as one byte.

@@ -42,7 +42,7 @@ func TestTrashImageFinishesAMoveInterruptedByACrash(t *testing.T) {
 			}
 
 			got, err := b.TrashImage(ctx, env.Admin, ref)
-			if err != nil || got != id {
+			if err != nil || !slices.Equal(got, []string{id}) {
 				t.Fatalf("TrashImage: id %q, %v; want the half-moved entry %q", got, err, id)
 			}
 			if err := rbd.TrashRemove(io, id, true); err != nil {
@@ -67,13 +67,7 @@ func TestTrashImageFinishesAMoveInterruptedByACrash(t *testing.T) {
 // optionally the rbd_id object.
 func interruptedMove(t *testing.T, io *rados.IOContext, name string, idObj bool) string {
 	t.Helper()
-	id, err := readImageID(io, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbd.GetImage(io, name).Trash(0); err != nil {
-		t.Fatal(err)
-	}
+	id := trashByHand(t, io, name)
 	if err := clsExec(io, "rbd_trash", "trash_state_set", append(encodeStrings(id), trashStateMoving, trashStateNormal)); err != nil {
 		t.Fatalf("set trash state MOVING: %v", err)
 	}
@@ -84,6 +78,19 @@ func interruptedMove(t *testing.T, io *rados.IOContext, name string, idObj bool)
 		if err := io.WriteFull(idObject(name), encodeStrings(id)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return id
+}
+
+// trashByHand moves the image to the trash with librbd and returns its ID.
+func trashByHand(t *testing.T, io *rados.IOContext, name string) string {
+	t.Helper()
+	id, err := readImageID(io, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rbd.GetImage(io, name).Trash(0); err != nil {
+		t.Fatal(err)
 	}
 	return id
 }
@@ -102,27 +109,37 @@ func rawIOContext(t *testing.T, b *Backend, cr ceph.Credentials, cl ceph.Cluster
 }
 
 // A retried delete of an image an earlier attempt already trashed gets the
-// entry's ID (to schedule the purge that attempt never did); an image in
-// neither the pool nor the trash is ErrNotFound.
-func TestTrashImageOfATrashedImageReturnsItsEntry(t *testing.T) {
+// IDs of every entry under the name: a volume deleted and created again
+// reuses its name, so the trash may hold an earlier deletion's entry too,
+// and the one the killed attempt made must be among those returned. An
+// image in neither the pool nor the trash is ErrNotFound.
+func TestTrashImageOfATrashedImageReturnsEveryEntryOfTheName(t *testing.T) {
 	b, env, cl := testBackend(t, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("trashed-test-%d", time.Now().UnixNano())}
-	if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
-		t.Fatal(err)
-	}
-	id, err := b.TrashImage(ctx, env.Admin, ref)
-	if err != nil {
-		t.Fatal(err)
+	var ids []string
+	for range 2 { // the volume, deleted, created again and deleted again
+		if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.TrashImage(ctx, env.Admin, ref)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("TrashImage: %q, %v; want the one new entry", got, err)
+		}
+		ids = append(ids, got[0])
 	}
 	again, err := b.TrashImage(ctx, env.Admin, ref)
-	if err != nil || again != id {
-		t.Fatalf("second TrashImage: %q, %v; want %q", again, err, id)
+	slices.Sort(again)
+	slices.Sort(ids)
+	if err != nil || !slices.Equal(again, ids) {
+		t.Fatalf("retried TrashImage: %q, %v; want every entry of the name %q", again, err, ids)
 	}
 	io := rawIOContext(t, b, env.Admin, cl, env.Pool)
-	if err := rbd.TrashRemove(io, id, true); err != nil {
-		t.Fatal(err)
+	for _, id := range ids {
+		if err := rbd.TrashRemove(io, id, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := b.TrashImage(ctx, env.Admin, ref); !errors.Is(err, ceph.ErrNotFound) {
 		t.Fatalf("TrashImage after the purge: %v, want ErrNotFound", err)
