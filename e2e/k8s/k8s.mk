@@ -2,7 +2,8 @@
 # Makefile with:   include e2e/k8s/k8s.mk
 # Everything heavy (Kubernetes, helm, kubeconform, sidecars, base images) is
 # built once and cached below K8S_CACHE, keyed by version.
-K8S_CACHE ?= /var/cache/rbd-csi
+# (RBDCSI_CACHE, the scripts' own setting, is honoured too)
+K8S_CACHE ?= $(or $(RBDCSI_CACHE),/var/cache/rbd-csi)
 K8S_ENV   := RBDCSI_CACHE=$(K8S_CACHE)
 K8S_DIR   := e2e/k8s
 

@@ -137,7 +137,7 @@ EOF
   kc delete volumesnapshot -n "$TNS" snap1 --wait=true --timeout="${TIMEOUT}s" >/dev/null
   until_true "$TIMEOUT" "source PV $src_pv deleted" gone pv "$src_pv"
   check "restored volume still readable after its source and snapshot were deleted" \
-    pod_exec snap-restore-app 'echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; sha256sum /data/blob >/dev/null && echo more > /data/more && sync'
+    pod_exec snap-restore-app '{ echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; sha256sum /data/blob >/dev/null && echo more > /data/more && sync'
   local pvs=() p
   for p in snap-restore snap-clone; do pvs+=("$(pv_of "$p")"); done
   kc delete pod -n "$TNS" snap-restore-app snap-clone-app --wait=true --timeout="${TIMEOUT}s" >/dev/null
