@@ -197,15 +197,16 @@ func (b *Backend) ListTrash(ctx context.Context, cr ceph.Credentials, cl ceph.Cl
 	var out []ceph.TrashEntry
 	ref := ceph.ImageRef{Cluster: cl, Pool: pool}
 	err := b.onPool(ctx, "list trash of", ref, cr, func(_ *conn, io *rados.IOContext) error {
-		entries, err := rbd.GetTrashList(io)
+		recs, err := trashRecords(io)
 		if err != nil {
 			return err
 		}
-		for _, e := range entries {
-			out = append(out, ceph.TrashEntry{ID: e.Id, Name: e.Name, DeletionTime: e.DeletionTime})
+		for _, r := range recs {
+			out = append(out, ceph.TrashEntry{ID: r.id, Name: r.name, DeletionTime: r.deleted})
 		}
 		return nil
 	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, err
 }
 

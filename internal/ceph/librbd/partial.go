@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/ceph/go-ceph/rados"
 	"github.com/ceph/go-ceph/rbd"
@@ -123,10 +124,11 @@ func finishRemovals(io *rados.IOContext, name string) error {
 
 // trashRecord is one rbd_trash entry as cls_rbd stores it.
 type trashRecord struct {
-	id     string
-	name   string
-	source byte
-	state  byte
+	id      string
+	name    string
+	source  byte
+	state   byte
+	deleted time.Time
 }
 
 // cls_rbd's TrashImageSource value for an image rbd_remove is removing.
@@ -182,6 +184,7 @@ func decodeTrashRecord(b []byte) (trashRecord, error) {
 	if len(rest) < 16 {
 		return trashRecord{}, errors.New("truncated times")
 	}
+	rec.deleted = time.Unix(int64(binary.LittleEndian.Uint32(rest[:4])), int64(binary.LittleEndian.Uint32(rest[4:8])))
 	rest = rest[16:]
 	if version >= 2 && len(rest) >= 1 {
 		rec.state = rest[0]

@@ -191,6 +191,11 @@ func TestDecodeTrashRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := trashRecord{name: "tf5d360-98d348b0b163a3603a6d28d0799a33b1", source: trashSourceRemoving, state: 2}
+	deleted := time.Date(2026, 12, 1, 5, 15, 1, 208975781, time.UTC)
+	if got := rec.deleted; !got.Equal(deleted) {
+		t.Errorf("deletion time %v, want %v", got, deleted)
+	}
+	rec.deleted = time.Time{}
 	if rec != want {
 		t.Fatalf("decoded %+v, want %+v", rec, want)
 	}

@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/ceph/go-ceph/rados"
-	"github.com/ceph/go-ceph/rbd"
 	"k8s.io/klog/v2"
 )
 
@@ -32,23 +31,25 @@ func finishTrashMove(io *rados.IOContext, name, id string) error {
 }
 
 // finishTrashMovesOf completes the move of every trash entry named name
-// (an image whose rbd_id object is gone may have been caught half way) and
-// returns their IDs.
+// that a crash left MOVING and returns the IDs of all the entries a trash
+// move made under the name (not those of rbd_remove, see finishRemovals).
 func finishTrashMovesOf(io *rados.IOContext, name string) ([]string, error) {
-	entries, err := rbd.GetTrashList(io)
+	recs, err := trashRecords(io)
 	if err != nil {
-		return nil, fmt.Errorf("list trash: %w", err)
+		return nil, err
 	}
 	var ids []string
-	for _, e := range entries {
-		if e.Name != name {
+	for _, r := range recs {
+		if r.name != name || r.source == trashSourceRemoving {
 			continue
 		}
-		if err := finishTrashMove(io, name, e.Id); err != nil {
-			return nil, err
+		if r.state == trashStateMoving {
+			if err := finishTrashMove(io, name, r.id); err != nil {
+				return nil, err
+			}
 		}
-		klog.V(2).InfoS("Found the image in the trash, moved there by an earlier attempt", "image", name, "id", e.Id)
-		ids = append(ids, e.Id)
+		klog.V(2).InfoS("Found the image in the trash, moved there by an earlier attempt", "image", name, "id", r.id)
+		ids = append(ids, r.id)
 	}
 	return ids, nil
 }
