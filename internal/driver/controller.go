@@ -407,6 +407,13 @@ func encodeID(ref ceph.ImageRef, poolID int64) (string, error) {
 	return volid.ID{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, PoolID: poolID, Image: ref.Name}.Encode()
 }
 
+// encodeSnapshotID is the ID of the CSI snapshot held by the snapshot image
+// ref (its RBD snapshot snapName).
+func encodeSnapshotID(ref ceph.ImageRef, poolID int64) (string, error) {
+	ref.Name += "@" + snapName
+	return encodeID(ref, poolID)
+}
+
 // ControllerExpandVolume implements csi.ControllerServer: RBD grows online.
 func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	if req.GetVolumeId() == "" {

@@ -147,7 +147,13 @@ func (p *purger) purge(job purgeJob) {
 		// forgets it: the entry then waits for `rbd trash purge POOL`
 		// (with a ceph-mgr, the mgr retries its task by itself).
 		klog.V(4).InfoS("Trashed image still has dependents; purging later", "pool", job.pool, "image", job.name, "retry", p.retryAfter)
-		time.AfterFunc(p.retryAfter, func() { p.enqueue(job) })
+		time.AfterFunc(p.retryAfter, func() {
+			select {
+			case <-p.done: // stopped: nobody would take it
+			default:
+				p.enqueue(job)
+			}
+		})
 		return
 	}
 	if err != nil && !errors.Is(err, ceph.ErrNotFound) {

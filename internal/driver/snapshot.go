@@ -159,7 +159,7 @@ func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64
 	if err != nil {
 		return nil, err
 	}
-	id, err := volid.ID{ClusterID: plan.target.Cluster.ID, Monitors: plan.target.Cluster.Monitors, PoolID: poolID}.ForSnapshot(plan.target.Name, snapName).Encode()
+	id, err := encodeSnapshotID(plan.target, poolID)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
@@ -225,6 +225,21 @@ func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, so
 	}
 }
 
+// cloneOverPartial clones parent@snap to target. A name taken by pieces of
+// a clone that cannot be opened (librbd was interrupted between writing the
+// name and the header) is cleared and the clone made again.
+func (d *Driver) cloneOverPartial(ctx context.Context, creds ceph.Credentials, parent ceph.ImageRef, snap string, target ceph.ImageRef, spec ceph.CloneSpec) error {
+	err := d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
+	if !errors.Is(err, ceph.ErrExists) {
+		return err
+	}
+	// A Ceph error, like CloneImage's, for the caller to map.
+	if err := d.opts.Backend.RemovePartialImage(ctx, creds, target); err != nil && !errors.Is(err, ceph.ErrNotFound) {
+		return err
+	}
+	return d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
+}
+
 // removePartial removes what an interrupted clone left under ref's name:
 // the CO never got an ID for it, so nobody can be using it. (Two
 // controllers working on one name at once could race here; the sidecars'
@@ -266,15 +281,7 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 	// not only I's head; snapshot images are never mapped, so no kernel
 	// needs to support it.
 	spec := ceph.CloneSpec{Features: ceph.FeatureLayering | ceph.FeatureDeepFlatten, Metadata: map[string]string{metaOwner: string(raw)}}
-	err = d.opts.Backend.CloneImage(ctx, plan.creds, plan.source, tmp, plan.target, spec)
-	if errors.Is(err, ceph.ErrExists) {
-		// The name is taken by pieces of a clone that could not be opened:
-		// librbd was interrupted between writing the name and the header.
-		if err := d.removePartial(ctx, plan.creds, plan.target); err != nil {
-			return nil, err
-		}
-		err = d.opts.Backend.CloneImage(ctx, plan.creds, plan.source, tmp, plan.target, spec)
-	}
+	err = d.cloneOverPartial(ctx, plan.creds, plan.source, tmp, plan.target, spec)
 	if err != nil {
 		d.abandonTempSnap(ctx, plan.creds, plan.source, plan.target.Name)
 	}
@@ -387,7 +394,7 @@ func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets 
 	if err != nil {
 		return nil, err
 	}
-	creds, err := d.snapshotCreds(secrets, cl, id.PoolID)
+	creds, err := d.snapshotCreds(secrets, cl)
 	if err != nil {
 		return nil, err
 	}
@@ -432,7 +439,7 @@ func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref c
 
 // snapshotCreds picks the request's secrets, else those the controller
 // knows for the pool (ListSnapshots and GetSnapshot may carry none).
-func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster, poolID int64) (ceph.Credentials, error) {
+func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster) (ceph.Credentials, error) {
 	if len(secrets) > 0 {
 		creds, err := params.Credentials(secrets, params.DefaultUser)
 		if err != nil {

@@ -65,17 +65,20 @@ func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, 
 	} else {
 		cur, depth = info.Size, -1 // measured again below: it may have been flattened
 	}
+	// The clone exists: the temporary snapshot has served. Removed before
+	// anything else can fail, so that a request the CO gives up on leaves
+	// no snapshot on the source (it would keep the source's purge waiting).
+	if src.volume {
+		if err := d.removeTempSnap(ctx, plan.creds, src.parent, plan.ref.Name); err != nil {
+			return 0, err
+		}
+	}
 	failpoint.Crash("clone-before-resize")
 	if cur < size {
 		if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, size); err != nil {
 			return 0, cephStatus(err, "grow clone "+plan.ref.String())
 		}
 		cur = size
-	}
-	if src.volume {
-		if err := d.removeTempSnap(ctx, plan.creds, src.parent, plan.ref.Name); err != nil {
-			return 0, err
-		}
 	}
 	return cur, d.cloneReady(ctx, plan, info, depth)
 }
@@ -249,14 +252,7 @@ func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, sr
 		return status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
 	spec := ceph.CloneSpec{Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(raw)}}
-	err = d.opts.Backend.CloneImage(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
-	if errors.Is(err, ceph.ErrExists) {
-		// Pieces of a clone librbd never finished, which cannot be opened.
-		if err := d.removePartial(ctx, plan.creds, plan.ref); err != nil {
-			return err
-		}
-		err = d.opts.Backend.CloneImage(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
-	}
+	err = d.cloneOverPartial(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
 	if err != nil {
 		if src.volume {
 			d.abandonTempSnap(ctx, plan.creds, src.parent, plan.ref.Name)

@@ -114,7 +114,7 @@ func (d *Driver) snapshotPools(ctx context.Context, req *csi.ListSnapshotsReques
 	if err != nil {
 		return nil, err
 	}
-	creds, err := d.snapshotCreds(req.GetSecrets(), cl, id.PoolID)
+	creds, err := d.snapshotCreds(req.GetSecrets(), cl)
 	if err != nil {
 		return nil, err
 	}
@@ -158,9 +158,10 @@ func (d *Driver) snapshotsInPool(ctx context.Context, a poolAccess, source strin
 }
 
 func (d *Driver) snapshotEntry(ctx context.Context, a poolAccess, poolID int64, image string) (*csi.Snapshot, error) {
-	id, err := volid.ID{ClusterID: a.cluster.ID, Monitors: a.cluster.Monitors, PoolID: poolID}.ForSnapshot(image, snapName).Encode()
+	ref := ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: image}
+	id, err := encodeSnapshotID(ref, poolID)
 	if err != nil {
 		return nil, nil //nolint:nilerr // a name that cannot form an ID is not one of our snapshots
 	}
-	return d.statSnapshot(ctx, a.creds, ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: image}, id)
+	return d.statSnapshot(ctx, a.creds, ref, id)
 }

@@ -92,8 +92,3 @@ func TempSnapName(target string) string {
 	sum := sha256.Sum256([]byte(target))
 	return tempSnapPrefix + hex.EncodeToString(sum[:])[:tempSnapHashHexDigits]
 }
-
-// IsTempSnap reports whether an RBD snapshot name is one TempSnapName makes.
-func IsTempSnap(name string) bool {
-	return strings.HasPrefix(name, tempSnapPrefix) && len(name) == len(tempSnapPrefix)+tempSnapHashHexDigits
-}

@@ -162,10 +162,3 @@ func (id ID) IsSnapshot() bool {
 	_, _, ok := id.SplitSnapshot()
 	return ok
 }
-
-// ForSnapshot returns the snapshot ID of image@snap in the same cluster
-// and pool as id.
-func (id ID) ForSnapshot(image, snap string) ID {
-	id.Image = image + "@" + snap
-	return id
-}

@@ -187,7 +187,8 @@ func FuzzEncodeDecode(f *testing.F) {
 
 func TestSnapshotIDsRoundTripAndStayApartFromVolumes(t *testing.T) {
 	vol := ID{ClusterID: "prod", PoolID: 3, Image: "csi-vol-0123456789abcdef0123456789abcdef"}
-	snap := vol.ForSnapshot("csi-snap-0123456789abcdef0123456789abcdef", "csi-snap")
+	snap := vol
+	snap.Image = "csi-snap-0123456789abcdef0123456789abcdef@csi-snap"
 	enc, err := snap.Encode()
 	if err != nil {
 		t.Fatal(err)

@@ -174,8 +174,13 @@ func (b *Backend) TrashImage(ctx context.Context, cr ceph.Credentials, ref ceph.
 			}
 			// Gone, or moved (perhaps half way) by an earlier attempt.
 			trashed, ferr := finishTrashMovesOf(io, ref.Name)
-			if ferr != nil || len(trashed) == 0 {
-				return errors.Join(err, ferr)
+			if ferr != nil {
+				// Not "gone": a delete answered as done would leave the
+				// entry for nobody to purge.
+				return ferr
+			}
+			if len(trashed) == 0 {
+				return err
 			}
 			ids = trashed
 			return nil
