@@ -131,7 +131,7 @@ func diffImages(images []string, believed map[string]string) (orphans, missing [
 // images that do not exist.
 func leakedMetadata(t *testing.T, p *harness.Pool, images []string) int {
 	t.Helper()
-	conn, io := rawPool(t, p)
+	conn, io := p.Rados(t)
 	// A driver killed with an image open leaves a watch that the OSDs
 	// drop only after 30 s; until then the mgr's purge is refused, and it
 	// retries after 30 s, then 60 s, then 120 s.
@@ -161,31 +161,6 @@ func leakedMetadata(t *testing.T, p *harness.Pool, images []string) int {
 		t.Logf("leaked: %v", leaked)
 	}
 	return len(leaked)
-}
-
-// rawPool opens the test's pool with librados alone, a path that shares
-// nothing with the driver's.
-func rawPool(t *testing.T, p *harness.Pool) (*rados.Conn, *rados.IOContext) {
-	t.Helper()
-	conn, err := rados.NewConnWithUser(p.Env.Admin.User)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range map[string]string{"mon_host": strings.Join(p.Env.Monitors, ","), "key": p.Env.Admin.Key, "keyring": "", "client_mount_timeout": "20"} {
-		if err := conn.SetConfigOption(k, v); err != nil {
-			t.Fatalf("set %s: %v", k, err)
-		}
-	}
-	if err := conn.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Shutdown)
-	io, err := conn.OpenIOContext(p.Env.Pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(io.Destroy)
-	return conn, io
 }
 
 // waitTrashRecordsGone waits for the purges of the test's images and

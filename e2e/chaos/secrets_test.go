@@ -32,6 +32,7 @@ func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	wrong := randomCephxKey(t)
+	d.Redact = append(d.Redact, keyForms(t, p.Env.Admin.Key, wrong)...)
 
 	logged := []string{"CreateVolume", "ControllerExpandVolume", "DeleteVolume"}
 	if os.Geteuid() == 0 {

@@ -4,6 +4,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -65,17 +66,20 @@ type Driver struct {
 	Env  []string
 	Sock string
 	Log  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	conn *grpc.ClientConn
+	// Redact lists strings (keys) that a failed test's log dump and kept
+	// log must not carry; Start puts the cluster's admin key there.
+	Redact []string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	conn   *grpc.ClientConn
 }
 
 // Start launches the driver with args (the endpoint is added) and waits
 // until it serves.
 func Start(t testing.TB, dir string, args []string, env ...string) *Driver {
 	t.Helper()
-	d := &Driver{t: t, Args: args, Env: env, Sock: filepath.Join(dir, "csi.sock"), Log: filepath.Join(dir, "driver.log")}
+	d := &Driver{t: t, Args: args, Env: env, Sock: filepath.Join(dir, "csi.sock"), Log: filepath.Join(dir, "driver.log"), Redact: []string{os.Getenv("CEPH_ADMIN_KEY")}}
 	if err := d.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +256,13 @@ func (d *Driver) dumpLogOnFailure() {
 	if err != nil {
 		return
 	}
+	// The failure may be a key that reached the log: it must not go on
+	// into CI's output or a kept file.
+	for _, r := range d.Redact {
+		if r != "" {
+			data = bytes.ReplaceAll(data, []byte(r), []byte("<redacted key>"))
+		}
+	}
 	d.keepLog(data)
 	const tail = 6000
 	if len(data) > tail {
@@ -272,8 +283,18 @@ func (d *Driver) keepLog(data []byte) {
 		d.t.Logf("keeping the driver log: %v", err)
 		return
 	}
-	name := filepath.Join(dir, strings.ReplaceAll(d.t.Name(), "/", "_")+".driver.log")
-	if err := os.WriteFile(name, data, 0o600); err != nil {
+	// A test may run several drivers: each gets its own file.
+	f, err := os.CreateTemp(dir, strings.ReplaceAll(d.t.Name(), "/", "_")+".*.driver.log")
+	if err != nil {
+		d.t.Logf("keeping the driver log: %v", err)
+		return
+	}
+	name := f.Name()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		d.t.Logf("keeping the driver log: %v", err)
 		return
 	}

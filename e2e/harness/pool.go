@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ceph/go-ceph/rados"
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
@@ -137,4 +138,29 @@ func (p *Pool) OwnerRecord(t testing.TB, image string) string {
 		t.Fatal(err)
 	}
 	return info.Metadata["rbd-csi.owner"]
+}
+
+// Rados opens the test's pool with librados alone, a path that shares
+// nothing with the driver's, for checks that must not trust it.
+func (p *Pool) Rados(t testing.TB) (*rados.Conn, *rados.IOContext) {
+	t.Helper()
+	conn, err := rados.NewConnWithUser(p.Env.Admin.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"mon_host": strings.Join(p.Env.Monitors, ","), "key": p.Env.Admin.Key, "keyring": "", "admin_socket": "", "client_mount_timeout": "20"} {
+		if err := conn.SetConfigOption(k, v); err != nil {
+			t.Fatalf("set %s: %v", k, err)
+		}
+	}
+	if err := conn.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Shutdown)
+	io, err := conn.OpenIOContext(p.Env.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(io.Destroy)
+	return conn, io
 }

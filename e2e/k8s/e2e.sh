@@ -639,6 +639,9 @@ teardown() {
   until_true "$TIMEOUT" "the driver's PVs deleted" no_driver_pvs || true
   "$HELM" uninstall "$RELEASE" -n "$NS" --wait --timeout "${TIMEOUT}s" >/dev/null 2>&1 && log "  ok: helm uninstall $RELEASE"
   kc delete namespace "$TNS" --wait=false >/dev/null 2>&1
+  # what the readme scenario made, if it stopped half way
+  kc delete storageclass rbd --ignore-not-found >/dev/null 2>&1
+  kc delete secret -n "$NS" ceph-rbd --ignore-not-found >/dev/null 2>&1
   rbdc rm --no-progress "$POOL/$STATIC_IMAGE" >/dev/null 2>&1 || true
   local left
   left=$(grep -cF "$KUBELET_DIR/p" /proc/self/mountinfo)

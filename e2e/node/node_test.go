@@ -122,11 +122,13 @@ func (f *fixture) stagePublish(t *testing.T) {
 	}
 	// A test that fails half way still tears down what it set up (both
 	// calls are idempotent); the leftover check then sees a clean node.
+	// The volume is captured now: tests swap f.vol for restores and clones.
+	volID, target, staging := f.vol.VolumeId, f.target(), f.staging()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, _ = f.drv.Node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: f.vol.VolumeId, TargetPath: f.target()})
-		_, _ = f.drv.Node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: f.vol.VolumeId, StagingTargetPath: f.staging()})
+		_, _ = f.drv.Node().NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: volID, TargetPath: target})
+		_, _ = f.drv.Node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: volID, StagingTargetPath: staging})
 	})
 }
 
