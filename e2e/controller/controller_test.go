@@ -176,6 +176,9 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 // TestConcurrentSameNameCreatesAcrossTwoControllers races two controller
 // processes (same instance ID, as two replicas without leader election
 // would) on the same names: one image per name, every caller gets its ID.
+// Callers retry Aborted, as the provisioner does: a controller that finds
+// the name taken by an image it cannot open yet waits only a moment for the
+// other one's create before answering it.
 func TestConcurrentSameNameCreatesAcrossTwoControllers(t *testing.T) {
 	f := newFixture(t)
 	a := harness.Start(t, filepath.Join(f.Dir), f.args("twins"))
@@ -202,7 +205,15 @@ func TestConcurrentSameNameCreatesAcrossTwoControllers(t *testing.T) {
 				if c%2 == 1 {
 					client = b.Controller()
 				}
-				resp, err := client.CreateVolume(ctx, f.CreateReq(fmt.Sprintf("pvc-race-%d", n)))
+				req := f.CreateReq(fmt.Sprintf("pvc-race-%d", n))
+				resp, err := client.CreateVolume(ctx, req)
+				if status.Code(err) == codes.Aborted {
+					t.Logf("name %d, caller %d: %v; retrying while Aborted", n, c, err)
+				}
+				for status.Code(err) == codes.Aborted && ctx.Err() == nil {
+					time.Sleep(time.Second)
+					resp, err = client.CreateVolume(ctx, req)
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

@@ -105,7 +105,10 @@ func (f *snapFixture) userSnapshots(t *testing.T, image string) []string {
 }
 
 // crashThenRetry arms point, expects the call to die with the driver,
-// restarts it clean and returns the retry's error.
+// restarts it clean and returns the retry's error. The retry is repeated
+// while it is Aborted, as the sidecars do: pieces a crash left are taken
+// for a create still running until they are older than the driver's grace
+// (twice --ceph-timeout).
 func (f *snapFixture) crashThenRetry(t *testing.T, ctx context.Context, point string, call func(context.Context) error) error {
 	t.Helper()
 	f.drv.Restart("RBD_CSI_FAILPOINTS=" + point)
@@ -116,7 +119,15 @@ func (f *snapFixture) crashThenRetry(t *testing.T, ctx context.Context, point st
 		t.Fatalf("%s: failpoint did not kill the driver", point)
 	}
 	f.drv.Restart()
-	return call(ctx)
+	err := call(ctx)
+	if status.Code(err) == codes.Aborted {
+		t.Logf("%s: retry: %v; retrying while Aborted", point, err)
+	}
+	for status.Code(err) == codes.Aborted && ctx.Err() == nil {
+		time.Sleep(2 * time.Second)
+		err = call(ctx)
+	}
+	return err
 }
 
 // TestCrashInSnapshotRestoreAndCloneThenRetryLeaksNothing kills the driver

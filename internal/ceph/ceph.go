@@ -120,7 +120,9 @@ type Backend interface {
 	ResizeImage(ctx context.Context, cr Credentials, ref ImageRef, size uint64) error
 	// RemovePartialImage removes what a creation interrupted half way left
 	// behind under ref's name, and finishes removals of that name an earlier
-	// call was killed in. ErrNotFound when nothing is there.
+	// call was killed in. ErrNotFound when nothing is there; ErrInProgress,
+	// touching nothing, while the pieces are younger than the backend's
+	// grace period (they may be a create that is still running).
 	RemovePartialImage(ctx context.Context, cr Credentials, ref ImageRef) error
 	// TrashImage moves the image to the pool's trash and returns its image ID.
 	// When an earlier attempt already moved it there (this completes a move
@@ -164,6 +166,11 @@ var (
 	ErrNoSpace     = errors.New("no space left")
 	ErrNoManager   = errors.New("no active ceph-mgr")
 	ErrInvalid     = errors.New("invalid argument")
+	// ErrInProgress: what looks like the remains of an interrupted create
+	// is young enough to be a create still running (another controller, or
+	// a call of this one that its caller's deadline cut off while librados
+	// went on), so it is left alone.
+	ErrInProgress = errors.New("still being created")
 )
 
 // OpError carries the operation and object of a failed Ceph call, wrapping

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -162,24 +163,14 @@ func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) 
 // adoptImage handles an image that already has the derived name: a retry, a
 // concurrent caller, or a creation cut short by a crash.
 func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, spec ceph.ImageSpec) (uint64, error) {
-	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
-	if errors.Is(err, ceph.ErrNotFound) {
-		// The name is taken but the image cannot be opened: librbd was
-		// interrupted between writing the name and the header. Remove the
-		// pieces and create again.
-		klog.InfoS("Removing partially created image", "image", plan.ref)
-		if err := d.opts.Backend.RemovePartialImage(ctx, plan.creds, plan.ref); err != nil && !errors.Is(err, ceph.ErrNotFound) {
-			return 0, cephStatus(err, "clean up partially created image "+plan.ref.String())
-		}
-		if err := d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec); err != nil {
-			return 0, createStatus(err, plan)
-		}
+	info, err := d.statOrReplace(ctx, plan, spec)
+	if err != nil {
+		return 0, err
+	}
+	if info == nil {
 		return plan.size, nil
 	}
-	if err != nil {
-		return 0, cephStatus(err, "inspect existing image "+plan.ref.String())
-	}
-	if err := compatible(info, name, plan); err != nil {
+	if err := compatible(*info, name, plan); err != nil {
 		return 0, err
 	}
 	if _, ok := info.Metadata[metaOwner]; !ok {
@@ -189,6 +180,61 @@ func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, s
 		}
 	}
 	return info.Size, nil
+}
+
+// defaultPartialWait is how long CreateVolume waits for an image under its
+// name that cannot be opened yet to become whole before answering Aborted.
+// A create running elsewhere (a second controller) takes milliseconds.
+const defaultPartialWait = 5 * time.Second
+
+// statOrReplace returns the image under plan's name, or nil once it has
+// replaced pieces an interrupted create left there with a new image.
+func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.ImageSpec) (*ceph.ImageInfo, error) {
+	give := time.Now().Add(d.partialWait)
+	for {
+		info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
+		if err == nil {
+			return &info, nil
+		}
+		if !errors.Is(err, ceph.ErrNotFound) {
+			return nil, cephStatus(err, "inspect existing image "+plan.ref.String())
+		}
+		// The name is taken but the image cannot be opened: librbd was
+		// interrupted between writing the name and the header, or is still
+		// writing them. The backend removes the pieces only in the first case.
+		err = d.opts.Backend.RemovePartialImage(ctx, plan.creds, plan.ref)
+		if err == nil || errors.Is(err, ceph.ErrNotFound) {
+			klog.InfoS("Replacing a partially created image", "image", plan.ref)
+			err = d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec)
+			if err == nil {
+				return nil, nil
+			}
+			if !errors.Is(err, ceph.ErrExists) {
+				return nil, createStatus(err, plan)
+			}
+		} else if !errors.Is(err, ceph.ErrInProgress) {
+			return nil, cephStatus(err, "clean up partially created image "+plan.ref.String())
+		}
+		// Someone else is creating the name: look again shortly.
+		if time.Now().After(give) {
+			return nil, status.Errorf(codes.Aborted, "image %s could not be opened within %v of finding its name taken: %v; retry later", plan.ref, d.partialWait, err)
+		}
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return nil, cephStatus(err, "wait for image "+plan.ref.String())
+		}
+	}
+}
+
+// pause sleeps for d or until ctx ends, and then returns ctx's error.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // compatible decides whether an existing image satisfies a repeated request.

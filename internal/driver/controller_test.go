@@ -284,6 +284,64 @@ func TestCreateVolumeReplacesAHalfCreatedImage(t *testing.T) {
 	}
 }
 
+// Another controller (or this one's own call, abandoned at its deadline
+// while librados went on) may be between writing the name and the header:
+// its pieces are young, so they are left alone and waited for.
+func TestCreateVolumeLeavesAYoungHalfCreatedImageAlone(t *testing.T) {
+	tests := []struct {
+		name          string
+		unopenable    int // stat calls that find no header
+		wantCode      codes.Code
+		wantFragments []string
+	}{
+		{"the other create finishes within the wait: its image is adopted", 3, codes.OK, nil},
+		{"the header never appears: Aborted, naming the image", 1 << 30, codes.Aborted, []string{"could not be opened", "retry later"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			d.partialWait = 300 * time.Millisecond
+			fake.PartialGrace = time.Hour
+			req := createReq("pvc-young", 1<<30, nil)
+			plan, err := d.planCreate(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := fake.CreateImage(context.Background(), plan.creds, plan.ref, ceph.ImageSpec{Size: 1 << 30, Features: ceph.FeatureLayering}); err != nil {
+				t.Fatal(err)
+			}
+			before, err := fake.StatImage(context.Background(), plan.creds, plan.ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			left := tc.unopenable
+			fake.Fail = func(op string, _ ceph.ImageRef) error {
+				if op == "stat" && left > 0 {
+					left--
+					return ceph.ErrNotFound
+				}
+				return nil
+			}
+
+			_, err = d.CreateVolume(context.Background(), req)
+			if tc.wantCode == codes.OK && err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantCode != codes.OK {
+				wantCode(t, err, tc.wantCode, tc.wantFragments...)
+			}
+			fake.Fail = nil
+			after, err := fake.StatImage(context.Background(), plan.creds, plan.ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.ID != before.ID {
+				t.Fatalf("the other caller's image %s was replaced by %s", before.ID, after.ID)
+			}
+		})
+	}
+}
+
 func TestCephFailuresMapToRetryableCodes(t *testing.T) {
 	tests := []struct {
 		err  error

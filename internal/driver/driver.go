@@ -89,6 +89,8 @@ type Driver struct {
 	purger *purger
 	flat   *flattener
 	node   *nodeState
+	// partialWait: see defaultPartialWait (a field so tests can shorten it).
+	partialWait time.Duration
 }
 
 // New validates opts and builds a Driver.
@@ -111,7 +113,7 @@ func New(opts Options) (*Driver, error) {
 	if opts.Mode != ModeController && opts.NodeID == "" {
 		return nil, errors.New("node mode needs --nodeid")
 	}
-	d := &Driver{opts: opts, locks: newKeyLocks(), known: newKnownPools()}
+	d := &Driver{opts: opts, locks: newKeyLocks(), known: newKnownPools(), partialWait: defaultPartialWait}
 	if opts.Mode != ModeNode {
 		d.purger = newPurger(opts.Backend)
 		d.flat = newFlattener(opts.Backend)

@@ -35,6 +35,8 @@ func cephStatus(err error, what string) error {
 		return status.Error(codes.NotFound, msg)
 	case errors.Is(err, ceph.ErrExists):
 		return status.Error(codes.AlreadyExists, msg)
+	case errors.Is(err, ceph.ErrInProgress):
+		return status.Error(codes.Aborted, msg+"; retry later")
 	case errors.Is(err, ceph.ErrBusy):
 		return status.Error(codes.FailedPrecondition, msg)
 	case errors.Is(err, ceph.ErrNoSpace):

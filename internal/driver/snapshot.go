@@ -241,9 +241,10 @@ func (d *Driver) cloneOverPartial(ctx context.Context, creds ceph.Credentials, p
 }
 
 // removePartial removes what an interrupted clone left under ref's name:
-// the CO never got an ID for it, so nobody can be using it. (Two
-// controllers working on one name at once could race here; the sidecars'
-// leader election keeps one active.)
+// the CO never got an ID for it, so nobody can be using it. The backend
+// leaves pieces younger than its grace alone (Aborted here): they may be a
+// clone still running in another controller or in a call of this one
+// abandoned at its deadline.
 func (d *Driver) removePartial(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	err := d.opts.Backend.RemovePartialImage(ctx, creds, ref)
 	if err == nil {

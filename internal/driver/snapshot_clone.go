@@ -40,7 +40,8 @@ type cloneOwner struct {
 //
 //  1. S@tmp   (clones of volumes) temporary snapshot of the source volume
 //  2. clone   the volume, with its owner record (a name without one is an
-//     interrupted clone: removed and made again)
+//     interrupted clone: removed, once older than the backend's grace, and
+//     made again)
 //  3. resize  to the requested size, when larger than the source
 //  4. rm tmp  (clones of volumes) moved to the snapshot trash namespace
 //  5. depth   over the bound: flatten, and answer Aborted until it is done

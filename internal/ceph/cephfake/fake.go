@@ -33,11 +33,16 @@ type Backend struct {
 	Mgr bool
 	// Usage is what PoolUsage reports for every pool.
 	Usage ceph.PoolUsage
+	// PartialGrace: RemovePartialImage answers ErrInProgress for an image
+	// created less than this long ago, as the real backend does for pieces
+	// that may be a create still running. Zero removes at once.
+	PartialGrace time.Duration
 
 	// Snapshot bookkeeping (snapshot.go), by image ID.
 	snaps      map[string]map[string]*fakeSnap
 	links      map[string]fakeLink
 	flattening map[string]bool
+	born       map[string]time.Time // by image ID
 }
 
 var _ ceph.Backend = (*Backend)(nil)
@@ -53,6 +58,17 @@ func New(user, key string, pools ...string) *Backend {
 		b.pools[p] = int64(i + 1)
 	}
 	return b
+}
+
+// newID numbers a new image and notes when it was made.
+func (b *Backend) newID() string {
+	b.nextID++
+	id := strconv.Itoa(b.nextID)
+	if b.born == nil {
+		b.born = map[string]time.Time{}
+	}
+	b.born[id] = time.Now()
+	return id
 }
 
 // AddUser lets another cephx user in.
@@ -154,9 +170,8 @@ func (b *Backend) CreateImage(ctx context.Context, cr ceph.Credentials, ref ceph
 		}
 		spec.Features |= ceph.FeatureDataPool
 	}
-	b.nextID++
 	b.images[key(ref)] = &ceph.ImageInfo{
-		Name: ref.Name, ID: strconv.Itoa(b.nextID), Size: spec.Size, Features: spec.Features,
+		Name: ref.Name, ID: b.newID(), Size: spec.Size, Features: spec.Features,
 		DataPool: spec.DataPool, Metadata: maps.Clone(spec.Metadata),
 	}
 	if b.images[key(ref)].Metadata == nil {
@@ -225,6 +240,9 @@ func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, r
 	img, ok := b.images[key(ref)]
 	if !ok {
 		return notFound("remove", ref)
+	}
+	if age := time.Since(b.born[img.ID]); age < b.PartialGrace {
+		return &ceph.OpError{Op: "remove", Target: ref.String(), Err: fmt.Errorf("%w: created %v ago", ceph.ErrInProgress, age)}
 	}
 	if b.purgeBlocked(img.ID) {
 		return &ceph.OpError{Op: "remove", Target: ref.String(), Err: fmt.Errorf("%w: image has snapshots", ceph.ErrBusy)}

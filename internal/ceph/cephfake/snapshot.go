@@ -137,9 +137,8 @@ func (b *Backend) CloneImage(ctx context.Context, cr ceph.Credentials, parent ce
 	if _, ok := b.images[key(child)]; ok {
 		return &ceph.OpError{Op: "clone", Target: child.String(), Err: ceph.ErrExists}
 	}
-	b.nextID++
 	img := &ceph.ImageInfo{
-		Name: child.Name, ID: strconv.Itoa(b.nextID), Size: s.info.Size, Features: spec.Features | ceph.FeatureLayering,
+		Name: child.Name, ID: b.newID(), Size: s.info.Size, Features: spec.Features | ceph.FeatureLayering,
 		DataPool: spec.DataPool, Metadata: maps.Clone(p.Metadata),
 		Parent: &ceph.Parent{Pool: parent.Pool, Image: parent.Name, ImageID: p.ID, Snap: snap},
 	}

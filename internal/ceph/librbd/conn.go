@@ -33,6 +33,12 @@ type Options struct {
 	OpTimeout time.Duration
 	// IdleTimeout closes a connection unused for this long.
 	IdleTimeout time.Duration
+	// PartialGrace is how old the pieces of an unfinished create must be
+	// before RemovePartialImage takes them for a crash's remains. Younger
+	// ones may be a create still running: in another controller, or one
+	// this process gave up waiting for while librados carried on, each of
+	// its steps bounded by OpTimeout. Zero means twice OpTimeout.
+	PartialGrace time.Duration
 	// Observe, when set, is told of every operation (see observe.go).
 	Observe func(op string, d time.Duration, err error)
 }
@@ -58,6 +64,9 @@ func New(opts Options) *Backend {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultOptions.IdleTimeout
+	}
+	if opts.PartialGrace <= 0 {
+		opts.PartialGrace = 2 * opts.OpTimeout
 	}
 	b := &Backend{opts: opts, conns: map[string]*conn{}, stop: make(chan struct{})}
 	go b.reap()

@@ -35,13 +35,16 @@ func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, r
 		if err := finishRemovals(io, ref.Name); err != nil {
 			return err
 		}
-		return removePartial(io, ref.Name)
+		return removePartial(io, ref.Name, b.opts.PartialGrace)
 	})
 }
 
-func removePartial(io *rados.IOContext, name string) error {
+func removePartial(io *rados.IOContext, name string, grace time.Duration) error {
 	id, err := imageIDOf(io, name)
 	if err != nil {
+		return err
+	}
+	if err := checkAbandoned(io, name, grace); err != nil {
 		return err
 	}
 	_, err = io.Stat(headerObject(id))
@@ -55,6 +58,24 @@ func removePartial(io *rados.IOContext, name string) error {
 	}
 	klog.InfoS("Removing the pieces of an image whose creation was interrupted", "image", name, "id", id)
 	return forgetName(io, name, id)
+}
+
+// checkAbandoned answers ErrInProgress while the rbd_id object, the first
+// thing librbd's create writes, is younger than grace. Its mtime comes from
+// the writer's clock; skew only delays a clean-up. A name without the
+// object is what forgetName leaves when cut short, so it is abandoned.
+func checkAbandoned(io *rados.IOContext, name string, grace time.Duration) error {
+	st, err := io.Stat(idObject(name))
+	if isErrno(err, syscall.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look at %s: %w", idObject(name), err)
+	}
+	if age := time.Since(st.ModTime); age < grace {
+		return fmt.Errorf("%w: image %s has no header yet or no owner record, and its name was taken %v ago; pieces younger than %v may be a create still running (in another controller, or one abandoned at its caller's deadline) and are left alone", ceph.ErrInProgress, name, age.Round(time.Second), grace)
+	}
+	return nil
 }
 
 // imageIDOf finds the ID a name stands for: the directory entry, else the

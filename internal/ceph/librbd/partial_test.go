@@ -29,7 +29,8 @@ func TestRemovePartialImageClearsWhatAnInterruptedCreateLeft(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, env, cl := testBackend(t, Options{})
+			// The pieces are made just now; the grace is tested apart.
+			b, env, cl := testBackend(t, Options{PartialGrace: time.Nanosecond})
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("partial-create-%d", time.Now().UnixNano())}
@@ -69,6 +70,60 @@ func TestRemovePartialImageClearsWhatAnInterruptedCreateLeft(t *testing.T) {
 	}
 }
 
+// Pieces under a name may be a create still running elsewhere: while the
+// rbd_id object is younger than the grace, RemovePartialImage touches
+// nothing; once older, it clears them.
+func TestRemovePartialImageLeavesYoungPiecesAlone(t *testing.T) {
+	tests := []struct {
+		name      string
+		header    bool
+		grace     time.Duration
+		wantErr   error
+		wantStays bool
+	}{
+		{"young pieces without a header stay", false, time.Hour, ceph.ErrInProgress, true},
+		{"a young whole image without owner record stays", true, time.Hour, ceph.ErrInProgress, true},
+		{"pieces older than the grace are cleared", false, time.Nanosecond, nil, false},
+		{"a whole image older than the grace is removed", true, time.Nanosecond, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, env, cl := testBackend(t, Options{PartialGrace: tc.grace})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("young-%d", time.Now().UnixNano())}
+			io := rawIOContext(t, b, env.Admin, cl, env.Pool)
+			if tc.header {
+				if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if err := io.WriteFull(idObject(ref.Name), encodeStrings("feedc0ffee02")); err != nil {
+					t.Fatal(err)
+				}
+				if err := clsExec(io, "rbd_directory", "dir_add_image", encodeStrings(ref.Name, "feedc0ffee02")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Cleanup(func() {
+				cleaner := New(Options{PartialGrace: time.Nanosecond})
+				defer cleaner.Close()
+				_ = cleaner.RemovePartialImage(context.Background(), env.Admin, ref)
+			})
+
+			err := b.RemovePartialImage(ctx, env.Admin, ref)
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("RemovePartialImage: %v, want %v", err, tc.wantErr)
+			}
+			_, err = readImageID(io, ref.Name)
+			names, _ := rbd.GetImageNames(io)
+			if stays := err == nil && slices.Contains(names, ref.Name); stays != tc.wantStays {
+				t.Fatalf("name still there: %v, want %v (rbd_id: %v)", stays, tc.wantStays, err)
+			}
+		})
+	}
+}
+
 // A controller killed inside rbd_remove leaves a trash entry with source
 // REMOVING that rbd_trash_list (and so `rbd trash ls`) never shows, while
 // `rbd ls` lists the name and nothing opens it. A retry comes back through
@@ -97,7 +152,7 @@ func TestAnInterruptedRemovalIsFinishedByTheRetry(t *testing.T) {
 	for _, rt := range retries {
 		for _, state := range []byte{0, 2} { // NORMAL, REMOVING
 			t.Run(fmt.Sprintf("%s, entry in state %d", rt.name, state), func(t *testing.T) {
-				b, env, cl := testBackend(t, Options{})
+				b, env, cl := testBackend(t, Options{PartialGrace: time.Nanosecond})
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				stamp := time.Now().UnixNano()

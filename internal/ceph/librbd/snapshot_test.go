@@ -18,7 +18,7 @@ import (
 // parents, a flatten that detaches, and a trash purge refused while a clone
 // depends on the image.
 func TestSnapshotCloneFlattenContract(t *testing.T) {
-	b, env, cl := testBackend(t, Options{})
+	b, env, cl := testBackend(t, Options{PartialGrace: time.Nanosecond}) // its clean-up removes a young image
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
