@@ -87,7 +87,9 @@ func (f *snapFixture) snapshotImages(t *testing.T, trash bool) []string {
 // (the user namespace: what an operator would have to clean up).
 func (f *snapFixture) userSnapshots(t *testing.T, image string) []string {
 	t.Helper()
-	out, err := exec.Command("rbd", "-c", f.Env.Conf, "--id", f.Env.Admin.User, "snap", "ls", "--format", "json", f.Env.Pool+"/"+image).Output()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rbd", "-c", f.Env.Conf, "--id", f.Env.Admin.User, "snap", "ls", "--format", "json", f.Env.Pool+"/"+image).Output()
 	if err != nil {
 		t.Fatalf("rbd snap ls %s: %v", image, err)
 	}

@@ -385,6 +385,8 @@ forbidden_lines() {
 check_stable() {
   local r f
   r=$(driver_restarts)
+  # An empty list would pass the restart check below without proving it.
+  check "the driver's containers are there to look at ($(wc -w <<<"$r") found)" [ -n "$r" ]
   check "no container of the driver restarted ($r)" [ -z "$(tr ' ' '\n' <<<"$r" | grep -v '=0$' | grep .)" ]
   f=$(forbidden_lines)
   [ -z "$f" ] || log "  $(head -n 3 <<<"$f")"

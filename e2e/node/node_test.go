@@ -205,13 +205,15 @@ func sumFromExport(t *testing.T, f *fixture, file string) string {
 	t.Helper()
 	img := f.vol.VolumeContext["imageName"]
 	raw := filepath.Join(t.TempDir(), "image.raw")
-	cmd := exec.Command("rbd", "export", "--no-progress", "-m", strings.Join(f.env.Monitors, ","), "--id", "admin", f.env.Pool+"/"+img, raw)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rbd", "export", "--no-progress", "-m", strings.Join(f.env.Monitors, ","), "--id", "admin", f.env.Pool+"/"+img, raw)
 	cmd.Env = append(os.Environ(), "CEPH_ARGS=--keyring="+keyringFile(t, f.env.Admin.Key))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("rbd export: %v: %s", err, out)
 	}
 	var out bytes.Buffer
-	dump := exec.Command("debugfs", "-R", "cat "+file, raw)
+	dump := exec.CommandContext(ctx, "debugfs", "-R", "cat "+file, raw)
 	dump.Stdout = &out
 	if err := dump.Run(); err != nil {
 		t.Fatalf("debugfs: %v", err)
@@ -313,7 +315,9 @@ func hasCapSysResource(t *testing.T) bool {
 
 func fsSize(t *testing.T, path string) int64 {
 	t.Helper()
-	out, err := exec.Command("df", "-B1", "--output=size", path).Output()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "df", "-B1", "--output=size", path).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,9 @@ type cloneOwner struct {
 //  5. depth   over the bound: flatten, and answer Aborted until it is done
 func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource) (uint64, error) {
 	src, err := d.resolveCloneSource(ctx, plan, cs)
+	if status.Code(err) == codes.NotFound {
+		return d.cloneOfGoneSource(ctx, name, plan, cs, err)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -82,6 +85,50 @@ func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, 
 		cur = size
 	}
 	return cur, d.cloneReady(ctx, plan, info, depth)
+}
+
+// cloneOfGoneSource answers a CreateVolume whose content source no longer
+// exists. The source may have been deleted after this very request made
+// the volume (the CO retries when the answer was lost): that volume is
+// returned, as the spec asks of a repeated request. What a crashed attempt
+// left unfinished is removed, since no retry can finish it now and nobody
+// else will ask for the name; then the source is NotFound.
+func (d *Driver) cloneOfGoneSource(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource, gone error) (uint64, error) {
+	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return 0, gone
+	}
+	if err != nil {
+		return 0, cephStatus(err, "inspect existing image "+plan.ref.String())
+	}
+	own, ours := cloneOwnerOf(info, name)
+	if !ours {
+		// No record, or the one librbd copied from the parent: derived
+		// names are the request's own, so no other volume has this one.
+		if err := d.removePartial(ctx, plan.creds, plan.ref); err != nil {
+			return 0, err
+		}
+		return 0, gone
+	}
+	if err := matchesClone(info, own, ours, name, plan, sourceID(cs)); err != nil {
+		return 0, err
+	}
+	size := info.Size
+	if plan.sizeGiven && size < plan.size {
+		if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, plan.size); err != nil {
+			return 0, cephStatus(err, "grow clone "+plan.ref.String())
+		}
+		size = plan.size
+	}
+	return size, d.cloneReady(ctx, plan, &info, -1)
+}
+
+// sourceID is the CSI ID of a content source.
+func sourceID(cs *csi.VolumeContentSource) string {
+	if cs.GetSnapshot() != nil {
+		return cs.GetSnapshot().GetSnapshotId()
+	}
+	return cs.GetVolume().GetVolumeId()
 }
 
 // cloneReady answers Aborted while the new volume is flattened: the
@@ -217,24 +264,35 @@ func (d *Driver) existingClone(ctx context.Context, name string, plan createPlan
 	if err != nil {
 		return nil, cephStatus(err, "inspect existing image "+plan.ref.String())
 	}
-	raw := info.Metadata[metaOwner]
-	var own cloneOwner
-	ours := json.Unmarshal([]byte(raw), &own) == nil && own.Kind == "" && own.Name == name
+	own, ours := cloneOwnerOf(info, name)
 	if unfinishedClone(info, ours, src.parent) {
 		return nil, d.removePartial(ctx, plan.creds, plan.ref)
 	}
-	if ours && own.Source != src.id {
-		return nil, status.Errorf(codes.AlreadyExists, "volume %q exists with another content source (%q), not %q", name, own.Source, src.id)
+	if err := matchesClone(info, own, ours, name, plan, src.id); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// cloneOwnerOf reads an image's owner record; ours says it is the volume
+// record of request name.
+func cloneOwnerOf(info ceph.ImageInfo, name string) (own cloneOwner, ours bool) {
+	err := json.Unmarshal([]byte(info.Metadata[metaOwner]), &own)
+	return own, err == nil && own.Kind == "" && own.Name == name
+}
+
+// matchesClone decides whether an existing clone satisfies a repeated
+// request for a volume from source.
+func matchesClone(info ceph.ImageInfo, own cloneOwner, ours bool, name string, plan createPlan, source string) error {
+	if ours && own.Source != source {
+		return status.Errorf(codes.AlreadyExists, "volume %q exists with another content source (%q), not %q", name, own.Source, source)
 	}
 	check := plan
 	check.size = 0 // a clone smaller than asked is grown by the caller
 	if info.Features&ceph.FeatureLayering != 0 {
 		check.params.Features |= ceph.FeatureLayering // every clone has it (CloneImage)
 	}
-	if err := compatible(info, name, check); err != nil {
-		return nil, err
-	}
-	return &info, nil
+	return compatible(info, name, check)
 }
 
 // makeClone takes the temporary snapshot (volume sources) and clones.

@@ -386,3 +386,88 @@ func TestFailedCloneLeavesNoTemporarySnapshotOnTheSource(t *testing.T) {
 		})
 	}
 }
+
+// The CO repeats a CreateVolume whose answer it lost; by then the source
+// may be deleted. The spec asks for the volume the first call made, not
+// NotFound (which would leave the volume with nobody to delete it).
+func TestCloneRepeatedAfterItsSourceWasDeletedReturnsTheVolume(t *testing.T) {
+	tests := []struct {
+		name string
+		make func(t *testing.T, d *Driver, src *csi.Volume) (req *csi.CreateVolumeRequest, deleteSource func() error)
+	}{
+		{"from a volume", func(t *testing.T, d *Driver, src *csi.Volume) (*csi.CreateVolumeRequest, func() error) {
+			return fromVolume("copy", src.VolumeId, 2<<30), func() error {
+				_, err := d.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: src.VolumeId, Secrets: secrets()})
+				return err
+			}
+		}},
+		{"from a snapshot", func(t *testing.T, d *Driver, src *csi.Volume) (*csi.CreateVolumeRequest, func() error) {
+			snap := mustSnapshot(t, d, "snap", src.VolumeId)
+			return fromSnapshot("copy", snap.SnapshotId, 2<<30), func() error {
+				_, err := d.DeleteSnapshot(context.Background(), &csi.DeleteSnapshotRequest{SnapshotId: snap.SnapshotId, Secrets: secrets()})
+				return err
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newTestDriver(t)
+			src := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
+			req, deleteSource := tc.make(t, d, src)
+			first := mustCreate(t, d, req)
+			if err := deleteSource(); err != nil {
+				t.Fatal(err)
+			}
+			again, err := d.CreateVolume(context.Background(), req)
+			if err != nil {
+				t.Fatalf("repeated CreateVolume: %v", err)
+			}
+			if again.Volume.VolumeId != first.VolumeId || again.Volume.CapacityBytes != 2<<30 {
+				t.Fatalf("repeat answered %s (%d bytes), first %s", again.Volume.VolumeId, again.Volume.CapacityBytes, first.VolumeId)
+			}
+			other := req
+			other.Name = "another"
+			_, err = d.CreateVolume(context.Background(), other)
+			wantCode(t, err, codes.NotFound)
+		})
+	}
+}
+
+// A crash between librbd's clone and the owner record leaves a clone that
+// carries no record (or the parent's). When the source is deleted before
+// the retry, nothing can finish it: it is removed and the source NotFound.
+func TestUnfinishedCloneOfADeletedSourceIsRemoved(t *testing.T) {
+	for _, inherited := range []bool{false, true} {
+		t.Run(map[bool]string{false: "an unreadable owner record", true: "the parent's owner record"}[inherited], func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			src := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
+			req := fromVolume("copy", src.VolumeId, 0)
+			plan, err := d.planCreate(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srcRef := ref(src.VolumeContext["imageName"])
+			ctx := context.Background()
+			if _, err := fake.CreateSnap(ctx, adminCreds(), srcRef, "crashed"); err != nil {
+				t.Fatal(err)
+			}
+			if err := fake.CloneImage(ctx, adminCreds(), srcRef, "crashed", plan.ref, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {
+				t.Fatal(err)
+			}
+			if !inherited {
+				if err := fake.SetMetadata(ctx, adminCreds(), plan.ref, map[string]string{metaOwner: ""}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: src.VolumeId, Secrets: secrets()}); err != nil {
+				t.Fatal(err)
+			}
+
+			_, err = d.CreateVolume(ctx, req)
+			wantCode(t, err, codes.NotFound, "source volume")
+			if _, err := fake.StatImage(ctx, adminCreds(), plan.ref); err == nil {
+				t.Fatalf("the unfinished clone %s is still there", plan.ref.Name)
+			}
+		})
+	}
+}
