@@ -12,7 +12,19 @@ import (
 	"github.com/ceph/go-ceph/rbd"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
 )
+
+// partialFixture is a backend with the given grace, a fresh image name in
+// the test pool, and a raw I/O context there to build crash states with.
+func partialFixture(t *testing.T, grace time.Duration, prefix string) (*Backend, cephtest.Env, context.Context, ceph.ImageRef, *rados.IOContext) {
+	t.Helper()
+	b, env, cl := testBackend(t, Options{PartialGrace: grace})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())}
+	return b, env, ctx, ref, rawIOContext(t, b, env.Admin, cl, env.Pool)
+}
 
 // A controller killed inside librbd's create leaves a name without a
 // header. The tests rebuild each such state with the calls librbd makes and
@@ -30,11 +42,7 @@ func TestRemovePartialImageClearsWhatAnInterruptedCreateLeft(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			// The pieces are made just now; the grace is tested apart.
-			b, env, cl := testBackend(t, Options{PartialGrace: time.Nanosecond})
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("partial-create-%d", time.Now().UnixNano())}
-			io := rawIOContext(t, b, env.Admin, cl, env.Pool)
+			b, env, ctx, ref, io := partialFixture(t, time.Nanosecond, "partial-create")
 			const id = "feedc0ffee01"
 			if tc.dirEntry {
 				if err := clsExec(io, "rbd_directory", "dir_add_image", encodeStrings(ref.Name, id)); err != nil {
@@ -88,11 +96,7 @@ func TestRemovePartialImageLeavesYoungPiecesAlone(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, env, cl := testBackend(t, Options{PartialGrace: tc.grace})
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("young-%d", time.Now().UnixNano())}
-			io := rawIOContext(t, b, env.Admin, cl, env.Pool)
+			b, env, ctx, ref, io := partialFixture(t, tc.grace, "young")
 			if tc.header {
 				if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
 					t.Fatal(err)
