@@ -219,7 +219,7 @@ func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.I
 		if time.Now().After(give) {
 			return nil, status.Errorf(codes.Aborted, "image %s could not be opened within %v of finding its name taken: %v; retry later", plan.ref, d.partialWait, err)
 		}
-		if err := pause(ctx, 100*time.Millisecond); err != nil {
+		if err := pause(ctx, 250*time.Millisecond); err != nil {
 			return nil, cephStatus(err, "wait for image "+plan.ref.String())
 		}
 	}

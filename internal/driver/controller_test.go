@@ -291,16 +291,17 @@ func TestCreateVolumeLeavesAYoungHalfCreatedImageAlone(t *testing.T) {
 	tests := []struct {
 		name          string
 		unopenable    int // stat calls that find no header
+		wait          time.Duration
 		wantCode      codes.Code
 		wantFragments []string
 	}{
-		{"the other create finishes within the wait: its image is adopted", 3, codes.OK, nil},
-		{"the header never appears: Aborted, naming the image", 1 << 30, codes.Aborted, []string{"could not be opened", "retry later"}},
+		{"the other create finishes within the wait: its image is adopted", 3, defaultPartialWait, codes.OK, nil},
+		{"the header never appears: Aborted, naming the image", 1 << 30, 300 * time.Millisecond, codes.Aborted, []string{"could not be opened", "retry later"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			d, fake := newTestDriver(t)
-			d.partialWait = 300 * time.Millisecond
+			d.partialWait = tc.wait
 			fake.PartialGrace = time.Hour
 			req := createReq("pvc-young", 1<<30, nil)
 			plan, err := d.planCreate(req)
