@@ -22,7 +22,7 @@ type purger struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	done    chan struct{}
-	// pending counts queued and running local purges.
+	// pending holds queued, running and blocked local purges.
 	mu      sync.Mutex
 	pending map[string]bool
 	// retryAfter spaces the attempts at an image that still has snapshots
@@ -116,7 +116,8 @@ func (p *purger) finish(job purgeJob) {
 	p.mu.Unlock()
 }
 
-// Pending reports the number of local purges queued or running.
+// Pending reports the number of local purges queued, running, or waiting
+// to try again an image that clones still read through.
 func (p *purger) Pending() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -136,29 +137,43 @@ func (p *purger) loop() {
 }
 
 func (p *purger) purge(job purgeJob) {
-	defer p.finish(job)
 	ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
 	defer cancel()
 	start := time.Now()
 	err := p.backend.PurgeTrash(ctx, job.creds, job.cluster, job.pool, job.id, false)
 	if errors.Is(err, ceph.ErrBusy) {
 		// Snapshots or clones still depend on the image: librbd refuses,
-		// and the purge waits for them in the driver's memory. A restart
-		// forgets it: the entry then waits for `rbd trash purge POOL`
-		// (with a ceph-mgr, the mgr retries its task by itself).
+		// and the purge waits for them in the driver's memory, still
+		// counted as pending. A restart forgets it: the entry then waits
+		// for `rbd trash purge POOL` (with a ceph-mgr, the mgr retries its
+		// task by itself).
 		klog.V(4).InfoS("Trashed image still has dependents; purging later", "pool", job.pool, "image", job.name, "retry", p.retryAfter)
-		time.AfterFunc(p.retryAfter, func() {
-			select {
-			case <-p.done: // stopped: nobody would take it
-			default:
-				p.enqueue(job)
-			}
-		})
+		p.retryLater(job)
 		return
 	}
+	p.finish(job)
 	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
 		klog.ErrorS(err, "Trash purge failed; the entry stays in the trash", "pool", job.pool, "image", job.name, "id", job.id)
 		return
 	}
 	klog.V(4).InfoS("Trash purge done", "pool", job.pool, "image", job.name, "duration", time.Since(start))
+}
+
+// retryLater queues a blocked job again after retryAfter; it stays pending
+// meanwhile, unless the purger stops first.
+func (p *purger) retryLater(job purgeJob) {
+	time.AfterFunc(p.retryAfter, func() {
+		select {
+		case <-p.done: // stopped: nobody would take it
+			p.finish(job)
+			return
+		default:
+		}
+		select {
+		case p.queue <- job:
+		default:
+			p.finish(job)
+			klog.InfoS("Purge queue full; trash entry left for the next delete or an operator", "pool", job.pool, "id", job.id)
+		}
+	})
 }

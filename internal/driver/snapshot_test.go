@@ -201,9 +201,14 @@ func TestDeleteSourceFirstKeepsDependentsAndReclaimsLast(t *testing.T) {
 	if _, err := d.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap.SnapshotId, Secrets: secrets()}); err != nil {
 		t.Fatal(err)
 	}
-	waitPurges(t, d)
+	// Both purges are refused, retried every 10 ms, and stay pending for
+	// the metrics while they wait.
+	time.Sleep(50 * time.Millisecond)
 	if got := fake.Trash(testPool); len(got) != 2 {
 		t.Fatalf("trash %v: the source and the snapshot image must wait for the restored volume", got)
+	}
+	if n := d.PurgeQueueLength(); n != 2 {
+		t.Errorf("purge queue length %d while two purges wait for the restored volume, want 2", n)
 	}
 	if got := fake.Images(testPool); len(got) != 1 || got[0] != restored.VolumeContext["imageName"] {
 		t.Fatalf("images %v, want only the restored volume", got)
@@ -219,12 +224,11 @@ func TestDeleteSourceFirstKeepsDependentsAndReclaimsLast(t *testing.T) {
 	if got := fake.Trash(testPool); len(got) != 0 {
 		t.Errorf("trash %v once nothing depends on it", got)
 	}
-}
-
-func waitPurges(t *testing.T, d *Driver) {
-	t.Helper()
-	for i := 0; i < 1000 && d.purger.Pending() > 0; i++ {
+	for i := 0; i < 1000 && d.PurgeQueueLength() > 0; i++ {
 		time.Sleep(time.Millisecond)
+	}
+	if n := d.PurgeQueueLength(); n != 0 {
+		t.Errorf("purge queue length %d after the purges, want 0", n)
 	}
 }
 
