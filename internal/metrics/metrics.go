@@ -148,7 +148,7 @@ func (m *Metrics) SetConnections(count func() int) {
 func (m *Metrics) SetQueueLength(queue string, length func() int) {
 	m.registerOnce("queue/"+queue, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "background_queue_length",
-		Help:        "Tasks queued or running in a background queue of the driver, by queue.",
+		Help:        "Tasks queued, running or waiting to retry in a background queue of the driver, by queue.",
 		ConstLabels: prometheus.Labels{"queue": queue},
 	}, func() float64 { return float64(length()) }))
 }
