@@ -58,7 +58,9 @@ func TestSnapshotCloneFlattenContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Parent == nil || !info.Parent.InTrash || info.Parent.ImageID != parentID || info.Metadata["rbd-csi.owner"] != "child" {
+	// The parent keeps its name in the trash: the driver's unfinished-clone
+	// check compares it.
+	if info.Parent == nil || !info.Parent.InTrash || info.Parent.ImageID != parentID || info.Parent.Image != parent.Name || info.Metadata["rbd-csi.owner"] != "child" {
 		t.Fatalf("clone: parent %+v, owner %q", info.Parent, info.Metadata["rbd-csi.owner"])
 	}
 	if d, err := b.CloneDepth(ctx, env.Admin, child); err != nil || d != 1 {
