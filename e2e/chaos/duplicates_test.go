@@ -6,8 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 )
@@ -16,7 +20,8 @@ import (
 // parallel across two controller processes (as two replicas without leader
 // election would run), mixed with the deletes of 20 other volumes. Exactly
 // one image per distinct name must exist, every caller of a name must get
-// the same volume ID, and the deleted volumes must be gone.
+// the same volume ID (after retrying Aborted, as the provisioner would), and
+// the deleted volumes must be gone.
 func TestChaosDuplicateCreatesMixedWithDeletes(t *testing.T) {
 	requireChaos(t)
 	p := harness.NewPool(t, clusterID)
@@ -34,6 +39,7 @@ func TestChaosDuplicateCreatesMixedWithDeletes(t *testing.T) {
 	const calls, names = 100, 20
 	victims := createVictims(ctx, t, p, a, names)
 	ids := make([]string, calls)
+	var aborted atomic.Int32
 	errs := make(chan error, calls+len(victims))
 	gate := make(chan struct{})
 	var wg sync.WaitGroup
@@ -41,7 +47,15 @@ func TestChaosDuplicateCreatesMixedWithDeletes(t *testing.T) {
 		wg.Go(func() {
 			<-gate
 			d := []*harness.Driver{a, b}[i%2]
-			resp, err := d.Controller().CreateVolume(ctx, p.CreateReq(fmt.Sprintf("pvc-dup-%d", i%names)))
+			req := p.CreateReq(fmt.Sprintf("pvc-dup-%d", i%names))
+			resp, err := d.Controller().CreateVolume(ctx, req)
+			// Aborted (the other controller's image under the name did not
+			// open in time) is retried, as the provisioner does.
+			for status.Code(err) == codes.Aborted && ctx.Err() == nil {
+				aborted.Add(1)
+				time.Sleep(time.Second)
+				resp, err = d.Controller().CreateVolume(ctx, req)
+			}
 			if err != nil {
 				errs <- fmt.Errorf("create %d: %w", i, err)
 				return
@@ -70,10 +84,14 @@ func TestChaosDuplicateCreatesMixedWithDeletes(t *testing.T) {
 	for err := range errs {
 		failed = append(failed, err)
 	}
+	fig.set("aborted_retries", aborted.Load())
 	fig.zero(t, "failed_calls", len(failed), failed)
 
 	perName := map[string]map[string]bool{}
 	for i, id := range ids {
+		if id == "" {
+			continue // a failed call, counted above
+		}
 		name := fmt.Sprintf("pvc-dup-%d", i%names)
 		if perName[name] == nil {
 			perName[name] = map[string]bool{}
