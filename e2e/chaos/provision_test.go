@@ -37,12 +37,12 @@ func TestChaosCrashDuringProvisioningLosesNothing(t *testing.T) {
 
 	const ops, names = 200, 40
 	var kills atomic.Int32
-	believed := map[string]string{} // request name -> volume ID
+	believed := harness.Believed{}
 	t.Cleanup(func() { deleteBelieved(t, p, d, believed) })
 	start := time.Now()
 	for i := range ops {
 		name := fmt.Sprintf("pvc-%d", randN(names))
-		call := provisionStep(p, d, name, believed)
+		call := believed.Step(p, d, name, randN(2) == 0)
 		if err := d.Retry(ctx, d.WithRandomKill(80*time.Millisecond, &kills, call)); err != nil {
 			t.Fatalf("op %d on %s: %v", i, name, err)
 		}
@@ -61,7 +61,7 @@ func TestChaosCrashDuringProvisioningLosesNothing(t *testing.T) {
 	fig.set("images", len(images))
 	fig.set("believed", len(believed))
 	fig.zero(t, "images_minus_believed", len(images)-len(believed))
-	orphans, missing := diffImages(images, believed)
+	orphans, missing := believed.Diff(images)
 	fig.zero(t, "orphaned_images", len(orphans), orphans)
 	fig.zero(t, "lost_volumes", len(missing), missing)
 	fig.zero(t, "leaked_metadata", leakedMetadata(t, p, images))
@@ -70,7 +70,7 @@ func TestChaosCrashDuringProvisioningLosesNothing(t *testing.T) {
 
 // deleteBelieved removes the volumes the client holds, also when the
 // scenario failed half way.
-func deleteBelieved(t *testing.T, p *harness.Pool, d *harness.Driver, believed map[string]string) {
+func deleteBelieved(t *testing.T, p *harness.Pool, d *harness.Driver, believed harness.Believed) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, id := range believed {
@@ -82,46 +82,6 @@ func deleteBelieved(t *testing.T, p *harness.Pool, d *harness.Driver, believed m
 			t.Errorf("clean-up of %s: %v", id, err)
 		}
 	}
-}
-
-// provisionStep is the next operation on name: with even odds a delete when
-// the client believes the volume exists, else a create. It updates believed
-// only when the call succeeded.
-func provisionStep(p *harness.Pool, d *harness.Driver, name string, believed map[string]string) func(context.Context) error {
-	if id, exists := believed[name]; exists && randN(2) == 0 {
-		return func(c context.Context) error {
-			_, err := d.Controller().DeleteVolume(c, p.DeleteReq(id))
-			if err == nil {
-				delete(believed, name)
-			}
-			return err
-		}
-	}
-	return func(c context.Context) error {
-		resp, err := d.Controller().CreateVolume(c, p.CreateReq(name))
-		if err == nil {
-			believed[name] = resp.Volume.VolumeId
-		}
-		return err
-	}
-}
-
-// diffImages compares the pool with what the client believes.
-func diffImages(images []string, believed map[string]string) (orphans, missing []string) {
-	want := map[string]bool{}
-	for _, id := range believed {
-		want[harness.ImageName(id)] = true
-	}
-	for _, img := range images {
-		if !want[img] {
-			orphans = append(orphans, img)
-		}
-		delete(want, img)
-	}
-	for img := range want {
-		missing = append(missing, img)
-	}
-	return orphans, missing
 }
 
 // leakedMetadata counts what a crash could leave besides images: trash

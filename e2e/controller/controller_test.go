@@ -111,28 +111,11 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 		return d.WithRandomKill(60*time.Millisecond, &kills, fn)
 	}
 
-	believed := map[string]string{} // name -> volume ID
+	believed := harness.Believed{}
 	const ops = 40
 	for i := range ops {
 		name := fmt.Sprintf("pvc-%d", i%12)
-		id, exists := believed[name]
-		var err error
-		if exists && i%3 == 0 {
-			err = d.Retry(ctx, withKiller(func(c context.Context) error {
-				_, err := d.Controller().DeleteVolume(c, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: f.Secrets()})
-				return err
-			}))
-			delete(believed, name)
-		} else {
-			err = d.Retry(ctx, withKiller(func(c context.Context) error {
-				resp, err := d.Controller().CreateVolume(c, f.CreateReq(name))
-				if err == nil {
-					believed[name] = resp.Volume.VolumeId
-				}
-				return err
-			}))
-		}
-		if err != nil {
+		if err := d.Retry(ctx, withKiller(believed.Step(f.Pool, d, name, i%3 == 0))); err != nil {
 			t.Fatalf("op %d on %s: %v", i, name, err)
 		}
 	}
@@ -145,17 +128,11 @@ func TestRandomKillsDuringProvisioningLoseNothing(t *testing.T) {
 	}
 
 	images := f.Images(t)
-	wantImages := map[string]bool{}
-	for _, id := range believed {
-		wantImages[harness.ImageName(id)] = true
+	orphans, missing := believed.Diff(images)
+	for _, img := range orphans {
+		t.Errorf("orphaned image %s", img)
 	}
-	for _, img := range images {
-		if !wantImages[img] {
-			t.Errorf("orphaned image %s", img)
-		}
-		delete(wantImages, img)
-	}
-	for img := range wantImages {
+	for _, img := range missing {
 		t.Errorf("volume %s believed to exist is gone", img)
 	}
 	for _, img := range images {
