@@ -262,6 +262,31 @@ func TestChainDeeperThanTheBoundIsFlattened(t *testing.T) {
 	}
 }
 
+// Without a ceph-mgr the driver flattens by itself, in the background; the
+// clone is Aborted until that is done and counted in the flatten gauge
+// while it runs.
+func TestCloneOverTheBoundIsFlattenedByTheDriverWithoutAManager(t *testing.T) {
+	d, fake := newTestDriver(t)
+	fake.Mgr = false
+	d.opts.MaxCloneDepth = 1
+	ctx := context.Background()
+	vol := mustCreate(t, d, createReq("gen-0", 1<<30, nil))
+	c1 := mustCreate(t, d, fromVolume("gen-1", vol.VolumeId, 0)) // depth 1
+	_, err := d.CreateVolume(ctx, fromVolume("gen-2", c1.VolumeId, 0))
+	wantCode(t, err, codes.Aborted, "retry")
+	for i := 0; i < 1000 && d.FlattenQueueLength() > 0; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if n := d.FlattenQueueLength(); n != 0 {
+		t.Fatalf("%d local flattens still running", n)
+	}
+	c2 := mustCreate(t, d, fromVolume("gen-2", c1.VolumeId, 0))
+	depth, err := fake.CloneDepth(ctx, adminCreds(), ref(c2.VolumeContext["imageName"]))
+	if err != nil || depth != 0 {
+		t.Errorf("depth of the flattened clone = %d, %v; want 0", depth, err)
+	}
+}
+
 func TestCloneOverTheBoundIsAbortedUntilFlattened(t *testing.T) {
 	d, fake := newTestDriver(t)
 	d.opts.MaxCloneDepth = 1
@@ -471,6 +496,36 @@ func TestUnfinishedCloneOfADeletedSourceIsRemoved(t *testing.T) {
 			wantCode(t, err, codes.NotFound, "source volume")
 			if _, err := fake.StatImage(ctx, adminCreds(), plan.ref); err == nil {
 				t.Fatalf("the unfinished clone %s is still there", plan.ref.Name)
+			}
+		})
+	}
+}
+
+func TestCloneSizeIsAtLeastTheSourceAndWithinTheLimit(t *testing.T) {
+	const src = 2 << 30
+	tests := []struct {
+		name         string
+		size, limit  uint64
+		given        bool
+		want         uint64
+		wantOutRange bool
+	}{
+		{"no size given: the source's", 0, 0, false, src, false},
+		{"no size given, a limit below the source: OutOfRange", 0, 1 << 30, false, 0, true},
+		{"larger than the source: as asked", 4 << 30, 0, true, 4 << 30, false},
+		{"smaller than the source: the source's", 1 << 30, 0, true, src, false},
+		{"smaller than the source, limit allows the source: the source's", 1 << 30, 3 << 30, true, src, false},
+		{"smaller than the source, limit below it: OutOfRange", 1 << 30, 1 << 30, true, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := cloneSize(createPlan{size: tc.size, limit: tc.limit, sizeGiven: tc.given}, src)
+			if tc.wantOutRange {
+				wantCode(t, err, codes.OutOfRange, "source")
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("cloneSize = %d, %v; want %d", got, err, tc.want)
 			}
 		})
 	}
