@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -96,6 +97,12 @@ func TestChaosMonitorDownCallsStayBoundedAndRecover(t *testing.T) {
 	fig.set("deadline_exceeded", res.byCode[codes.DeadlineExceeded])
 	fig.zero(t, "other_codes", sum(res.byCode)-res.byCode[codes.OK]-res.byCode[codes.Unavailable]-res.byCode[codes.DeadlineExceeded], res.byCode)
 	fig.zero(t, "over_deadline", res.overDeadline)
+	// The client's own deadline cancels a call, so the figure above cannot
+	// see a handler that runs on; the driver's log has each RPC's duration
+	// as the server measured it.
+	over, logged := serverOverDeadline(t, d, callDeadline+slack)
+	fig.set("rpcs_logged", logged)
+	fig.zero(t, "server_over_deadline", over)
 	fig.set("longest_call_s", fmt.Sprintf("%.1f", res.longest.Seconds()))
 	fig.set("readyz_during_outage", readyDuring)
 	if res.byCode[codes.Unavailable]+res.byCode[codes.DeadlineExceeded] == 0 {
@@ -288,4 +295,31 @@ func sum(m map[codes.Code]int) int {
 		n += v
 	}
 	return n
+}
+
+// rpcDuration is the duration field of the driver's per-RPC log line.
+var rpcDuration = regexp.MustCompile(`"RPC (?:done|failed)".*? duration="([^"]+)"`)
+
+// serverOverDeadline counts the RPCs the driver's log shows running longer
+// than limit, and all the RPCs it shows.
+func serverOverDeadline(t *testing.T, d *harness.Driver, limit time.Duration) (over, seen int) {
+	t.Helper()
+	data, err := os.ReadFile(d.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range rpcDuration.FindAllSubmatch(data, -1) {
+		took, err := time.ParseDuration(string(m[1]))
+		if err != nil {
+			t.Fatalf("duration %q in the driver log: %v", m[1], err)
+		}
+		seen++
+		if took > limit {
+			over++
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no RPC duration in the driver log: the server-side check saw nothing")
+	}
+	return over, seen
 }
