@@ -46,6 +46,9 @@ type SnapshotBackend interface {
 	CreateSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) (SnapInfo, error)
 	// StatSnap returns ErrNotFound when the image or the snapshot is missing.
 	StatSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) (SnapInfo, error)
+	// ListSnaps names the image's snapshots in the user namespace (those
+	// `rbd snap ls` shows). ErrNotFound when the image is missing.
+	ListSnaps(ctx context.Context, cr Credentials, ref ImageRef) ([]string, error)
 	// RemoveSnap removes the snapshot; one that clones still read through
 	// moves to the snapshot trash namespace. ErrNotFound when it is missing.
 	RemoveSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) error

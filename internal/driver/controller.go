@@ -395,10 +395,39 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, err
 	}
 	d.known.remember(ref.Cluster, ref.Pool, creds)
+	if err := d.dropTempSnaps(ctx, creds, ref); err != nil {
+		return nil, err
+	}
 	if err := d.trashAndPurge(ctx, creds, ref); err != nil {
 		return nil, err
 	}
 	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// dropTempSnaps removes the temporary snapshots that snapshots or clones of
+// the volume left when the CO gave up on them after a crash: nothing else
+// would, and a snapshot keeps the volume's trash purge from ever
+// succeeding. One a finished clone still reads through moves to the
+// snapshot trash namespace, so the clone loses nothing. A snapshot or clone
+// of a volume being deleted cannot complete anyway.
+func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+	snaps, err := d.opts.Backend.ListSnaps(ctx, creds, ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return nil // already in the trash (a retry), or gone
+	}
+	if err != nil {
+		return cephStatus(err, "list snapshots of "+ref.String())
+	}
+	for _, snap := range snaps {
+		if !params.IsTempSnapName(snap) {
+			continue
+		}
+		klog.InfoS("Removing a temporary snapshot that an abandoned snapshot or clone left on the volume", "image", ref, "snapshot", snap)
+		if err := d.opts.Backend.RemoveSnap(ctx, creds, ref, snap); err != nil && !errors.Is(err, ceph.ErrNotFound) {
+			return cephStatus(err, "remove temporary snapshot "+snap+" of "+ref.String())
+		}
+	}
+	return nil
 }
 
 func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {

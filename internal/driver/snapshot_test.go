@@ -530,3 +530,65 @@ func TestCloneSizeIsAtLeastTheSourceAndWithinTheLimit(t *testing.T) {
 		})
 	}
 }
+
+// A snapshot or clone the CO gave up on after a crash leaves its temporary
+// snapshot on the source; deleting the source removes it, or the purge
+// would wait for it forever. One a clone reads through moves to the
+// snapshot trash namespace, and the clone keeps its data.
+func TestDeleteVolumeRemovesTemporarySnapshotsAbandonedOnIt(t *testing.T) {
+	tests := []struct {
+		name        string
+		withClone   bool
+		wantTrashed int // trash entries left after the purge
+	}{
+		{"crashed before the clone: the volume is purged", false, 0},
+		{"crashed after the clone: the volume waits for the clone only", true, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			ctx := context.Background()
+			vol := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
+			src := ref(vol.VolumeContext["imageName"])
+			tmp := params.TempSnapName("csi-snap-abandoned")
+			if _, err := fake.CreateSnap(ctx, adminCreds(), src, tmp); err != nil {
+				t.Fatal(err)
+			}
+			clone := ref("csi-snap-abandoned")
+			if tc.withClone {
+				if err := fake.CloneImage(ctx, adminCreds(), src, tmp, clone, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId, Secrets: secrets()}); err != nil {
+				t.Fatal(err)
+			}
+			if got := fake.Trash(testPool); len(got) != tc.wantTrashed {
+				t.Fatalf("trash %v, want %d entries", got, tc.wantTrashed)
+			}
+			if tc.withClone {
+				info, err := fake.StatImage(ctx, adminCreds(), clone)
+				if err != nil || info.Parent == nil {
+					t.Fatalf("the clone lost its parent: %+v, %v", info, err)
+				}
+			}
+		})
+	}
+}
+
+func TestDeleteVolumeLeavesSnapshotsItDidNotMake(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	vol := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
+	src := ref(vol.VolumeContext["imageName"])
+	if _, err := fake.CreateSnap(ctx, adminCreds(), src, "operator-snap"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fake.Trash(testPool); len(got) != 1 {
+		t.Fatalf("trash %v: the volume with an operator's snapshot must wait in the trash", got)
+	}
+}

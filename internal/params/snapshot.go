@@ -84,6 +84,16 @@ func IsSnapshotImage(name string) bool {
 	return strings.HasPrefix(name, SnapshotImagePrefix) && LooksGenerated(name)
 }
 
+// IsTempSnapName reports whether a snapshot name is one TempSnapName makes.
+func IsTempSnapName(name string) bool {
+	hash, ok := strings.CutPrefix(name, tempSnapPrefix)
+	if !ok || len(hash) != tempSnapHashHexDigits {
+		return false
+	}
+	_, err := hex.DecodeString(hash)
+	return err == nil
+}
+
 // TempSnapName names the short-lived RBD snapshot taken on a source volume
 // while a CSI snapshot or a clone of it is made. It is derived from the
 // target image so that a retry finds (and finally removes) the snapshot an

@@ -51,6 +51,10 @@ func TestSnapshotNamesAreDistinctFromVolumeNames(t *testing.T) {
 		{"same name, different hash", snap[len(SnapshotImagePrefix):] == ImageName(SnapshotImagePrefix, "prod", "same")[len(SnapshotImagePrefix):], false},
 		{"a volume prefix cannot claim the snapshot prefix", validatePrefix("csi-snap-x") == nil, false},
 		{"temporary snapshot names differ per target", TempSnapName("a") == TempSnapName("b"), false},
+		{"a temporary snapshot name is recognised", IsTempSnapName(TempSnapName("a")), true},
+		{"an operator's snapshot is not temporary", IsTempSnapName("csi-tmp-backup"), false},
+		{"the snapshot restores read is not temporary", IsTempSnapName("csi-snap"), false},
+		{"a longer hash is not ours", IsTempSnapName(TempSnapName("a") + "0"), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sort"
 	"strconv"
 	"time"
 
@@ -82,6 +83,28 @@ func (b *Backend) StatSnap(ctx context.Context, cr ceph.Credentials, ref ceph.Im
 		return ceph.SnapInfo{}, notFound("snap-stat", ref)
 	}
 	return b.withDepth(img, s.info), nil
+}
+
+// ListSnaps implements ceph.Backend.
+func (b *Backend) ListSnaps(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "snap-list", cr, ref); err != nil {
+		return nil, err
+	}
+	img, err := b.image("snap-list", ref)
+	if err != nil {
+		return nil, err
+	}
+	b.snapState()
+	var names []string
+	for name, s := range b.snaps[img.ID] {
+		if !s.trashed {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // RemoveSnap implements ceph.Backend.

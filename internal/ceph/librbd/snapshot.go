@@ -79,6 +79,33 @@ func snapInfo(img *rbd.Image, name string) (ceph.SnapInfo, error) {
 }
 
 // RemoveSnap implements ceph.Backend.
+// ListSnaps implements ceph.Backend.
+func (b *Backend) ListSnaps(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) ([]string, error) {
+	var names []string
+	err := b.onPool(ctx, "list snapshots of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		return withImage(io, ref.Name, true, func(img *rbd.Image) error {
+			snaps, err := img.GetSnapshotNames()
+			if err != nil {
+				return fmt.Errorf("list snapshots: %w", err)
+			}
+			// rbd_snap_list includes the trash namespace (snapshots removed
+			// while clones read through them, under UUID names).
+			for _, s := range snaps {
+				ns, err := img.GetSnapNamespaceType(s.Id)
+				if err != nil {
+					return fmt.Errorf("namespace of snapshot %s: %w", s.Name, err)
+				}
+				if ns == rbd.SnapNamespaceTypeUser {
+					names = append(names, s.Name)
+				}
+			}
+			return nil
+		})
+	})
+	return names, err
+}
+
+// RemoveSnap implements ceph.Backend.
 func (b *Backend) RemoveSnap(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, snap string) error {
 	return b.onPool(ctx, "remove snapshot of", ref, cr, func(_ *conn, io *rados.IOContext) error {
 		return withImage(io, ref.Name, false, func(img *rbd.Image) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,5 +84,43 @@ func TestSnapshotCloneFlattenContract(t *testing.T) {
 	}
 	if err := b.RemovePartialImage(ctx, env.Admin, child); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestListSnapsNamesUserSnapshotsOnly(t *testing.T) {
+	b, env, cl := testBackend(t, Options{PartialGrace: time.Nanosecond})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
+	parent := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: "listsnaps-" + suffix}
+	child := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: "listsnaps-child-" + suffix}
+	if err := b.CreateImage(ctx, env.Admin, parent, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = b.RemovePartialImage(context.Background(), env.Admin, child)
+		_ = b.RemovePartialImage(context.Background(), env.Admin, parent)
+	})
+	for _, s := range []string{"a", "b"} {
+		if _, err := b.CreateSnap(ctx, env.Admin, parent, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "b" has a clone: removing it moves it to the trash namespace.
+	if err := b.CloneImage(ctx, env.Admin, parent, "b", child, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RemoveSnap(ctx, env.Admin, parent, "b"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.ListSnaps(ctx, env.Admin, parent)
+	if err != nil || !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("ListSnaps = %v, %v; want [a]", got, err)
+	}
+	if err := b.RemoveSnap(ctx, env.Admin, parent, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ListSnaps(ctx, env.Admin, ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: "missing-" + suffix}); !errors.Is(err, ceph.ErrNotFound) {
+		t.Fatalf("ListSnaps of a missing image: %v, want ErrNotFound", err)
 	}
 }
