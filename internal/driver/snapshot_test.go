@@ -262,41 +262,43 @@ func TestChainDeeperThanTheBoundIsFlattened(t *testing.T) {
 	}
 }
 
-// Without a ceph-mgr the driver flattens by itself, in the background; the
-// clone is Aborted until that is done and counted in the flatten gauge
-// while it runs.
-func TestCloneOverTheBoundIsFlattenedByTheDriverWithoutAManager(t *testing.T) {
-	d, fake := newTestDriver(t)
-	fake.Mgr = false
-	d.opts.MaxCloneDepth = 1
-	ctx := context.Background()
-	vol := mustCreate(t, d, createReq("gen-0", 1<<30, nil))
-	c1 := mustCreate(t, d, fromVolume("gen-1", vol.VolumeId, 0)) // depth 1
-	_, err := d.CreateVolume(ctx, fromVolume("gen-2", c1.VolumeId, 0))
-	wantCode(t, err, codes.Aborted, "retry")
-	for i := 0; i < 1000 && d.FlattenQueueLength() > 0; i++ {
-		time.Sleep(time.Millisecond)
-	}
-	if n := d.FlattenQueueLength(); n != 0 {
-		t.Fatalf("%d local flattens still running", n)
-	}
-	c2 := mustCreate(t, d, fromVolume("gen-2", c1.VolumeId, 0))
-	depth, err := fake.CloneDepth(ctx, adminCreds(), ref(c2.VolumeContext["imageName"]))
-	if err != nil || depth != 0 {
-		t.Errorf("depth of the flattened clone = %d, %v; want 0", depth, err)
-	}
-}
-
+// A clone over the depth bound is Aborted until it is flattened: by a
+// ceph-mgr task where a mgr runs, else by the driver in the background
+// (counted in the flatten gauge while it runs).
 func TestCloneOverTheBoundIsAbortedUntilFlattened(t *testing.T) {
-	d, fake := newTestDriver(t)
-	d.opts.MaxCloneDepth = 1
-	ctx := context.Background()
-	vol := mustCreate(t, d, createReq("gen-0", 1<<30, nil))
-	c1 := mustCreate(t, d, fromVolume("gen-1", vol.VolumeId, 0)) // depth 1
-	_, err := d.CreateVolume(ctx, fromVolume("gen-2", c1.VolumeId, 0))
-	wantCode(t, err, codes.Aborted, "retry")
-	fake.FinishFlattens()
-	mustCreate(t, d, fromVolume("gen-2", c1.VolumeId, 0))
+	tests := []struct {
+		name   string
+		mgr    bool
+		finish func(t *testing.T, d *Driver, fake *cephfake.Backend)
+	}{
+		{"the mgr's task flattens it", true, func(_ *testing.T, _ *Driver, fake *cephfake.Backend) { fake.FinishFlattens() }},
+		{"without a mgr the driver flattens it", false, func(t *testing.T, d *Driver, _ *cephfake.Backend) {
+			for i := 0; i < 1000 && d.FlattenQueueLength() > 0; i++ {
+				time.Sleep(time.Millisecond)
+			}
+			if n := d.FlattenQueueLength(); n != 0 {
+				t.Fatalf("%d local flattens still running", n)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			fake.Mgr = tc.mgr
+			d.opts.MaxCloneDepth = 1
+			ctx := context.Background()
+			vol := mustCreate(t, d, createReq("gen-0", 1<<30, nil))
+			c1 := mustCreate(t, d, fromVolume("gen-1", vol.VolumeId, 0)) // depth 1
+			_, err := d.CreateVolume(ctx, fromVolume("gen-2", c1.VolumeId, 0))
+			wantCode(t, err, codes.Aborted, "retry")
+			tc.finish(t, d, fake)
+			c2 := mustCreate(t, d, fromVolume("gen-2", c1.VolumeId, 0))
+			depth, err := fake.CloneDepth(ctx, adminCreds(), ref(c2.VolumeContext["imageName"]))
+			if err != nil || depth != 0 {
+				t.Errorf("depth of the flattened clone = %d, %v; want 0", depth, err)
+			}
+		})
+	}
 }
 
 func TestListSnapshotsFiltersAndPaginates(t *testing.T) {
