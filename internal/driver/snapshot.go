@@ -216,8 +216,13 @@ func unfinishedClone(info ceph.ImageInfo, ours bool, parent ceph.ImageRef) bool 
 // from it failed, so that a snapshot or clone the CO gives up on leaves no
 // snapshot behind on the volume (which would keep its trash purge from ever
 // succeeding). Best effort, with its own bound: the RPC's deadline may be
-// what failed; a retry takes the snapshot again.
-func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) {
+// what failed; a retry takes the snapshot again. Not when the clone failed
+// because another attempt is still making it (ErrInProgress): that one
+// clones from the snapshot.
+func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string, cause error) {
+	if errors.Is(cause, ceph.ErrInProgress) {
+		return
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scheduleTimeout)
 	defer cancel()
 	if err := d.removeTempSnap(cctx, creds, source, target); err != nil {
@@ -284,7 +289,7 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 	spec := ceph.CloneSpec{Features: ceph.FeatureLayering | ceph.FeatureDeepFlatten, Metadata: map[string]string{metaOwner: string(raw)}}
 	err = d.cloneOverPartial(ctx, plan.creds, plan.source, tmp, plan.target, spec)
 	if err != nil {
-		d.abandonTempSnap(ctx, plan.creds, plan.source, plan.target.Name)
+		d.abandonTempSnap(ctx, plan.creds, plan.source, plan.target.Name, err)
 	}
 	if errors.Is(err, ceph.ErrNoSpace) {
 		return nil, status.Errorf(codes.ResourceExhausted, "clone snapshot image %s: pool %q is full or over quota: %v", plan.target, plan.target.Pool, err)

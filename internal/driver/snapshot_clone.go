@@ -78,11 +78,9 @@ func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, 
 		}
 	}
 	failpoint.Crash("clone-before-resize")
-	if cur < size {
-		if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, size); err != nil {
-			return 0, cephStatus(err, "grow clone "+plan.ref.String())
-		}
-		cur = size
+	cur, err = d.growClone(ctx, plan, cur, size)
+	if err != nil {
+		return 0, err
 	}
 	return cur, d.cloneReady(ctx, plan, info, depth)
 }
@@ -113,14 +111,27 @@ func (d *Driver) cloneOfGoneSource(ctx context.Context, name string, plan create
 	if err := matchesClone(info, own, ours, name, plan, sourceID(cs)); err != nil {
 		return 0, err
 	}
-	size := info.Size
-	if plan.sizeGiven && size < plan.size {
-		if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, plan.size); err != nil {
-			return 0, cephStatus(err, "grow clone "+plan.ref.String())
-		}
-		size = plan.size
+	want := info.Size
+	if plan.sizeGiven {
+		want = plan.size
+	}
+	size, err := d.growClone(ctx, plan, info.Size, want)
+	if err != nil {
+		return 0, err
 	}
 	return size, d.cloneReady(ctx, plan, &info, -1)
+}
+
+// growClone grows the clone from cur to size bytes when it is smaller, and
+// returns its size.
+func (d *Driver) growClone(ctx context.Context, plan createPlan, cur, size uint64) (uint64, error) {
+	if cur >= size {
+		return cur, nil
+	}
+	if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, size); err != nil {
+		return 0, cephStatus(err, "grow clone "+plan.ref.String())
+	}
+	return size, nil
 }
 
 // sourceID is the CSI ID of a content source.
@@ -314,7 +325,7 @@ func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, sr
 	err = d.cloneOverPartial(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
 	if err != nil {
 		if src.volume {
-			d.abandonTempSnap(ctx, plan.creds, src.parent, plan.ref.Name)
+			d.abandonTempSnap(ctx, plan.creds, src.parent, plan.ref.Name, err)
 		}
 		if errors.Is(err, ceph.ErrNotFound) {
 			// The pools were checked: it is the source that went away.

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -592,5 +593,44 @@ func TestDeleteVolumeLeavesSnapshotsItDidNotMake(t *testing.T) {
 	}
 	if got := fake.Trash(testPool); len(got) != 1 {
 		t.Fatalf("trash %v: the volume with an operator's snapshot must wait in the trash", got)
+	}
+}
+
+// A clone that finds its name taken by another attempt's clone still in
+// progress answers Aborted and leaves the temporary snapshot alone: the
+// other attempt clones from it.
+func TestCloneFindingAnotherAttemptInProgressKeepsItsTemporarySnapshot(t *testing.T) {
+	d, fake := newTestDriver(t)
+	fake.PartialGrace = time.Hour
+	ctx := context.Background()
+	src := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
+	req := fromVolume("copy", src.VolumeId, 0)
+	plan, err := d.planCreate(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcRef := ref(src.VolumeContext["imageName"])
+	tmp := params.TempSnapName(plan.ref.Name)
+	// The other attempt: temporary snapshot taken, clone under way (its
+	// image does not open yet).
+	if _, err := fake.CreateSnap(ctx, adminCreds(), srcRef, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.CloneImage(ctx, adminCreds(), srcRef, tmp, plan.ref, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	fake.Fail = func(op string, r ceph.ImageRef) error {
+		if op == "stat" && r.Name == plan.ref.Name {
+			return ceph.ErrNotFound
+		}
+		return nil
+	}
+
+	_, err = d.CreateVolume(ctx, req)
+	wantCode(t, err, codes.Aborted)
+	fake.Fail = nil
+	snaps, err := fake.ListSnaps(ctx, adminCreds(), srcRef)
+	if err != nil || !slices.Contains(snaps, tmp) {
+		t.Fatalf("snapshots of the source %v (%v): the other attempt's %s is gone", snaps, err, tmp)
 	}
 }

@@ -32,19 +32,21 @@ import (
 //     the two paths a retry takes after such a crash.
 func (b *Backend) RemovePartialImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) error {
 	return b.onPool(ctx, "remove partial image", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		// Age first: a caller waiting for another's create asks again and
+		// again, and young pieces need no read of the whole trash.
+		if err := checkAbandoned(io, ref.Name, b.opts.PartialGrace); err != nil {
+			return err
+		}
 		if err := finishRemovals(io, ref.Name); err != nil {
 			return err
 		}
-		return removePartial(io, ref.Name, b.opts.PartialGrace)
+		return removePartial(io, ref.Name)
 	})
 }
 
-func removePartial(io *rados.IOContext, name string, grace time.Duration) error {
+func removePartial(io *rados.IOContext, name string) error {
 	id, err := imageIDOf(io, name)
 	if err != nil {
-		return err
-	}
-	if err := checkAbandoned(io, name, grace); err != nil {
 		return err
 	}
 	_, err = io.Stat(headerObject(id))
