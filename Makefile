@@ -6,13 +6,27 @@ GO_TAGS   ?= pacific
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/rbd-csi/rbd-csi/internal/version.Version=$(VERSION)
 GOFLAGS_BUILD := -tags $(GO_TAGS) -trimpath -ldflags "$(LDFLAGS)"
+# Go's own install location, for shells whose PATH lacks it
+export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build csictl test unit vet fmt-check bench demo clean
+.PHONY: all build build-deps deps csictl test unit vet fmt-check bench demo clean
+
+## deps: install the Debian packages the build, the local Ceph and the node
+## data path need (e2e/ceph/install.sh; idempotent, a dpkg query when done).
+## demo, test, bench, chaos and fuzz run it first, so a fresh machine needs
+## nothing else.
+deps:
+	@bash e2e/ceph/install.sh
+
+## build-deps: fail in one line, naming the fix, when go-ceph's cgo build
+## would fail (no Go, no C compiler, no librados/librbd headers)
+build-deps:
+	@bash e2e/ceph/check-build.sh
 
 all: build
 
 ## build: the driver binary, bin/rbd-csi
-build:
+build: build-deps
 	$(GO) build $(GOFLAGS_BUILD) -o bin/rbd-csi ./cmd/rbd-csi
 
 ## csictl: the operator CLI, bin/csictl
@@ -21,34 +35,34 @@ csictl:
 
 ## test: unit tests, integration tests and csi-sanity against a real Ceph
 ## (started and stopped by the script when CEPH_MON_HOST is not set)
-test: vet fmt-check
+test: deps vet fmt-check
 	GO_TAGS=$(GO_TAGS) bash e2e/run-tests.sh
 
 ## unit: only the tests that need no Ceph cluster (they skip the others)
-unit:
+unit: build-deps
 	env -u CEPH_MON_HOST -u CEPH_ADMIN_KEY $(GO) test -tags $(GO_TAGS) -count=1 ./...
 
-vet:
+vet: build-deps
 	$(GO) vet -tags $(GO_TAGS) ./...
 
 fmt-check:
 	@out=$$(gofmt -l cmd internal e2e proto-tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## bench: driver vs raw go-ceph (controller) and driver vs raw commands (node)
-bench: build
+bench: deps build
 	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh
 
 ## demo: a local Ceph, the driver, and one volume walked through its life
-demo: build csictl
+demo: deps build csictl
 	bash e2e/demo.sh
 
 ## chaos: the fault-injection suite (e2e/chaos) against a real Ceph; one
 ## FIGURE line per scenario (started and stopped here without CEPH_MON_HOST)
-chaos: build
+chaos: deps build
 	GO_TAGS=$(GO_TAGS) RBD_CSI_BIN=$(CURDIR)/bin/rbd-csi bash e2e/chaos.sh
 
 ## fuzz: every fuzz target for FUZZTIME each (default 10s); no finding allowed
-fuzz:
+fuzz: deps build-deps
 	GO_TAGS=$(GO_TAGS) bash e2e/fuzz.sh
 
 .PHONY: chaos fuzz
