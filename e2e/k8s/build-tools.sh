@@ -11,6 +11,8 @@
 #   kubeconform  kubeconform ($KUBECONFORM_VERSION)
 #   sidecars     csi-provisioner, csi-resizer, csi-snapshotter,
 #                snapshot-controller (+ the snapshot CRDs)
+#   upstream     csi-node-driver-registrar and livenessprobe, offline from
+#                the upstream source tarballs in $UPSTREAM_DIR (~3 min cold)
 # Settings: see lib.sh (versions, RBDCSI_CACHE). BUILD_NICE (default 10) is
 # the nice level of the compilers: the machine is shared.
 #
@@ -146,12 +148,35 @@ build_sidecars() {
     "$SNAPSHOTTER_VERSION" main.version ./cmd/csi-snapshotter ./cmd/snapshot-controller
 }
 
+# build_vendored NAME VERSION PKG: a sidecar that the module proxy does not
+# serve, from $UPSTREAM_DIR/NAME-VERSION.tar.gz (the upstream repository with
+# its vendor/), offline, into $RBDCSI_CACHE/NAME-VERSION/bin
+build_vendored() {
+  local name=$1 v=$2 pkg=$3 out=$RBDCSI_CACHE/$1-$2 tarball=$UPSTREAM_DIR/$1-$2.tar.gz src t=$SECONDS
+  if done_dir "$out"; then log "$name $v: cached in $out"; return; fi
+  [ -f "$tarball" ] || die "$tarball missing (set RBDCSI_UPSTREAM_DIR to the folder of the upstream sidecar tarballs)"
+  log "$name $v: building from $tarball"
+  src=$(mktemp -d "$WORK/$name.XXXXXX")
+  tar -xzf "$tarball" -C "$src" --strip-components=1
+  [ -d "$src/vendor" ] || die "$tarball has no vendor/: it cannot build offline"
+  mkdir -p "$out/bin"
+  (cd "$src" && GOFLAGS=-mod=vendor GOPROXY=off CGO_ENABLED=0 "${NICE[@]}" \
+    go build -trimpath -ldflags "-s -w -X main.version=$v" -o "$out/bin/" "$pkg")
+  finish "$out" "$src"
+  log "$name $v: built in $((SECONDS - t))s"
+}
+
+build_upstream() {
+  build_vendored node-driver-registrar "$REGISTRAR_VERSION" ./cmd/csi-node-driver-registrar
+  build_vendored livenessprobe "$LIVENESSPROBE_VERSION" ./cmd/livenessprobe
+}
+
 TOOLS=("$@")
-[ ${#TOOLS[@]} -gt 0 ] || TOOLS=(kubeconform helm sidecars schemas k8s)
+[ ${#TOOLS[@]} -gt 0 ] || TOOLS=(kubeconform helm sidecars upstream schemas k8s)
 for tool in "${TOOLS[@]}"; do
   case $tool in
-    k8s | schemas | helm | kubeconform | sidecars) "build_$tool" ;;
-    *) die "unknown tool $tool (k8s, schemas, helm, kubeconform, sidecars)" ;;
+    k8s | schemas | helm | kubeconform | sidecars | upstream) "build_$tool" ;;
+    *) die "unknown tool $tool (k8s, schemas, helm, kubeconform, sidecars, upstream)" ;;
   esac
 done
 log "done: ${TOOLS[*]}"

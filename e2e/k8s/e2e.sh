@@ -56,6 +56,8 @@ STATIC_IMAGE=ceph-image
 METRICS=${E2E_METRICS:-1}
 METRICS_PORT=${E2E_METRICS_PORT:-19681}
 METRICS_NODE_PORT=${E2E_METRICS_NODE_PORT:-19682}
+LIVENESS_PORT=${E2E_LIVENESS_PORT:-19808}
+LIVENESS_NODE_PORT=${E2E_LIVENESS_NODE_PORT:-19809}
 mkdir -p "$ARTIFACTS"
 
 [ -f "$E2E_CEPH_DIR/env" ] || die "no Ceph env at $E2E_CEPH_DIR/env: run e2e/ceph/up.sh with CEPH_DIR=$E2E_CEPH_DIR"
@@ -264,8 +266,9 @@ images:
   provisioner: {repository: local.test/csi-provisioner, tag: $PROVISIONER_VERSION, pullPolicy: Never}
   resizer: {repository: local.test/csi-resizer, tag: $RESIZER_VERSION, pullPolicy: Never}
   snapshotter: {repository: local.test/csi-snapshotter, tag: $SNAPSHOTTER_VERSION, pullPolicy: Never}
-  # test-only stand-in, flag-compatible (the real image cannot be fetched)
-  nodeDriverRegistrar: {repository: local.test/registrar-standin, tag: e2e, pullPolicy: Never}
+  # the upstream sidecars, built from their source tarballs (build-tools.sh upstream)
+  nodeDriverRegistrar: {repository: local.test/csi-node-driver-registrar, tag: $REGISTRAR_VERSION, pullPolicy: Never}
+  livenessProbe: {repository: local.test/livenessprobe, tag: $LIVENESSPROBE_VERSION, pullPolicy: Never}
 rbac:
   secretNamespaces: [kube-system]
 metrics:
@@ -276,9 +279,8 @@ metrics:
 controller:
   replicas: 1
   hostNetwork: true
-  # livenessprobe cannot be fetched either; kubelet probes would also target
-  # the node's non-loopback address
-  livenessProbe: {enabled: false, port: 9808}
+  # the chart's default: on, bound to 127.0.0.1 (hostNetwork)
+  livenessProbe: {enabled: true, port: $LIVENESS_PORT}
   listingCredentials:
     clusters:
       $CLUSTER_ID: {userID: admin, userKey: "$admin_key"}
@@ -286,7 +288,7 @@ node:
   hostNetwork: true
   mapper: fuse
   stateDir: $STATE_DIR
-  livenessProbe: {enabled: false, port: 9809}
+  livenessProbe: {enabled: true, port: $LIVENESS_NODE_PORT}
 secrets:
   # in-tree shape (only "key"): the user comes from adminId / userId
   - {name: ceph-secret-admin, namespace: kube-system, type: kubernetes.io/rbd, key: "$admin_key"}
@@ -339,12 +341,30 @@ EOF
   local names
   names=$(kc get pods -n "$NS" -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].spec.containers[*].name}')
   check "controller runs: $names" grep -qw csi-snapshotter <<<"$names"
+  check_sidecars
   check_security
   [ "$METRICS" = 1 ] || { log "  metrics not checked: E2E_METRICS=0"; return 0; }
   local port
   for port in "$METRICS_PORT" "$METRICS_NODE_PORT"; do
     check "metrics served on 127.0.0.1:$port/metrics (rbdcsi_* series)" \
       sh -c "curl -sf --max-time 5 http://127.0.0.1:$port/metrics | grep -q '^rbdcsi_'"
+  done
+}
+
+# check_sidecars: the pods run the upstream registrar and livenessprobe, and
+# each /healthz answers on the node's loopback, where the kubelet probes it
+check_sidecars() {
+  local images port
+  images=$(kc get pods -n "$NS" -o jsonpath='{range .items[*]}{range .spec.containers[*]}{.image} {end}{end}')
+  log "  images: $images"
+  check "node plugin runs the upstream node-driver-registrar $REGISTRAR_VERSION" \
+    grep -qw "local.test/csi-node-driver-registrar:$REGISTRAR_VERSION" <<<"$images"
+  check "both pods run the upstream livenessprobe $LIVENESSPROBE_VERSION" \
+    [ "$(tr ' ' '\n' <<<"$images" | grep -cx "local.test/livenessprobe:$LIVENESSPROBE_VERSION")" -eq 2 ]
+  for port in "$LIVENESS_PORT" "$LIVENESS_NODE_PORT"; do
+    check "livenessprobe answers on 127.0.0.1:$port/healthz" curl -sf --max-time 15 "http://127.0.0.1:$port/healthz" -o /dev/null
+    check "livenessprobe listens on the loopback only (port $port)" \
+      [ "$(ss -Hltn "sport = :$port" | awk '{print $4}')" = "127.0.0.1:$port" ]
   done
 }
 

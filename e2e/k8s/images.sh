@@ -11,10 +11,11 @@
 # Images (all fully qualified: the CRI lists only those):
 #   local.test/rbd-csi:e2e              the repo's Dockerfile, via buildah bud
 #   local.test/csi-provisioner:<ver>    the sidecars built by build-tools.sh,
-#   local.test/csi-resizer:<ver>        one static binary each
-#   local.test/csi-snapshotter:<ver>
-#   local.test/registrar-standin:e2e    e2e/k8s/registrar (node-driver-registrar
-#                                       stand-in: the real image cannot be fetched)
+#   local.test/csi-resizer:<ver>        one static binary each (the registrar
+#   local.test/csi-snapshotter:<ver>    and livenessprobe from the upstream
+#   local.test/snapshot-controller:<ver> source tarballs)
+#   local.test/csi-node-driver-registrar:<ver>
+#   local.test/livenessprobe:<ver>
 #   local.test/busybox:e2e              Debian's busybox-static, for test pods
 #   $PAUSE_IMAGE                        e2e/k8s/pause, the CRI sandbox image
 # The Dockerfile's bases, debian:bookworm-slim and golang:1.26-bookworm, cannot
@@ -27,7 +28,6 @@ LOG_TAG=images
 ACTION=${1:-build}
 
 DRIVER_IMAGE=${DRIVER_IMAGE:-local.test/rbd-csi:e2e}
-REGISTRAR_IMAGE=${REGISTRAR_IMAGE:-local.test/registrar-standin:e2e}
 BUSYBOX_IMAGE=${BUSYBOX_IMAGE:-local.test/busybox:e2e}
 BUILDAH_DIR=$RBDCSI_CACHE/buildah
 mkdir -p "$IMAGE_DIR" "$BUILDAH_DIR/tmp"
@@ -171,23 +171,16 @@ sidecar_images() {
   for spec in "csi-provisioner external-provisioner $PROVISIONER_VERSION" \
     "csi-resizer external-resizer $RESIZER_VERSION" \
     "csi-snapshotter external-snapshotter $SNAPSHOTTER_VERSION" \
-    "snapshot-controller external-snapshotter $SNAPSHOTTER_VERSION"; do
+    "snapshot-controller external-snapshotter $SNAPSHOTTER_VERSION" \
+    "csi-node-driver-registrar node-driver-registrar $REGISTRAR_VERSION" \
+    "livenessprobe livenessprobe $LIVENESSPROBE_VERSION"; do
     read -r bin name ver <<<"$spec"
     local b=$RBDCSI_CACHE/$name-$ver/bin/$bin ref=local.test/$bin:$ver
-    [ -x "$b" ] || die "$b missing: run e2e/k8s/build-tools.sh sidecars"
+    [ -x "$b" ] || die "$b missing: run e2e/k8s/build-tools.sh"
     fresh "$ref" "$b" && continue
     bin_image "$ref" "[\"/$bin\"]" "$b"
     log "$ref made"
   done
-}
-
-registrar_image() {
-  local out=$BUILDAH_DIR/tmp/registrar
-  mkdir -p "$out"
-  (cd "$E2E_K8S_DIR/registrar" && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/csi-node-driver-registrar" .)
-  bin_image "$REGISTRAR_IMAGE" '["/csi-node-driver-registrar"]' "$out/csi-node-driver-registrar"
-  rm -rf "$out"
-  log "$REGISTRAR_IMAGE made"
 }
 
 pause_image() {
@@ -227,7 +220,6 @@ build_all() {
   pause_image
   busybox_image
   sidecar_images
-  registrar_image
   driver_image
 }
 

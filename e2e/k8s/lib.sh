@@ -9,6 +9,10 @@ KUBECONFORM_VERSION=${KUBECONFORM_VERSION:-v0.8.0}
 PROVISIONER_VERSION=${PROVISIONER_VERSION:-v5.3.0}
 RESIZER_VERSION=${RESIZER_VERSION:-v1.14.0}
 SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.7.0}
+# Not on the Go module proxy: built offline from the upstream source tarballs
+# (with vendor/) in $UPSTREAM_DIR, named <repo>-<version>.tar.gz (git describe)
+REGISTRAR_VERSION=${REGISTRAR_VERSION:-v2.17.0-40-g3482d444}
+LIVENESSPROBE_VERSION=${LIVENESSPROBE_VERSION:-v2.19.0-31-ge60f18af}
 # the sandbox image the lab's containerd asks for (made locally, see images.sh)
 PAUSE_IMAGE=${PAUSE_IMAGE:-registry.k8s.io/pause:3.10}
 
@@ -43,6 +47,8 @@ CONTAINERD_SOCK=$LAB_DIR/run/containerd.sock
 
 E2E_K8S_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$E2E_K8S_DIR/../.." && pwd)
+# the upstream sidecar tarballs: the workplace's shared/upstream, beside the clone
+UPSTREAM_DIR=${RBDCSI_UPSTREAM_DIR:-$REPO_ROOT/../shared/upstream}
 
 command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 export PATH

@@ -6,7 +6,7 @@
 #   checks    chart-check.sh (helm lint --strict, kubeconform) and
 #             render-deploy.sh --check
 #   images    images.sh build (driver image from the Dockerfile, sidecars,
-#             registrar stand-in, busybox, pause); its base images are made
+#             registrar, livenessprobe, busybox, pause); its base images are made
 #             in the background from the start, while the tools compile
 #   ceph      e2e/ceph/up.sh in $E2E_CEPH_DIR
 #   lab       lab-up.sh (imports the images)

@@ -153,3 +153,13 @@ app.kubernetes.io/part-of: rbd-csi
   mountPath: /var/run/secrets/kubernetes.io/serviceaccount
   readOnly: true
 {{- end -}}
+
+{{/*
+The address /healthz listens on, from a component's values (dict "c"
+controller-or-node values). With hostNetwork the pod shares the node's
+addresses, so by default it listens on the node's loopback only, which is
+where the kubelet's probe goes; without hostNetwork, on the pod's addresses.
+*/}}
+{{- define "rbd-csi.livenessBind" -}}
+{{- .c.livenessProbe.bindAddress | default (ternary "127.0.0.1" "" .c.hostNetwork) -}}
+{{- end -}}
