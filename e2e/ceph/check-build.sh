@@ -16,9 +16,9 @@ if ! command -v "$CC" >/dev/null; then
   missing+=("a C compiler ($CC)")
 else
   # the compiler's own include path decides, not a guess at /usr/include
-  printf '#include <rados/librados.h>\n#include <rbd/librbd.h>\n' |
-    timeout 60 "$CC" -E -x c - >/dev/null 2>&1 ||
-    missing+=("the librados/librbd headers (librados-dev, librbd-dev)")
+  has_header() { printf '#include <%s>\n' "$@" | timeout 60 "$CC" -E -x c - >/dev/null 2>&1; }
+  has_header stdlib.h || missing+=("the C library headers (libc6-dev)")
+  has_header rados/librados.h rbd/librbd.h || missing+=("the librados/librbd headers (librados-dev, librbd-dev)")
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 list=$(printf '%s, ' "${missing[@]}")

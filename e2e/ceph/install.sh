@@ -1,7 +1,9 @@
 #!/bin/bash
 # Install the Debian 12 (bookworm) packages the rbd-csi tests need: a Ceph
 # Pacific cluster (mon, osd, mgr), the rbd/rados tools and headers for go-ceph
-# (cgo), rbd-fuse/rbd-nbd for the node data path, filesystem tools, gcc, make.
+# (cgo), rbd-fuse/rbd-nbd for the node data path, filesystem tools, gcc with
+# the C library headers (only recommended by gcc, and --no-install-recommends
+# is used here), make.
 #
 # Idempotent: when everything is installed it only asks dpkg and exits.
 # `apt-get update` runs only when needed: no package lists yet, a wanted
@@ -15,7 +17,7 @@ set -euo pipefail
 PKGS=(
   ceph-mon ceph-osd ceph-mgr ceph-common rbd-fuse rbd-nbd
   librados-dev librbd-dev
-  e2fsprogs xfsprogs util-linux mount fuse3 gcc uuid-runtime make
+  e2fsprogs xfsprogs util-linux mount fuse3 gcc libc6-dev uuid-runtime make
 )
 # shellcheck disable=SC2206 # splitting the extra list on spaces is intended
 PKGS+=(${RBDCSI_EXTRA_PKGS:-} "$@")
