@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -16,35 +15,6 @@ import (
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 )
 
-// cephCLI runs the ceph CLI as client.admin against the test cluster.
-func cephCLI(t *testing.T, f *harness.Pool, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ceph", append([]string{"-c", f.Env.Conf, "--id", f.Env.Admin.User}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-// restrictedUser creates a cephx user with the given caps (removed at the
-// end of the test) and returns its name and key.
-func restrictedUser(t *testing.T, f *harness.Pool, name string, caps ...string) (string, string) {
-	t.Helper()
-	if _, err := exec.LookPath("ceph"); err != nil {
-		t.Skip("skipping: the ceph CLI is needed to create a restricted user")
-	}
-	user := name + "-" + strings.TrimSuffix(f.Prefix, "-")
-	out, err := cephCLI(t, f, append([]string{"auth", "get-or-create-key", "client." + user}, caps...)...)
-	if err != nil {
-		t.Fatalf("create client.%s: %v: %s", user, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := cephCLI(t, f, "auth", "rm", "client."+user); err != nil {
-			t.Logf("remove client.%s: %v: %s", user, err, out)
-		}
-	})
-	return user, strings.TrimSpace(out)
-}
-
 // TestKeyOnlySecretLifecycleWithLeastPrivilege is issue 11's "Done when"
 // against the real cluster: the classic in-tree setup (adminId: USER, a
 // Secret holding only key) with a user limited to the pool goes through
@@ -54,22 +24,19 @@ func restrictedUser(t *testing.T, f *harness.Pool, name string, caps ...string) 
 // refuses them and the driver purges by itself, so both cap sets suffice.
 func TestKeyOnlySecretLifecycleWithLeastPrivilege(t *testing.T) {
 	tests := []struct {
-		name string
-		caps func(pool string) []string
+		name    string
+		withMgr bool
 		// purgedBy is the driver's log line that says who took the purges.
 		purgedBy string
 	}{
-		{"profile rbd with mgr", func(pool string) []string {
-			return []string{"mon", "profile rbd", "osd", "profile rbd pool=" + pool, "mgr", "profile rbd pool=" + pool}
-		}, "Handed to ceph-mgr: trash purge"},
-		{"profile rbd without mgr", func(pool string) []string {
-			return []string{"mon", "profile rbd", "osd", "profile rbd pool=" + pool}
-		}, "ceph-mgr did not take the trash purge; running it in the driver"},
+		{"profile rbd with mgr", true, "Handed to ceph-mgr: trash purge"},
+		{"profile rbd without mgr", false, "ceph-mgr did not take the trash purge; running it in the driver"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newSnapFixture(t)
-			user, key := restrictedUser(t, f.Pool, "kube", tc.caps(f.Env.Pool)...)
+			user := "kube-" + strings.TrimSuffix(f.Prefix, "-")
+			key := harness.RestrictedUser(t, f.Env, user, harness.PoolUserCaps(f.Env.Pool, tc.withMgr)...)
 			k := keyOnlyRun{f: f, user: user, secret: map[string]string{"key": key}}
 			k.lifecycle(t)
 			log, _ := os.ReadFile(f.drv.Log)
@@ -201,7 +168,8 @@ func (k keyOnlyRun) listsTheSameIDs(t *testing.T, ctx context.Context, vols []st
 // to change, and never the key.
 func TestKeyOnlySecretWithTheWrongKeyNamesTheUserAndItsSource(t *testing.T) {
 	f := newSnapFixture(t)
-	user, key := restrictedUser(t, f.Pool, "kube", "mon", "profile rbd", "osd", "profile rbd pool="+f.Env.Pool)
+	user := "kube-" + strings.TrimSuffix(f.Prefix, "-")
+	key := harness.RestrictedUser(t, f.Env, user, harness.PoolUserCaps(f.Env.Pool, false)...)
 	k := keyOnlyRun{f: f, user: user, secret: map[string]string{"key": key}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
