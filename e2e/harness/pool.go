@@ -16,6 +16,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
+	"github.com/rbd-csi/rbd-csi/internal/volid"
 )
 
 // Pool is one test's view of the test cluster's pool: the test's images
@@ -78,8 +79,15 @@ func (p *Pool) DeleteReq(id string) *csi.DeleteVolumeRequest {
 	return &csi.DeleteVolumeRequest{VolumeId: id, Secrets: p.Secrets()}
 }
 
-// ImageName is the image part of a volume ID (its last field).
-func ImageName(volumeID string) string { return volumeID[strings.LastIndex(volumeID, "/")+1:] }
+// ImageName is the image part of a volume ID ("" for an ID the driver
+// cannot have made).
+func ImageName(volumeID string) string {
+	id, err := volid.Decode(volumeID)
+	if err != nil {
+		return ""
+	}
+	return id.Image
+}
 
 // Images lists the test's images in the pool.
 func (p *Pool) Images(t testing.TB) []string {

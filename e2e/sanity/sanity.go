@@ -6,8 +6,10 @@ package sanity
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,13 +26,37 @@ import (
 )
 
 // Run runs every csi-sanity spec with volumes of the given access type
-// ("mount" or "block").
+// ("mount" or "block"), as client.admin through ceph-csi Secrets.
 func Run(t *testing.T, accessType string) {
+	env, dir := prepare(t)
+	run(t, env, dir, accessType, nil, writeSecretsFile(t, dir, map[string]string{"userID": env.Admin.User, "userKey": env.Admin.Key}))
+}
+
+// RunKeyOnly runs every spec through the classic in-tree setup: a user
+// limited to the pool (README caps), every Secret holding only its key,
+// and the StorageClass naming the user with adminId. Every call after
+// CreateVolume finds the user in the volume or snapshot ID, or in the
+// volume context on the node.
+func RunKeyOnly(t *testing.T, accessType string) {
+	env, dir := prepare(t)
+	user := fmt.Sprintf("sanity-%d", os.Getpid())
+	key := harness.RestrictedUser(t, env, user, harness.PoolUserCaps(env.Pool, true)...)
+	run(t, env, dir, accessType, map[string]string{"adminId": user}, writeSecretsFile(t, dir, map[string]string{"key": key}))
+}
+
+// prepare skips the test without a cluster or root, and makes its
+// directory.
+func prepare(t *testing.T) (cephtest.Env, string) {
 	env := cephtest.FromEnv(t)
 	if os.Geteuid() != 0 {
 		t.Skip("node specs mount filesystems and attach loop devices: run as root")
 	}
-	dir := t.TempDir()
+	return env, t.TempDir()
+}
+
+// run serves the driver and runs the suite; extra are more StorageClass
+// parameters, secretsFile the csi-test secrets file.
+func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[string]string, secretsFile string) {
 	clusters, err := clusterconfig.Parse([]byte(env.ClusterConfigJSON("sanity")))
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +87,7 @@ func Run(t *testing.T, accessType string) {
 	cfg.TestVolumeSize = 1 << 30
 	cfg.TestVolumeExpandSize = 2 << 30
 	cfg.TestVolumeParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool}
+	maps.Copy(cfg.TestVolumeParameters, extra)
 	// VolumeSnapshotClass parameters: the snapshot images go to the same
 	// pool; the snapshot, clone and restore specs run because the driver
 	// advertises CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS, GET_SNAPSHOT and
@@ -68,7 +95,7 @@ func Run(t *testing.T, accessType string) {
 	cfg.TestSnapshotParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool}
 	// csi-test reads secrets only from a file: a 0600 file in the test's
 	// temporary directory, removed when the test ends.
-	cfg.SecretsFile = writeSecretsFile(t, dir, env.Admin.User, env.Admin.Key)
+	cfg.SecretsFile = secretsFile
 
 	sc := sanity.GinkgoTest(&cfg)
 	gomega.RegisterFailHandler(ginkgo.Fail)
@@ -94,13 +121,18 @@ func skipSpecs() []string {
 	return nil
 }
 
-func writeSecretsFile(t *testing.T, dir, user, key string) string {
+// writeSecretsFile gives every call the same Secret.
+func writeSecretsFile(t *testing.T, dir string, secret map[string]string) string {
 	t.Helper()
+	fields := slices.Sorted(maps.Keys(secret))
 	var b strings.Builder
 	for _, op := range []string{"CreateVolumeSecret", "DeleteVolumeSecret", "ControllerExpandVolumeSecret",
 		"ControllerValidateVolumeCapabilitiesSecret", "NodeStageVolumeSecret", "NodePublishVolumeSecret",
 		"CreateSnapshotSecret", "DeleteSnapshotSecret", "ListSnapshotsSecret", "GetSnapshotSecret"} {
-		fmt.Fprintf(&b, "%s:\n  userID: %q\n  userKey: %q\n", op, user, key)
+		fmt.Fprintf(&b, "%s:\n", op)
+		for _, k := range fields {
+			fmt.Fprintf(&b, "  %s: %q\n", k, secret[k])
+		}
 	}
 	path := filepath.Join(dir, "secrets.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {

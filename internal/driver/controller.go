@@ -35,6 +35,9 @@ type owner struct {
 	PVCName      string `json:"pvcName,omitempty"`
 	PVCNamespace string `json:"pvcNamespace,omitempty"`
 	PVName       string `json:"pvName,omitempty"`
+	// User is the cephx user the volume ID records (version 2), for
+	// ListVolumes to hand out the same ID.
+	User string `json:"cephxUser,omitempty"`
 }
 
 // ControllerGetCapabilities implements csi.ControllerServer.
@@ -60,7 +63,8 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 // createPlan is everything CreateVolume decided before touching Ceph.
 type createPlan struct {
 	params params.Volume
-	creds  ceph.Credentials
+	who    identity
+	creds  ceph.Credentials // who.creds
 	ref    ceph.ImageRef
 	size   uint64
 	limit  uint64
@@ -74,8 +78,10 @@ type createPlan struct {
 // from the request name (params.ImageName), so the whole operation is one
 // exclusive create plus one metadata write; a retry after a crash at any
 // point lands on the same image and finishes what is missing.
-func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
-	plan, err := d.planCreate(req)
+func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (_ *csi.CreateVolumeResponse, err error) {
+	var plan createPlan
+	defer explainAuth(&err, &plan.who)
+	plan, err = d.planCreate(req)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +95,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, poolStatus(err, plan.ref.Pool)
 	}
-	volumeID, err := encodeID(plan.ref, poolID)
+	volumeID, err := encodeID(plan.ref, poolID, plan.who.record)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
@@ -128,22 +134,23 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	if err != nil {
 		return createPlan{}, err
 	}
-	creds, err := params.Credentials(req.GetSecrets(), p.AdminID)
+	_, hasAdmin := req.GetParameters()[params.KeyAdminID]
+	who, err := resolveIdentity(req.GetSecrets(), "provisioner secrets", parameterHint(p.AdminID, hasAdmin, "StorageClass parameter "+params.KeyAdminID))
 	if err != nil {
-		return createPlan{}, invalid("%v", err)
+		return createPlan{}, err
 	}
 	size, limit, err := capacity(req.GetCapacityRange())
 	if err != nil {
 		return createPlan{}, err
 	}
 	ref := ceph.ImageRef{Cluster: cl, Pool: p.Pool, Name: params.ImageName(p.Prefix, d.opts.InstanceID, req.GetName())}
-	return createPlan{params: p, creds: creds, ref: ref, size: size, limit: limit, block: block, sizeGiven: req.GetCapacityRange().GetRequiredBytes() > 0}, nil
+	return createPlan{params: p, who: who, creds: who.creds, ref: ref, size: size, limit: limit, block: block, sizeGiven: req.GetCapacityRange().GetRequiredBytes() > 0}, nil
 }
 
 // ensureImage creates the image or adopts the one an earlier attempt made.
 func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
 	own, err := json.Marshal(owner{
-		Name: name, Instance: d.opts.InstanceID,
+		Name: name, Instance: d.opts.InstanceID, User: plan.who.record,
 		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
 	})
 	if err != nil {
@@ -368,7 +375,7 @@ func checkCapability(c *csi.VolumeCapability) (block bool, err error) {
 // DeleteVolume implements csi.ControllerServer. The image moves to the RBD
 // trash (constant time whatever its size) and is purged in the background by
 // the ceph-mgr, or by the driver when no mgr takes the task.
-func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (_ *csi.DeleteVolumeResponse, err error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -383,10 +390,12 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, lockStatus(err, "volume "+req.GetVolumeId())
 	}
 	defer unlock()
-	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
+	who, err := resolveIdentity(req.GetSecrets(), "provisioner secrets", idHint(id))
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, err
 	}
+	defer explainAuth(&err, &who)
+	creds := who.creds
 	ref, err := d.imageRef(ctx, id, creds)
 	if errors.Is(err, errPoolGone) {
 		return &csi.DeleteVolumeResponse{}, nil
@@ -478,19 +487,21 @@ func (d *Driver) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentia
 	return ceph.ImageRef{Cluster: cl, Pool: pool, Name: id.Image}, nil
 }
 
-func encodeID(ref ceph.ImageRef, poolID int64) (string, error) {
-	return volid.ID{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, PoolID: poolID, Image: ref.Name}.Encode()
+// encodeID is the ID of the volume ref; user is the cephx user to record
+// (identity.record), "" for none.
+func encodeID(ref ceph.ImageRef, poolID int64, user string) (string, error) {
+	return volid.ID{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, PoolID: poolID, Image: ref.Name, User: user}.Encode()
 }
 
 // encodeSnapshotID is the ID of the CSI snapshot held by the snapshot image
 // ref (its RBD snapshot snapName).
-func encodeSnapshotID(ref ceph.ImageRef, poolID int64) (string, error) {
+func encodeSnapshotID(ref ceph.ImageRef, poolID int64, user string) (string, error) {
 	ref.Name += "@" + snapName
-	return encodeID(ref, poolID)
+	return encodeID(ref, poolID, user)
 }
 
 // ControllerExpandVolume implements csi.ControllerServer: RBD grows online.
-func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (_ *csi.ControllerExpandVolumeResponse, err error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -501,11 +512,14 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, err
 	}
-	ref, creds, unlock, err := d.lockedVolume(ctx, req.GetVolumeId(), req.GetSecrets())
+	var who identity
+	defer explainAuth(&err, &who)
+	ref, unlock, err := d.lockedVolume(ctx, req.GetVolumeId(), req.GetSecrets(), &who)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	creds := who.creds
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if err != nil {
 		return nil, cephStatus(err, "inspect "+ref.String())
@@ -523,46 +537,48 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: int64(info.Size), NodeExpansionRequired: !block}, nil
 }
 
-// lockedVolume decodes a volume ID, takes the volume lock and resolves its
-// image. Unknown IDs are NotFound, as the CSI spec asks of these calls.
-func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string) (ceph.ImageRef, ceph.Credentials, func(), error) {
+// lockedVolume decodes a volume ID, resolves the identity of its secrets
+// into *who, takes the volume lock and resolves its image. Unknown IDs are
+// NotFound, as the CSI spec asks of these calls.
+func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string, who *identity) (ceph.ImageRef, func(), error) {
 	id, err := volid.Decode(volumeID)
 	if err != nil {
-		return ceph.ImageRef{}, ceph.Credentials{}, nil, status.Errorf(codes.NotFound, "volume %q: %v", volumeID, err)
+		return ceph.ImageRef{}, nil, status.Errorf(codes.NotFound, "volume %q: %v", volumeID, err)
 	}
-	creds, err := params.Credentials(secrets, params.DefaultUser)
-	if err != nil {
-		return ceph.ImageRef{}, ceph.Credentials{}, nil, invalid("%v", err)
+	if *who, err = resolveIdentity(secrets, "secrets", idHint(id)); err != nil {
+		return ceph.ImageRef{}, nil, err
 	}
 	unlock, err := d.locks.lock(ctx, "volume/"+volumeID)
 	if err != nil {
-		return ceph.ImageRef{}, ceph.Credentials{}, nil, lockStatus(err, "volume "+volumeID)
+		return ceph.ImageRef{}, nil, lockStatus(err, "volume "+volumeID)
 	}
-	ref, err := d.imageRef(ctx, id, creds)
+	ref, err := d.imageRef(ctx, id, who.creds)
 	if errors.Is(err, errPoolGone) {
 		err = status.Errorf(codes.NotFound, "volume %q: its pool no longer exists", volumeID)
 	}
 	if err != nil {
 		unlock()
-		return ceph.ImageRef{}, ceph.Credentials{}, nil, err
+		return ceph.ImageRef{}, nil, err
 	}
-	return ref, creds, unlock, nil
+	return ref, unlock, nil
 }
 
 // ValidateVolumeCapabilities implements csi.ControllerServer.
-func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (_ *csi.ValidateVolumeCapabilitiesResponse, err error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
 	if len(req.GetVolumeCapabilities()) == 0 {
 		return nil, invalid("volume_capabilities are required")
 	}
-	ref, creds, unlock, err := d.lockedVolume(ctx, req.GetVolumeId(), req.GetSecrets())
+	var who identity
+	defer explainAuth(&err, &who)
+	ref, unlock, err := d.lockedVolume(ctx, req.GetVolumeId(), req.GetSecrets(), &who)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if _, err := d.opts.Backend.StatImage(ctx, creds, ref); err != nil {
+	if _, err := d.opts.Backend.StatImage(ctx, who.creds, ref); err != nil {
 		return nil, cephStatus(err, "volume "+req.GetVolumeId())
 	}
 	if _, err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {

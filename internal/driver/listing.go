@@ -2,11 +2,13 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/params"
-	"github.com/rbd-csi/rbd-csi/internal/volid"
 )
 
 // GetCapacity implements csi.ControllerServer. With StorageClass parameters
@@ -95,11 +97,35 @@ func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
 			if !params.OwnedBy(n, d.opts.InstanceID) || params.IsSnapshotImage(n) {
 				continue
 			}
-			id, err := volid.ID{ClusterID: a.cluster.ID, Monitors: a.cluster.Monitors, PoolID: poolID, Image: n}.Encode()
+			ref := ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: n}
+			user, err := d.recordedUser(ctx, a.creds, ref)
+			if err != nil {
+				return nil, err
+			}
+			id, err := encodeID(ref, poolID, user)
 			if err == nil {
 				ids = append(ids, id)
 			}
 		}
 	}
 	return ids, nil
+}
+
+// recordedUser is the cephx user the volume's ID records, from its owner
+// record: the name alone does not tell, and the ID listed must be the one
+// CreateVolume answered. An image gone since the pool was listed, or one
+// that cannot be opened yet (a create in progress), records none.
+func (d *Driver) recordedUser(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (string, error) {
+	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", cephStatus(err, "inspect "+ref.String())
+	}
+	var own owner
+	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil {
+		return "", nil
+	}
+	return own.User, nil
 }

@@ -99,7 +99,8 @@ type stageRequest struct {
 	fsType            string
 	mountFlags        []string
 	mode              csi.VolumeCapability_AccessMode_Mode
-	creds             ceph.Credentials
+	who               identity
+	creds             ceph.Credentials // who.creds
 	ctx               map[string]string
 	mapperName        string
 }
@@ -139,11 +140,16 @@ func (d *Driver) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, erro
 	if err := params.ValidateMapOptions(r.ctx[params.KeyMapOptions]); err != nil {
 		return r, invalid("volume context mapOptions: %v", err)
 	}
-	legacyUser := r.ctx[params.KeyUserID]
-	if r.creds, err = params.Credentials(req.GetSecrets(), legacyUser); err != nil {
-		return r, invalid("node stage secrets: %v", err)
-	}
-	return r, nil
+	// A key-only node-stage Secret is for the volume context's userId
+	// (CreateVolume puts the StorageClass's userId, else adminId, there;
+	// static volumes set it in volumeAttributes), else for the user the
+	// volume ID records, as in the controller.
+	user, hasUser := r.ctx[params.KeyUserID]
+	id, _ := volid.Decode(r.volumeID) // a static volume's handle may be anything
+	r.who, err = resolveIdentity(req.GetSecrets(), "node stage secrets",
+		parameterHint(user, hasUser, "volume context "+params.KeyUserID+" (the StorageClass's "+params.KeyUserID+", else "+params.KeyAdminID+")"), idHint(id))
+	r.creds = r.who.creds
+	return r, err
 }
 
 // validateMountFlags keeps mount options to single option words: they end
@@ -161,8 +167,10 @@ func validateMountFlags(flags []string) ([]string, error) {
 // NodeStageVolume implements csi.NodeServer: map the image, and for mount
 // volumes format it if it holds no filesystem and mount it at the staging
 // path. A failure undoes what this call did.
-func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	r, err := d.parseStage(req)
+func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (_ *csi.NodeStageVolumeResponse, err error) {
+	var r stageRequest
+	defer explainAuth(&err, &r.who)
+	r, err = d.parseStage(req)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,9 @@ type snapOwner struct {
 	SnapshotName      string `json:"volumeSnapshotName,omitempty"`
 	SnapshotNamespace string `json:"volumeSnapshotNamespace,omitempty"`
 	ContentName       string `json:"volumeSnapshotContentName,omitempty"`
+	// User is the cephx user the snapshot ID records (version 2), for
+	// ListSnapshots to hand out the same ID.
+	User string `json:"cephxUser,omitempty"`
 }
 
 // snapPlan is everything CreateSnapshot decided before touching Ceph.
@@ -61,12 +64,13 @@ type snapPlan struct {
 	sourceID string
 	source   ceph.ImageRef
 	target   ceph.ImageRef // the snapshot image
-	creds    ceph.Credentials
+	who      identity
+	creds    ceph.Credentials // who.creds
 	params   params.Snapshot
 }
 
 // CreateSnapshot implements csi.ControllerServer.
-func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
+func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (_ *csi.CreateSnapshotResponse, err error) {
 	if req.GetName() == "" {
 		return nil, invalid("name is required")
 	}
@@ -77,16 +81,23 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
-	if err != nil {
-		return nil, invalid("%v", err)
+	srcID, err := volid.Decode(req.GetSourceVolumeId())
+	if err != nil || srcID.IsSnapshot() {
+		return nil, status.Errorf(codes.NotFound, "source volume %q does not exist: not a volume ID of this driver", req.GetSourceVolumeId())
 	}
+	// A key-only Secret is for the user the source volume's ID records:
+	// the snapshot inherits it.
+	who, err := resolveIdentity(req.GetSecrets(), "snapshotter secrets", idHint(srcID))
+	if err != nil {
+		return nil, err
+	}
+	defer explainAuth(&err, &who)
 	unlock, err := d.locks.lock(ctx, "snapshot/"+req.GetName())
 	if err != nil {
 		return nil, lockStatus(err, "snapshot "+req.GetName())
 	}
 	defer unlock()
-	plan, poolID, err := d.planSnapshot(ctx, req, p, creds)
+	plan, poolID, err := d.planSnapshot(ctx, req, p, srcID, who)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +110,8 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 }
 
 // planSnapshot resolves the source volume and the snapshot image's place.
-func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, creds ceph.Credentials) (snapPlan, int64, error) {
-	srcID, err := volid.Decode(req.GetSourceVolumeId())
-	if err != nil || srcID.IsSnapshot() {
-		return snapPlan{}, 0, status.Errorf(codes.NotFound, "source volume %q does not exist: not a volume ID of this driver", req.GetSourceVolumeId())
-	}
+func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, srcID volid.ID, who identity) (snapPlan, int64, error) {
+	creds := who.creds
 	if p.ClusterID != "" && p.ClusterID != srcID.ClusterID {
 		return snapPlan{}, 0, invalid("parameter clusterID %q: the source volume is in cluster %q, and a snapshot lives in its volume's cluster", p.ClusterID, srcID.ClusterID)
 	}
@@ -124,7 +132,7 @@ func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotReques
 	}
 	target := ceph.ImageRef{Cluster: src.Cluster, Pool: pool, Name: params.SnapshotImageName(d.opts.InstanceID, req.GetName())}
 	d.known.remember(src.Cluster, pool, creds)
-	return snapPlan{name: req.GetName(), sourceID: req.GetSourceVolumeId(), source: src, target: target, creds: creds, params: p}, poolID, nil
+	return snapPlan{name: req.GetName(), sourceID: req.GetSourceVolumeId(), source: src, target: target, who: who, creds: creds, params: p}, poolID, nil
 }
 
 // ensureSnapshot makes the snapshot image, or finishes what an earlier
@@ -159,7 +167,7 @@ func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64
 	if err != nil {
 		return nil, err
 	}
-	id, err := encodeSnapshotID(plan.target, poolID)
+	id, err := encodeSnapshotID(plan.target, poolID, plan.who.record)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
@@ -275,7 +283,7 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 	}
 	failpoint.Crash("snapshot-after-source-snap")
 	own := &snapOwner{
-		Kind: kindSnapshot, Name: plan.name, Instance: d.opts.InstanceID, Source: plan.sourceID,
+		Kind: kindSnapshot, Name: plan.name, Instance: d.opts.InstanceID, Source: plan.sourceID, User: plan.who.record,
 		Created:      taken.Created.UTC().Format(time.RFC3339Nano),
 		SnapshotName: plan.params.Claim.Name, SnapshotNamespace: plan.params.Claim.Namespace, ContentName: plan.params.Claim.ContentName,
 	}
@@ -322,7 +330,7 @@ func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapsh
 // snapshot is removed (clone v2 keeps it in the snapshot trash namespace
 // while restored volumes read through it) and the image goes to the trash,
 // purged once nothing reads through it any more.
-func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
+func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (_ *csi.DeleteSnapshotResponse, err error) {
 	if req.GetSnapshotId() == "" {
 		return nil, invalid("snapshot_id is required")
 	}
@@ -331,10 +339,12 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 		klog.InfoS("DeleteSnapshot of a foreign snapshot ID: nothing to do", "snapshot", req.GetSnapshotId())
 		return &csi.DeleteSnapshotResponse{}, nil
 	}
-	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
+	who, err := resolveIdentity(req.GetSecrets(), "snapshotter secrets", idHint(id))
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, err
 	}
+	defer explainAuth(&err, &who)
+	creds := who.creds
 	unlock, err := d.locks.lock(ctx, "snapshot-id/"+req.GetSnapshotId())
 	if err != nil {
 		return nil, lockStatus(err, "snapshot "+req.GetSnapshotId())
@@ -400,7 +410,7 @@ func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets 
 	if err != nil {
 		return nil, err
 	}
-	creds, err := d.snapshotCreds(secrets, cl)
+	creds, err := d.snapshotCreds(secrets, cl, idHint(id))
 	if err != nil {
 		return nil, err
 	}
@@ -412,46 +422,49 @@ func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets 
 		return nil, err
 	}
 	ref.Name = image
-	return d.statSnapshot(ctx, creds, ref, snapshotID)
+	snap, _, err := d.statSnapshot(ctx, creds, ref)
+	if snap != nil {
+		snap.SnapshotId = snapshotID
+	}
+	return snap, err
 }
 
-// statSnapshot builds the CSI view of a snapshot image; nil, nil when it
-// is gone or is no complete snapshot.
-func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, snapshotID string) (*csi.Snapshot, error) {
+// statSnapshot builds the CSI view of a snapshot image, without its ID, and
+// returns its owner record; nil, nil, nil when it is gone or is no complete
+// snapshot.
+func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (*csi.Snapshot, *snapOwner, error) {
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect snapshot image "+ref.String())
+		return nil, nil, cephStatus(err, "inspect snapshot image "+ref.String())
 	}
 	var own snapOwner
 	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil || own.Kind != kindSnapshot {
-		return nil, nil
+		return nil, nil, nil
 	}
 	snap, err := d.opts.Backend.StatSnap(ctx, creds, ref, snapName)
 	if errors.Is(err, ceph.ErrNotFound) {
-		return nil, nil // CreateSnapshot has not finished (or DeleteSnapshot has begun)
+		return nil, nil, nil // CreateSnapshot has not finished (or DeleteSnapshot has begun)
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
+		return nil, nil, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
 	}
 	ready, err := d.withinBound(ctx, creds, ref, snap.Depth)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return csiSnapshot(snapshotID, &own, snap.Size, ready), nil
+	return csiSnapshot("", &own, snap.Size, ready), &own, nil
 }
 
-// snapshotCreds picks the request's secrets, else those the controller
-// knows for the pool (ListSnapshots and GetSnapshot may carry none).
-func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster) (ceph.Credentials, error) {
+// snapshotCreds picks the request's secrets (a key-only Secret being for
+// the hinted user), else those the controller knows for the pool
+// (ListSnapshots and GetSnapshot may carry none).
+func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster, hint userHint) (ceph.Credentials, error) {
 	if len(secrets) > 0 {
-		creds, err := params.Credentials(secrets, params.DefaultUser)
-		if err != nil {
-			return ceph.Credentials{}, invalid("%v", err)
-		}
-		return creds, nil
+		who, err := resolveIdentity(secrets, "snapshotter secrets", hint)
+		return who.creds, err
 	}
 	for _, a := range d.known.list() {
 		if a.cluster.Key() == cl.Key() {

@@ -315,7 +315,7 @@ func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, sr
 		failpoint.Crash("clone-after-source-snap")
 	}
 	raw, err := json.Marshal(cloneOwner{owner: owner{
-		Name: name, Instance: d.opts.InstanceID,
+		Name: name, Instance: d.opts.InstanceID, User: plan.who.record,
 		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
 	}, Source: src.id})
 	if err != nil {

@@ -114,7 +114,7 @@ func (d *Driver) snapshotPools(ctx context.Context, req *csi.ListSnapshotsReques
 	if err != nil {
 		return nil, err
 	}
-	creds, err := d.snapshotCreds(req.GetSecrets(), cl)
+	creds, err := d.snapshotCreds(req.GetSecrets(), cl, idHint(id))
 	if err != nil {
 		return nil, err
 	}
@@ -159,9 +159,14 @@ func (d *Driver) snapshotsInPool(ctx context.Context, a poolAccess, source strin
 
 func (d *Driver) snapshotEntry(ctx context.Context, a poolAccess, poolID int64, image string) (*csi.Snapshot, error) {
 	ref := ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: image}
-	id, err := encodeSnapshotID(ref, poolID)
+	snap, own, err := d.statSnapshot(ctx, a.creds, ref)
+	if snap == nil || err != nil {
+		return nil, err
+	}
+	id, err := encodeSnapshotID(ref, poolID, own.User)
 	if err != nil {
 		return nil, nil //nolint:nilerr // a name that cannot form an ID is not one of our snapshots
 	}
-	return d.statSnapshot(ctx, a.creds, ref, id)
+	snap.SnapshotId = id
+	return snap, nil
 }

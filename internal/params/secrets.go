@@ -64,6 +64,13 @@ func Credentials(secrets map[string]string, legacyUser string) (ceph.Credentials
 	return ceph.Credentials{User: user, Key: key}, nil
 }
 
+// NamesUser reports whether a secrets map names its own cephx user
+// (userID), which Credentials then uses whatever legacyUser says.
+func NamesUser(secrets map[string]string) bool {
+	_, ok := secrets[SecretUserID]
+	return ok
+}
+
 // validateKey checks the shape of a cephx key without ever echoing it.
 func validateKey(k string) error {
 	if k == "" {

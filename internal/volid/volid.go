@@ -5,13 +5,27 @@
 //
 // Format (at most 128 bytes, the CSI limit):
 //
-//	1/<cluster>/<pool id>/<image name>             a volume
-//	1/<cluster>/<pool id>/<image name>@<snapshot>  a snapshot
+//	1/<cluster>/<pool id>/<image name>                    a volume
+//	1/<cluster>/<pool id>/<image name>@<snapshot>         a snapshot
+//	2/<cluster>/<pool id>/<image name>[@<snapshot>]/<user>  either, with a user
 //
 // <cluster> is a clusterID from the cluster config, or "m=" followed by the
 // comma-separated monitor list for StorageClasses that name monitors
 // directly. The pool is held by its numeric ID so a renamed pool keeps
 // working. No field may contain '/', which keeps decoding unambiguous.
+//
+// Version 2 adds the cephx user (without "client.") that a Secret holding
+// only "key" (the in-tree kubernetes.io/rbd shape) stood for when the object
+// was made. Only the CreateVolume request carries the StorageClass's adminId;
+// DeleteVolume, ControllerExpandVolume and the snapshot calls get the same
+// key-only Secret but no parameters, so without the user in the ID they
+// could only guess it. The ID is the one thing every later call receives
+// before it can reach Ceph: image metadata would need a connection, and a
+// connection needs the user. Version 1 is still what the driver writes
+// whenever it has no user to record (a Secret naming its own user, or the
+// default "admin"), so the IDs of every setup that worked before stay the
+// same byte for byte, and a driver version that knows only version 1 can
+// still read them.
 package volid
 
 import (
@@ -21,6 +35,7 @@ import (
 	"strings"
 
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/params"
 )
 
 // MaxLen is the CSI limit on a volume or snapshot ID.
@@ -28,6 +43,7 @@ const MaxLen = 128
 
 const (
 	version       = "1"
+	versionUser   = "2"
 	monitorsMark  = "m="
 	fieldSep      = "/"
 	imageNameMax  = 96
@@ -43,6 +59,9 @@ type ID struct {
 	Monitors  []string // set otherwise
 	PoolID    int64
 	Image     string // image name; for a snapshot, "image@snap"
+	// User is the cephx user a key-only Secret stands for (version 2);
+	// "" encodes a version 1 ID.
+	User string
 }
 
 // Encode renders the ID, or fails when it would not fit in MaxLen or holds a
@@ -72,9 +91,19 @@ func (id ID) Encode() (string, error) {
 	if err := ValidateImageName(id.Image); err != nil {
 		return "", fmt.Errorf("encode volume ID: %w", err)
 	}
-	s := strings.Join([]string{version, cluster, strconv.FormatInt(id.PoolID, 10), id.Image}, fieldSep)
+	fields := []string{version, cluster, strconv.FormatInt(id.PoolID, 10), id.Image}
+	shorter := ""
+	if id.User != "" {
+		if err := params.ValidateUser(id.User); err != nil {
+			return "", fmt.Errorf("encode volume ID: %w", err)
+		}
+		fields[0] = versionUser
+		fields = append(fields, id.User)
+		shorter = ", or a shorter cephx user name (StorageClass parameter adminId)"
+	}
+	s := strings.Join(fields, fieldSep)
 	if len(s) > MaxLen {
-		return "", fmt.Errorf("ID %q is %d bytes, more than the %d CSI allows: name the cluster by a short clusterID in the cluster config instead of listing monitors, or use a shorter volumeNamePrefix", s, len(s), MaxLen)
+		return "", fmt.Errorf("ID %q is %d bytes, more than the %d CSI allows: name the cluster by a short clusterID in the cluster config instead of listing monitors, or use a shorter volumeNamePrefix%s", s, len(s), MaxLen, shorter)
 	}
 	return s, nil
 }
@@ -85,10 +114,17 @@ func Decode(s string) (ID, error) {
 		return ID{}, fmt.Errorf("%w: longer than %d bytes", ErrMalformed, MaxLen)
 	}
 	parts := strings.Split(s, fieldSep)
-	if len(parts) != 4 || parts[0] != version {
-		return ID{}, fmt.Errorf("%w: want 1/<cluster>/<pool id>/<image>", ErrMalformed)
-	}
 	var id ID
+	switch {
+	case len(parts) == 4 && parts[0] == version:
+	case len(parts) == 5 && parts[0] == versionUser:
+		if err := params.ValidateUser(parts[4]); err != nil {
+			return ID{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		id.User = parts[4]
+	default:
+		return ID{}, fmt.Errorf("%w: want 1/<cluster>/<pool id>/<image> or 2/<cluster>/<pool id>/<image>/<user>", ErrMalformed)
+	}
 	if err := id.setCluster(parts[1]); err != nil {
 		return ID{}, err
 	}

@@ -22,6 +22,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		{"host names without ports", ID{Monitors: []string{"mon-a.rook-ceph.svc", "mon-b"}, PoolID: 1, Image: "img"}, "1/m=mon-a.rook-ceph.svc,mon-b/1/img"},
 		{"snapshot", ID{ClusterID: "c1", PoolID: 1, Image: "img@snap-1"}, "1/c1/1/img@snap-1"},
 		{"largest pool id", ID{ClusterID: "c", PoolID: math.MaxInt64, Image: "i"}, "1/c/" + strconv.FormatInt(math.MaxInt64, 10) + "/i"},
+		{"volume with a user is version 2", ID{ClusterID: "c1", PoolID: 3, Image: "csi-vol-0123", User: "kube"}, "2/c1/3/csi-vol-0123/kube"},
+		{"snapshot with a user", ID{ClusterID: "c1", PoolID: 3, Image: "img@snap-1", User: "kube.ns_1-a"}, "2/c1/3/img@snap-1/kube.ns_1-a"},
+		{"monitors with a user", ID{Monitors: []string{"[::1]:6789", "10.0.0.2"}, PoolID: 0, Image: "img", User: "k"}, "2/m=[::1]:6789,10.0.0.2/0/img/k"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,6 +85,11 @@ func TestEncodeRefusesFieldsDecodeWouldReject(t *testing.T) {
 		"slash in image":        {ClusterID: "c", PoolID: 1, Image: "a/b"},
 		"image starting with -": {ClusterID: "c", PoolID: 1, Image: "-img"},
 		"two snapshots":         {ClusterID: "c", PoolID: 1, Image: "a@b@c"},
+		"user with client.":     {ClusterID: "c", PoolID: 1, Image: "img", User: "client.kube"},
+		"user with slash":       {ClusterID: "c", PoolID: 1, Image: "img", User: "a/b"},
+		"user with space":       {ClusterID: "c", PoolID: 1, Image: "img", User: "a b"},
+		"user starting with -":  {ClusterID: "c", PoolID: 1, Image: "img", User: "-kube"},
+		"user over 64 bytes":    {ClusterID: "c", PoolID: 1, Image: "img", User: strings.Repeat("u", 65)},
 	}
 	for name, id := range tests {
 		if s, err := id.Encode(); err == nil {
@@ -101,6 +109,10 @@ func TestDecodeRejectsMalformedIDs(t *testing.T) {
 		"1/c d/0/img", "1/../0/img", "1/c=1/0/img", "1/" + strings.Repeat("c", 37) + "/0/img",
 		"1/c1/0/-img", "1/c1/0/.img", "1/c1/0/..", "1/c1/0/img@", "1/c1/0/@snap", "1/c1/0/a@b@c", "1/c1/0/img@-snap",
 		"1/c1/0/img name", "1/c1/0/img\n", "1/c1/0/ïmg", "1/c1/0/" + strings.Repeat("i", 97),
+		// version 2: exactly one user field, a valid cephx user
+		"2/c1/0/img", "1/c1/0/img/kube", "2/c1/0/img/", "2/c1/0/img/kube/x", "02/c1/0/img/kube", "3/c1/0/img/kube",
+		"2/c1/0/img/client.kube", "2/c1/0/img/-kube", "2/c1/0/img/ku be", "2/c1/0/img/kübe", "2/c1/0/img/" + strings.Repeat("u", 65),
+		"2/c1/01/img/kube", "2/m=/0/img/kube", "2/c1/0/-img/kube", "2//0/img/kube",
 	} {
 		id, err := Decode(s)
 		if !errors.Is(err, ErrMalformed) {
@@ -129,13 +141,14 @@ func sameID(a, b ID) bool {
 	if b.ClusterID != "" {
 		b.Monitors = nil // the ID names the cluster; Encode leaves monitors out
 	}
-	return a.ClusterID == b.ClusterID && slices.Equal(a.Monitors, b.Monitors) && a.PoolID == b.PoolID && a.Image == b.Image
+	return a.ClusterID == b.ClusterID && slices.Equal(a.Monitors, b.Monitors) && a.PoolID == b.PoolID && a.Image == b.Image && a.User == b.User
 }
 
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
 		"1/c1/3/csi-vol-0123", "1/m=10.0.0.1:6789,10.0.0.2:6789/12/img", "1/m=[::1]:6789/1/img", "1/c1/1/img@snap",
 		"1/c1/01/img", "1/c1/-1/img", "1/m=/0/img", "1/c1/0/a@b@c", "1//0/img", "1/c1/0/img/x", "",
+		"2/c1/3/csi-vol-0123/kube", "2/m=[::1]:6789/1/img@snap/kube", "2/c1/3/img", "2/c1/3/img/client.kube", "2/c1/3/img/a/b",
 	} {
 		f.Add(s)
 	}
@@ -156,15 +169,18 @@ func FuzzDecode(f *testing.F) {
 }
 
 func FuzzEncodeDecode(f *testing.F) {
-	f.Add("c1", "", int64(3), "csi-vol-0123")
-	f.Add("", "10.0.0.1:6789,10.0.0.2:6789", int64(0), "img")
-	f.Add("", "[::1]:6789", int64(1), "img@snap")
-	f.Add("c1", "mon-a:6789", int64(-1), "img")
-	f.Add("a/b", "", int64(1), "img")
-	f.Add("", "", int64(1), "img")
-	f.Add("c1", "", int64(1), "a@b@c")
-	f.Fuzz(func(t *testing.T, cluster, mons string, pool int64, image string) {
-		id := ID{ClusterID: cluster, PoolID: pool, Image: image}
+	f.Add("c1", "", int64(3), "csi-vol-0123", "")
+	f.Add("", "10.0.0.1:6789,10.0.0.2:6789", int64(0), "img", "")
+	f.Add("", "[::1]:6789", int64(1), "img@snap", "")
+	f.Add("c1", "mon-a:6789", int64(-1), "img", "")
+	f.Add("a/b", "", int64(1), "img", "")
+	f.Add("", "", int64(1), "img", "")
+	f.Add("c1", "", int64(1), "a@b@c", "")
+	f.Add("c1", "", int64(3), "csi-vol-0123", "kube")
+	f.Add("", "10.0.0.1:6789", int64(3), "img@snap", "client.kube")
+	f.Add("c1", "", int64(3), "img", "a/b")
+	f.Fuzz(func(t *testing.T, cluster, mons string, pool int64, image, user string) {
+		id := ID{ClusterID: cluster, PoolID: pool, Image: image, User: user}
 		if mons != "" {
 			id.Monitors = strings.Split(mons, ",")
 		}
@@ -174,6 +190,9 @@ func FuzzEncodeDecode(f *testing.F) {
 		}
 		if len(s) > MaxLen {
 			t.Fatalf("Encode(%+v) = %q, %d bytes", id, s, len(s))
+		}
+		if wantV1 := user == ""; wantV1 != strings.HasPrefix(s, "1/") {
+			t.Fatalf("Encode(%+v) = %q: version 1 exactly when no user is given", id, s)
 		}
 		back, err := Decode(s)
 		if err != nil {
@@ -214,5 +233,28 @@ func TestSnapshotIDsRoundTripAndStayApartFromVolumes(t *testing.T) {
 				t.Errorf("failed for %q", enc)
 			}
 		})
+	}
+}
+
+func TestVersion1IDsDecodeAsBeforeWithNoUser(t *testing.T) {
+	// IDs handed out before version 2 existed must name the same image and
+	// no user, so every call treats them as it always did.
+	for _, s := range []string{"1/c1/3/csi-vol-0123", "1/m=10.0.0.1:6789/0/csi-snap-0123@csi-snap"} {
+		id, err := Decode(s)
+		if err != nil || id.User != "" {
+			t.Fatalf("Decode(%q) = %+v, %v", s, id, err)
+		}
+		again, err := id.Encode()
+		if err != nil || again != s {
+			t.Errorf("Decode(%q) encodes back as %q, %v", s, again, err)
+		}
+	}
+}
+
+func TestEncodeOverTheLimitWithAUserSuggestsAShorterUser(t *testing.T) {
+	id := ID{ClusterID: strings.Repeat("c", 36), PoolID: 1, Image: "csi-vol-0123456789abcdef0123456789abcdef", User: strings.Repeat("u", 64)}
+	_, err := id.Encode()
+	if err == nil || !strings.Contains(err.Error(), "adminId") {
+		t.Fatalf("Encode() error = %v; want one naming adminId", err)
 	}
 }

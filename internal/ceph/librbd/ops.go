@@ -236,7 +236,11 @@ func (b *Backend) PurgeTrash(ctx context.Context, cr ceph.Credentials, cl ceph.C
 }
 
 // mgrActive asks the monitors whether a ceph-mgr is active: a mgr command
-// sent with none active would wait for the full op timeout.
+// sent with none active would wait for the full op timeout. It reads the
+// mgr map from "status", which a user limited to mon 'profile rbd' may run:
+// "mgr stat" needs mon caps on the mgr service that profile lacks, and a
+// refusal there made every such user's purges and flattens run in the
+// driver although the mgr would have taken them.
 func (c *conn) mgrActive() bool {
 	c.mu.Lock()
 	fresh := time.Since(c.mgrSeen) < mgrFresh
@@ -244,14 +248,16 @@ func (c *conn) mgrActive() bool {
 	if fresh {
 		return true
 	}
-	out, _, err := c.rc.MonCommand([]byte(`{"prefix":"mgr stat","format":"json"}`))
+	out, _, err := c.rc.MonCommand([]byte(`{"prefix":"status","format":"json"}`))
 	if err != nil {
 		return false
 	}
 	var st struct {
-		Available bool `json:"available"`
+		MgrMap struct {
+			Available bool `json:"available"`
+		} `json:"mgrmap"`
 	}
-	if json.Unmarshal(out, &st) != nil || !st.Available {
+	if json.Unmarshal(out, &st) != nil || !st.MgrMap.Available {
 		return false
 	}
 	c.mu.Lock()
