@@ -122,7 +122,7 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	}
 	p, err := params.ParseVolume(req.GetParameters())
 	if err != nil {
-		return createPlan{}, invalid("%v", err)
+		return createPlan{}, statusOf(err, "")
 	}
 	cl, err := d.clusterFor(p)
 	if err != nil {
@@ -130,7 +130,7 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	}
 	creds, err := params.Credentials(req.GetSecrets(), p.AdminID)
 	if err != nil {
-		return createPlan{}, invalid("%v", err)
+		return createPlan{}, statusOf(err, "")
 	}
 	size, limit, err := capacity(req.GetCapacityRange())
 	if err != nil {
@@ -176,7 +176,7 @@ func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, s
 	if _, ok := info.Metadata[metaOwner]; !ok {
 		// Created, but the process died before the owner record was written.
 		if err := d.opts.Backend.SetMetadata(ctx, plan.creds, plan.ref, spec.Metadata); err != nil {
-			return 0, cephStatus(err, "record owner of "+plan.ref.String())
+			return 0, statusOf(err, "record owner of "+plan.ref.String())
 		}
 	}
 	return info.Size, nil
@@ -197,7 +197,7 @@ func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.I
 			return &info, nil
 		}
 		if !errors.Is(err, ceph.ErrNotFound) {
-			return nil, cephStatus(err, "inspect existing image "+plan.ref.String())
+			return nil, statusOf(err, "inspect existing image "+plan.ref.String())
 		}
 		// The name is taken but the image cannot be opened: librbd was
 		// interrupted between writing the name and the header, or is still
@@ -213,14 +213,14 @@ func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.I
 				return nil, createStatus(err, plan)
 			}
 		} else if !errors.Is(err, ceph.ErrInProgress) {
-			return nil, cephStatus(err, "clean up partially created image "+plan.ref.String())
+			return nil, statusOf(err, "clean up partially created image "+plan.ref.String())
 		}
 		// Someone else is creating the name: look again shortly.
 		if time.Now().After(give) {
 			return nil, status.Errorf(codes.Aborted, "image %s could not be opened within %v of finding its name taken: %v; retry later", plan.ref, d.partialWait, err)
 		}
 		if err := pause(ctx, 250*time.Millisecond); err != nil {
-			return nil, cephStatus(err, "wait for image "+plan.ref.String())
+			return nil, statusOf(err, "wait for image "+plan.ref.String())
 		}
 	}
 }
@@ -267,14 +267,14 @@ func createStatus(err error, plan createPlan) error {
 	if errors.Is(err, ceph.ErrNoSpace) {
 		return status.Errorf(codes.ResourceExhausted, "create image %s: pool %q is full or over quota: %v", plan.ref, plan.ref.Pool, err)
 	}
-	return cephStatus(err, "create image "+plan.ref.String())
+	return statusOf(err, "create image "+plan.ref.String())
 }
 
 func poolStatus(err error, pool string) error {
 	if errors.Is(err, ceph.ErrNotFound) {
 		return status.Errorf(codes.InvalidArgument, "pool %q does not exist: create it (`ceph osd pool create %s` and `rbd pool init %s`) or fix the pool parameter", pool, pool, pool)
 	}
-	return cephStatus(err, "look up pool "+pool)
+	return statusOf(err, "look up pool "+pool)
 }
 
 func volumeContext(plan createPlan) map[string]string {
@@ -385,7 +385,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	defer unlock()
 	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	ref, err := d.imageRef(ctx, id, creds)
 	if errors.Is(err, errPoolGone) {
@@ -416,7 +416,7 @@ func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref 
 		return nil // already in the trash (a retry), or gone
 	}
 	if err != nil {
-		return cephStatus(err, "list snapshots of "+ref.String())
+		return statusOf(err, "list snapshots of "+ref.String())
 	}
 	for _, snap := range snaps {
 		if !params.IsTempSnapName(snap) {
@@ -424,7 +424,7 @@ func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref 
 		}
 		klog.InfoS("Removing a temporary snapshot that an abandoned snapshot or clone left on the volume", "image", ref, "snapshot", snap)
 		if err := d.opts.Backend.RemoveSnap(ctx, creds, ref, snap); err != nil && !errors.Is(err, ceph.ErrNotFound) {
-			return cephStatus(err, "remove temporary snapshot "+snap+" of "+ref.String())
+			return statusOf(err, "remove temporary snapshot "+snap+" of "+ref.String())
 		}
 	}
 	return nil
@@ -439,7 +439,7 @@ func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref 
 		return d.busyStatus(ctx, creds, ref, err)
 	}
 	if err != nil {
-		return cephStatus(err, "move "+ref.String()+" to the trash")
+		return statusOf(err, "move "+ref.String()+" to the trash")
 	}
 	// On a retry the IDs are those of every trash entry under the name,
 	// the one an earlier attempt trashed and died before scheduling among
@@ -473,7 +473,7 @@ func (d *Driver) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentia
 		return ceph.ImageRef{}, errPoolGone
 	}
 	if err != nil {
-		return ceph.ImageRef{}, cephStatus(err, fmt.Sprintf("look up pool %d", id.PoolID))
+		return ceph.ImageRef{}, statusOf(err, fmt.Sprintf("look up pool %d", id.PoolID))
 	}
 	return ceph.ImageRef{Cluster: cl, Pool: pool, Name: id.Image}, nil
 }
@@ -508,14 +508,14 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	defer unlock()
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if err != nil {
-		return nil, cephStatus(err, "inspect "+ref.String())
+		return nil, statusOf(err, "inspect "+ref.String())
 	}
 	if limit > 0 && info.Size > limit {
 		return nil, status.Errorf(codes.OutOfRange, "volume is %d bytes, above limit_bytes %d: RBD volumes cannot shrink", info.Size, limit)
 	}
 	if info.Size < size {
 		if err := d.opts.Backend.ResizeImage(ctx, creds, ref, size); err != nil {
-			return nil, cephStatus(err, "resize "+ref.String())
+			return nil, statusOf(err, "resize "+ref.String())
 		}
 		info.Size = size
 	}
@@ -532,7 +532,7 @@ func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[
 	}
 	creds, err := params.Credentials(secrets, params.DefaultUser)
 	if err != nil {
-		return ceph.ImageRef{}, ceph.Credentials{}, nil, invalid("%v", err)
+		return ceph.ImageRef{}, ceph.Credentials{}, nil, statusOf(err, "")
 	}
 	unlock, err := d.locks.lock(ctx, "volume/"+volumeID)
 	if err != nil {
@@ -563,7 +563,7 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	}
 	defer unlock()
 	if _, err := d.opts.Backend.StatImage(ctx, creds, ref); err != nil {
-		return nil, cephStatus(err, "volume "+req.GetVolumeId())
+		return nil, statusOf(err, "volume "+req.GetVolumeId())
 	}
 	if _, err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil

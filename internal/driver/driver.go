@@ -19,7 +19,6 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
@@ -70,11 +69,11 @@ type Options struct {
 	Observer RPCObserver
 }
 
-// RPCObserver receives the method, status code and duration of every
+// RPCObserver receives the method, status code name and duration of every
 // answered CSI call. It is an interface so that this package does not
 // depend on the metrics implementation.
 type RPCObserver interface {
-	ObserveRPC(fullMethod string, code codes.Code, d time.Duration)
+	ObserveRPC(fullMethod, code string, d time.Duration)
 }
 
 // Driver is the CSI plugin.
@@ -247,7 +246,7 @@ func (d *Driver) interceptRPC(ctx context.Context, req any, info *grpc.UnaryServ
 	took := time.Since(start)
 	logOutcome(id, info.FullMethod, req, resp, err, took)
 	if d.opts.Observer != nil {
-		d.opts.Observer.ObserveRPC(info.FullMethod, status.Code(err), took)
+		d.opts.Observer.ObserveRPC(info.FullMethod, status.Code(err).String(), took)
 	}
 	return resp, err
 }

@@ -23,7 +23,7 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	}
 	p, err := params.ParseVolume(req.GetParameters())
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	cl, err := d.clusterFor(p)
 	if err != nil {
@@ -35,7 +35,7 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	}
 	u, err := d.opts.Backend.PoolUsage(ctx, creds, cl, p.Pool)
 	if err != nil {
-		return nil, cephStatus(err, "read capacity of pool "+p.Pool)
+		return nil, statusOf(err, "read capacity of pool "+p.Pool)
 	}
 	return &csi.GetCapacityResponse{AvailableCapacity: int64(u.Available())}, nil
 }
@@ -45,7 +45,7 @@ func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, e
 	for _, a := range d.known.list() {
 		u, err := d.opts.Backend.PoolUsage(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
-			return nil, cephStatus(err, "read capacity of pool "+a.pool)
+			return nil, statusOf(err, "read capacity of pool "+a.pool)
 		}
 		total += u.Available()
 	}
@@ -85,11 +85,11 @@ func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
 	for _, a := range d.known.list() {
 		names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
-			return nil, cephStatus(err, "list images of pool "+a.pool)
+			return nil, statusOf(err, "list images of pool "+a.pool)
 		}
 		poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
-			return nil, cephStatus(err, "look up pool "+a.pool)
+			return nil, statusOf(err, "look up pool "+a.pool)
 		}
 		for _, n := range names {
 			if !params.OwnedBy(n, d.opts.InstanceID) || params.IsSnapshotImage(n) {

@@ -137,11 +137,11 @@ func (d *Driver) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, erro
 		return r, invalid("mounter %q: want one of %s", r.mapperName, strings.Join(mapper.Names(), ", "))
 	}
 	if err := params.ValidateMapOptions(r.ctx[params.KeyMapOptions]); err != nil {
-		return r, invalid("volume context mapOptions: %v", err)
+		return r, statusOf(err, "volume context mapOptions")
 	}
 	legacyUser := r.ctx[params.KeyUserID]
 	if r.creds, err = params.Credentials(req.GetSecrets(), legacyUser); err != nil {
-		return r, invalid("node stage secrets: %v", err)
+		return r, statusOf(err, "node stage secrets")
 	}
 	return r, nil
 }
@@ -248,7 +248,7 @@ func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState, pr
 	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
 	if err != nil {
 		d.rollbackMap(st, prev != nil, err)
-		return nil, status.Errorf(mapper.GRPCCode(err), "map %s with %s: %v", ref, r.mapperName, err)
+		return nil, statusOf(err, fmt.Sprintf("map %s with %s", ref, r.mapperName))
 	}
 	defer func() {
 		if err != nil {
@@ -286,11 +286,7 @@ func (d *Driver) mountStaging(ctx context.Context, st *stageState, flags []strin
 	}
 	if !mounted {
 		if err := d.node.mounter.FormatAndMount(ctx, st.Device.Path, st.StagingPath, st.FsType, opts); err != nil {
-			code := codes.Internal
-			if errors.Is(err, mounter.ErrWrongFilesystem) {
-				code = codes.FailedPrecondition
-			}
-			return status.Errorf(code, "format and mount %s at %s: %v", st.Device.Path, st.StagingPath, err)
+			return statusOf(err, fmt.Sprintf("format and mount %s at %s", st.Device.Path, st.StagingPath))
 		}
 	}
 	st.Mounted = true
@@ -324,7 +320,7 @@ func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 // have left a late mapping behind, which the full rollback finds by the
 // image.
 func (d *Driver) rollbackMap(st *stageState, hadState bool, mapErr error) {
-	switch mapper.GRPCCode(mapErr) {
+	switch errorCode(mapErr) {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.PermissionDenied:
 		if hadState {
 			return
@@ -362,7 +358,7 @@ func (d *Driver) statAndCheckNotInUse(ctx context.Context, r stageRequest, ref c
 	info, err := d.opts.Backend.StatImage(ctx, r.creds, ref)
 	useErr := <-inUse
 	if err != nil {
-		return info, cephStatus(err, "volume image "+ref.String())
+		return info, statusOf(err, "volume image "+ref.String())
 	}
 	return info, useErr
 }
@@ -375,7 +371,7 @@ func (d *Driver) checkNotInUse(ctx context.Context, r stageRequest, ref ceph.Ima
 	}
 	ws, err := d.opts.Backend.Watchers(ctx, r.creds, ref)
 	if err != nil {
-		return cephStatus(err, "list clients of "+ref.String())
+		return statusOf(err, "list clients of "+ref.String())
 	}
 	if len(ws) > 0 {
 		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use by client %d at %s (another node still has it mapped): unmount it there, or wait for a crashed node's watch to expire (about 30 s); `rbd status %s` shows the client", ref, ws[0].Client, ws[0].Addr, ref)
@@ -405,14 +401,14 @@ func (d *Driver) nodeImage(ctx context.Context, volumeID string, vc map[string]s
 
 func (d *Driver) imageFromContext(vc map[string]string, pool, image string) (ceph.ImageRef, error) {
 	if err := params.ValidatePoolName(pool); err != nil {
-		return ceph.ImageRef{}, invalid("volume attribute pool: %v", err)
+		return ceph.ImageRef{}, statusOf(err, "volume attribute pool")
 	}
 	if err := volid.ValidateImageName(image); err != nil {
 		return ceph.ImageRef{}, invalid("volume attribute imageName: %v", err)
 	}
 	p, err := params.ParseVolume(clusterParams(vc))
 	if err != nil {
-		return ceph.ImageRef{}, invalid("volume attributes: %v", err)
+		return ceph.ImageRef{}, statusOf(err, "volume attributes")
 	}
 	cl, err := d.clusterFor(p)
 	if err != nil {
@@ -496,7 +492,7 @@ func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
 		return status.Errorf(codes.Internal, "volume was staged with mapper %q, which this plugin does not have", st.Mapper)
 	}
 	if err := m.Unmap(ctx, *dev); err != nil {
-		return status.Errorf(mapper.GRPCCode(err), "unmap %s: %v", dev.Path, err)
+		return statusOf(err, "unmap "+dev.Path)
 	}
 	if err := removeState(st.StagingPath); err != nil {
 		return status.Error(codes.Internal, err.Error())

@@ -465,8 +465,8 @@ func TestNodeStageVolumeMapperErrorsKeepTheirCodeAndRollBack(t *testing.T) {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			e := newNodeEnv(t)
 			err := fmt.Errorf("%w: details", tc.err)
-			if mapper.GRPCCode(err) != tc.code {
-				t.Fatalf("mapper.GRPCCode says %v, test expects %v", mapper.GRPCCode(err), tc.code)
+			if errorCode(err) != tc.code {
+				t.Fatalf("errorCode says %v, test expects %v", errorCode(err), tc.code)
 			}
 			e.m.mapErr = err
 			_, err = e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))

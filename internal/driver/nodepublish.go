@@ -291,11 +291,7 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 	}
 	if err := d.node.mounter.Resize(ctx, st.Device.Path, st.StagingPath); err != nil {
-		code := codes.Internal
-		if errors.Is(err, mounter.ErrOnlineResizeDenied) {
-			code = codes.FailedPrecondition
-		}
-		return nil, status.Errorf(code, "grow filesystem of volume %s: %v", req.GetVolumeId(), err)
+		return nil, statusOf(err, "grow filesystem of volume "+req.GetVolumeId())
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 }
@@ -312,7 +308,7 @@ func (d *Driver) refreshDevice(ctx context.Context, st *stageState) error {
 		return nil
 	}
 	if err := r.Refresh(ctx, *st.Device); err != nil {
-		return status.Errorf(mapper.GRPCCode(err), "pick up the new size of %s: %v", st.Device.Path, err)
+		return statusOf(err, "pick up the new size of "+st.Device.Path)
 	}
 	return nil
 }

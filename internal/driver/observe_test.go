@@ -22,10 +22,10 @@ type recorder struct {
 	calls []string
 }
 
-func (r *recorder) ObserveRPC(method string, code codes.Code, _ time.Duration) {
+func (r *recorder) ObserveRPC(method, code string, _ time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls = append(r.calls, method+" "+code.String())
+	r.calls = append(r.calls, method+" "+code)
 }
 
 // captureLog sends klog's output to a buffer for the rest of the test.

@@ -75,11 +75,11 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	}
 	p, err := params.ParseSnapshot(req.GetParameters())
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	unlock, err := d.locks.lock(ctx, "snapshot/"+req.GetName())
 	if err != nil {
@@ -149,7 +149,7 @@ func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64
 	failpoint.Crash("snapshot-after-clone")
 	snap, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.target, snapName)
 	if err != nil {
-		return nil, cephStatus(err, "snapshot "+plan.target.String())
+		return nil, statusOf(err, "snapshot "+plan.target.String())
 	}
 	failpoint.Crash("snapshot-before-source-cleanup")
 	if err := d.removeTempSnap(ctx, plan.creds, plan.source, plan.target.Name); err != nil {
@@ -177,7 +177,7 @@ func (d *Driver) existingSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 		return nil, nil
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect snapshot image "+plan.target.String())
+		return nil, statusOf(err, "inspect snapshot image "+plan.target.String())
 	}
 	raw := info.Metadata[metaOwner]
 	var own snapOwner
@@ -259,7 +259,7 @@ func (d *Driver) removePartial(ctx context.Context, creds ceph.Credentials, ref 
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil
 	}
-	return cephStatus(err, "remove unfinished clone "+ref.String())
+	return statusOf(err, "remove unfinished clone "+ref.String())
 }
 
 // cloneForSnapshot takes the temporary snapshot of the source and clones
@@ -271,7 +271,7 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 		return nil, status.Errorf(codes.NotFound, "source volume %q does not exist (image %s)", plan.sourceID, plan.source)
 	}
 	if err != nil {
-		return nil, cephStatus(err, "snapshot source volume "+plan.source.String())
+		return nil, statusOf(err, "snapshot source volume "+plan.source.String())
 	}
 	failpoint.Crash("snapshot-after-source-snap")
 	own := &snapOwner{
@@ -295,7 +295,7 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 		return nil, status.Errorf(codes.ResourceExhausted, "clone snapshot image %s: pool %q is full or over quota: %v", plan.target, plan.target.Pool, err)
 	}
 	if err != nil {
-		return nil, cephStatus(err, "clone snapshot image "+plan.target.String())
+		return nil, statusOf(err, "clone snapshot image "+plan.target.String())
 	}
 	return own, nil
 }
@@ -307,7 +307,7 @@ func (d *Driver) removeTempSnap(ctx context.Context, creds ceph.Credentials, sou
 	if err == nil || errors.Is(err, ceph.ErrNotFound) {
 		return nil
 	}
-	return cephStatus(err, "remove temporary snapshot of "+source.String())
+	return statusOf(err, "remove temporary snapshot of "+source.String())
 }
 
 func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapshot {
@@ -333,7 +333,7 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	}
 	creds, err := params.Credentials(req.GetSecrets(), params.DefaultUser)
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	unlock, err := d.locks.lock(ctx, "snapshot-id/"+req.GetSnapshotId())
 	if err != nil {
@@ -351,7 +351,7 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	d.known.remember(ref.Cluster, ref.Pool, creds)
 	err = d.opts.Backend.RemoveSnap(ctx, creds, ref, snapName)
 	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
-		return nil, cephStatus(err, "remove snapshot "+ref.String()+"@"+snapName)
+		return nil, statusOf(err, "remove snapshot "+ref.String()+"@"+snapName)
 	}
 	failpoint.Crash("delete-snapshot-before-trash")
 	if err := d.trashAndPurge(ctx, creds, ref); err != nil {
@@ -423,7 +423,7 @@ func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref c
 		return nil, nil
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect snapshot image "+ref.String())
+		return nil, statusOf(err, "inspect snapshot image "+ref.String())
 	}
 	var own snapOwner
 	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil || own.Kind != kindSnapshot {
@@ -434,7 +434,7 @@ func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref c
 		return nil, nil // CreateSnapshot has not finished (or DeleteSnapshot has begun)
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
+		return nil, statusOf(err, "inspect snapshot "+ref.String()+"@"+snapName)
 	}
 	ready, err := d.withinBound(ctx, creds, ref, snap.Depth)
 	if err != nil {
@@ -449,7 +449,7 @@ func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster) (ceph
 	if len(secrets) > 0 {
 		creds, err := params.Credentials(secrets, params.DefaultUser)
 		if err != nil {
-			return ceph.Credentials{}, invalid("%v", err)
+			return ceph.Credentials{}, statusOf(err, "")
 		}
 		return creds, nil
 	}

@@ -97,7 +97,7 @@ func (d *Driver) cloneOfGoneSource(ctx context.Context, name string, plan create
 		return 0, gone
 	}
 	if err != nil {
-		return 0, cephStatus(err, "inspect existing image "+plan.ref.String())
+		return 0, statusOf(err, "inspect existing image "+plan.ref.String())
 	}
 	own, ours := cloneOwnerOf(info, name)
 	if !ours {
@@ -129,7 +129,7 @@ func (d *Driver) growClone(ctx context.Context, plan createPlan, cur, size uint6
 		return cur, nil
 	}
 	if err := d.opts.Backend.ResizeImage(ctx, plan.creds, plan.ref, size); err != nil {
-		return 0, cephStatus(err, "grow clone "+plan.ref.String())
+		return 0, statusOf(err, "grow clone "+plan.ref.String())
 	}
 	return size, nil
 }
@@ -192,7 +192,7 @@ func (d *Driver) snapshotSource(ctx context.Context, plan createPlan, snapshotID
 		return cloneSource{}, status.Errorf(codes.NotFound, "snapshot %q does not exist", snapshotID)
 	}
 	if err != nil {
-		return cloneSource{}, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
+		return cloneSource{}, statusOf(err, "inspect snapshot "+ref.String()+"@"+snapName)
 	}
 	ready, err := d.withinBound(ctx, plan.creds, ref, snap.Depth)
 	if err != nil {
@@ -218,12 +218,12 @@ func (d *Driver) volumeSource(ctx context.Context, plan createPlan, volumeID str
 		return cloneSource{}, status.Errorf(codes.NotFound, "source volume %q does not exist", volumeID)
 	}
 	if err != nil {
-		return cloneSource{}, cephStatus(err, "inspect source volume "+ref.String())
+		return cloneSource{}, statusOf(err, "inspect source volume "+ref.String())
 	}
 	depth := 0
 	if info.Parent != nil {
 		if depth, err = d.opts.Backend.CloneDepth(ctx, plan.creds, ref); err != nil {
-			return cloneSource{}, cephStatus(err, "measure clone depth of "+ref.String())
+			return cloneSource{}, statusOf(err, "measure clone depth of "+ref.String())
 		}
 	}
 	return cloneSource{id: volumeID, parent: ref, snap: params.TempSnapName(plan.ref.Name), size: info.Size, depth: depth, volume: true}, nil
@@ -273,7 +273,7 @@ func (d *Driver) existingClone(ctx context.Context, name string, plan createPlan
 		return nil, nil
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect existing image "+plan.ref.String())
+		return nil, statusOf(err, "inspect existing image "+plan.ref.String())
 	}
 	own, ours := cloneOwnerOf(info, name)
 	if unfinishedClone(info, ours, src.parent) {
@@ -310,7 +310,7 @@ func matchesClone(info ceph.ImageInfo, own cloneOwner, ours bool, name string, p
 func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource) error {
 	if src.volume {
 		if _, err := d.opts.Backend.CreateSnap(ctx, plan.creds, src.parent, src.snap); err != nil {
-			return cephStatus(err, "snapshot source volume "+src.parent.String())
+			return statusOf(err, "snapshot source volume "+src.parent.String())
 		}
 		failpoint.Crash("clone-after-source-snap")
 	}

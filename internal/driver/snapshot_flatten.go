@@ -102,7 +102,7 @@ func (d *Driver) settleDepth(ctx context.Context, creds ceph.Credentials, ref ce
 	}
 	depth, err := d.opts.Backend.CloneDepth(ctx, creds, ref)
 	if err != nil {
-		return false, cephStatus(err, "measure clone depth of "+ref.String())
+		return false, statusOf(err, "measure clone depth of "+ref.String())
 	}
 	return d.withinBound(ctx, creds, ref, depth)
 }

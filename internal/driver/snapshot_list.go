@@ -135,11 +135,11 @@ func (d *Driver) snapshotPools(ctx context.Context, req *csi.ListSnapshotsReques
 func (d *Driver) snapshotsInPool(ctx context.Context, a poolAccess, source string) ([]*csi.Snapshot, error) {
 	names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
 	if err != nil {
-		return nil, cephStatus(err, "list images of pool "+a.pool)
+		return nil, statusOf(err, "list images of pool "+a.pool)
 	}
 	poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
 	if err != nil {
-		return nil, cephStatus(err, "look up pool "+a.pool)
+		return nil, statusOf(err, "look up pool "+a.pool)
 	}
 	var out []*csi.Snapshot
 	for _, n := range names {

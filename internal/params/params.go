@@ -6,7 +6,6 @@
 package params
 
 import (
-	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -137,7 +136,7 @@ func checkKeys(in map[string]string) error {
 	if len(names) > 1 {
 		what = "parameters " + strings.Join(names, ", ") + ": remove them"
 	}
-	return fmt.Errorf("unknown StorageClass %s (known: clusterID, monitors, pool, dataPool, imageFeatures, imageFormat, csi.storage.k8s.io/fstype, fsType, volumeNamePrefix, mounter, mapOptions, adminId, userId, adminSecretName, adminSecretNamespace, userSecretName, userSecretNamespace)", what)
+	return invalidf("unknown StorageClass %s (known: clusterID, monitors, pool, dataPool, imageFeatures, imageFormat, csi.storage.k8s.io/fstype, fsType, volumeNamePrefix, mounter, mapOptions, adminId, userId, adminSecretName, adminSecretNamespace, userSecretName, userSecretNamespace)", what)
 }
 
 func (v *Volume) parseCluster(in map[string]string) error {
@@ -145,20 +144,20 @@ func (v *Volume) parseCluster(in map[string]string) error {
 	mons, hasMons := in[KeyMonitors]
 	switch {
 	case hasID && hasMons:
-		return fmt.Errorf("parameters %s and %s both given: keep one (clusterID names a cluster in the cluster config)", KeyClusterID, KeyMonitors)
+		return invalidf("parameters %s and %s both given: keep one (clusterID names a cluster in the cluster config)", KeyClusterID, KeyMonitors)
 	case hasID:
 		if err := clusterconfig.ValidateClusterID(id); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyClusterID, err)
+			return invalidf("parameter %s: %w", KeyClusterID, err)
 		}
 		v.ClusterID = id
 	case hasMons:
 		list, err := clusterconfig.ParseMonitors(mons)
 		if err != nil {
-			return fmt.Errorf("parameter %s=%q: %w", KeyMonitors, mons, err)
+			return invalidf("parameter %s=%q: %w", KeyMonitors, mons, err)
 		}
 		v.Monitors = list
 	default:
-		return fmt.Errorf("parameter %s (or the legacy %s) is required", KeyClusterID, KeyMonitors)
+		return invalidf("parameter %s (or the legacy %s) is required", KeyClusterID, KeyMonitors)
 	}
 	return nil
 }
@@ -166,13 +165,13 @@ func (v *Volume) parseCluster(in map[string]string) error {
 func (v *Volume) parsePools(in map[string]string) error {
 	if p, ok := in[KeyPool]; ok {
 		if err := ValidatePoolName(p); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyPool, err)
+			return invalidf("parameter %s: %w", KeyPool, err)
 		}
 		v.Pool = p
 	}
 	if p, ok := in[KeyDataPool]; ok && p != "" {
 		if err := ValidatePoolName(p); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyDataPool, err)
+			return invalidf("parameter %s: %w", KeyDataPool, err)
 		}
 		v.DataPool = p
 	}
@@ -181,12 +180,12 @@ func (v *Volume) parsePools(in map[string]string) error {
 
 func (v *Volume) parseImage(in map[string]string) error {
 	if f, ok := in[KeyImageFormat]; ok && f != "2" {
-		return fmt.Errorf("parameter %s=%q: only format \"2\" is supported (format 1 images were deprecated by Ceph and cannot be cloned or mapped with modern features)", KeyImageFormat, f)
+		return invalidf("parameter %s=%q: only format \"2\" is supported (format 1 images were deprecated by Ceph and cannot be cloned or mapped with modern features)", KeyImageFormat, f)
 	}
 	if s, ok := in[KeyImageFeatures]; ok {
 		f, err := ceph.ParseFeatures(s)
 		if err != nil {
-			return fmt.Errorf("parameter %s=%q: %w", KeyImageFeatures, s, err)
+			return invalidf("parameter %s=%q: %w", KeyImageFeatures, s, err)
 		}
 		if f == 0 {
 			f = DefaultFeatures
@@ -195,7 +194,7 @@ func (v *Volume) parseImage(in map[string]string) error {
 	}
 	if p, ok := in[KeyNamePrefix]; ok {
 		if err := validatePrefix(p); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyNamePrefix, err)
+			return invalidf("parameter %s: %w", KeyNamePrefix, err)
 		}
 		v.Prefix = p
 	}
@@ -205,7 +204,7 @@ func (v *Volume) parseImage(in map[string]string) error {
 func (v *Volume) parseFsType(in map[string]string) error {
 	csiFs, legacyFs := in[KeyFsTypeCSI], in[KeyFsType]
 	if csiFs != "" && legacyFs != "" && csiFs != legacyFs {
-		return fmt.Errorf("parameters %s=%q and %s=%q disagree: keep one", KeyFsTypeCSI, csiFs, KeyFsType, legacyFs)
+		return invalidf("parameters %s=%q and %s=%q disagree: keep one", KeyFsTypeCSI, csiFs, KeyFsType, legacyFs)
 	}
 	fs := csiFs
 	if fs == "" {
@@ -216,7 +215,7 @@ func (v *Volume) parseFsType(in map[string]string) error {
 		if csiFs == "" {
 			key = KeyFsType
 		}
-		return fmt.Errorf("parameter %s=%q: filesystem type not supported: use one of %s", key, fs, strings.Join(FsTypes, ", "))
+		return invalidf("parameter %s=%q: filesystem type not supported: use one of %s", key, fs, strings.Join(FsTypes, ", "))
 	}
 	v.FsType = fs
 	return nil
@@ -225,13 +224,13 @@ func (v *Volume) parseFsType(in map[string]string) error {
 func (v *Volume) parseNode(in map[string]string) error {
 	if m, ok := in[KeyMounter]; ok && m != "" {
 		if !slices.Contains(Mappers, m) {
-			return fmt.Errorf("parameter %s=%q: use one of %s", KeyMounter, m, strings.Join(Mappers, ", "))
+			return invalidf("parameter %s=%q: use one of %s", KeyMounter, m, strings.Join(Mappers, ", "))
 		}
 		v.Mounter = m
 	}
 	if o, ok := in[KeyMapOptions]; ok {
 		if err := ValidateMapOptions(o); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyMapOptions, err)
+			return invalidf("parameter %s: %w", KeyMapOptions, err)
 		}
 		v.MapOpts = o
 	}
@@ -242,13 +241,13 @@ func (v *Volume) parseUsers(in map[string]string) error {
 	v.AdminID, v.UserID = DefaultUser, ""
 	if a, ok := in[KeyAdminID]; ok {
 		if err := ValidateUser(a); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyAdminID, err)
+			return invalidf("parameter %s: %w", KeyAdminID, err)
 		}
 		v.AdminID = a
 	}
 	if u, ok := in[KeyUserID]; ok {
 		if err := ValidateUser(u); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyUserID, err)
+			return invalidf("parameter %s: %w", KeyUserID, err)
 		}
 		v.UserID = u
 	}
@@ -263,10 +262,10 @@ func (v *Volume) parseUsers(in map[string]string) error {
 // options by any tool the name may reach.
 func ValidatePoolName(p string) error {
 	if p == "" || len(p) > 64 {
-		return fmt.Errorf("pool name %q must be 1 to 64 characters", p)
+		return invalidf("pool name %q must be 1 to 64 characters", p)
 	}
 	if !isPlain(p) || p[0] == '-' {
-		return fmt.Errorf("pool name %q may only hold letters, digits, '.', '_' and '-' and must not start with '-'", p)
+		return invalidf("pool name %q may only hold letters, digits, '.', '_' and '-' and must not start with '-'", p)
 	}
 	return nil
 }
@@ -274,10 +273,10 @@ func ValidatePoolName(p string) error {
 // ValidateUser checks a cephx user ID (without "client.").
 func ValidateUser(u string) error {
 	if strings.HasPrefix(u, "client.") {
-		return fmt.Errorf("user %q: give the ID without the \"client.\" prefix", u)
+		return invalidf("user %q: give the ID without the \"client.\" prefix", u)
 	}
 	if u == "" || len(u) > 64 || !isPlain(u) || u[0] == '-' {
-		return fmt.Errorf("user %q may only hold letters, digits, '.', '_' and '-' (1 to 64)", u)
+		return invalidf("user %q may only hold letters, digits, '.', '_' and '-' (1 to 64)", u)
 	}
 	return nil
 }
@@ -292,10 +291,10 @@ func ValidateMapOptions(s string) error {
 	for _, opt := range strings.Split(s, ",") {
 		name, val, _ := strings.Cut(opt, "=")
 		if name == "" || !isPlain(name) || name[0] == '-' {
-			return fmt.Errorf("map option %q: bad name", opt)
+			return invalidf("map option %q: bad name", opt)
 		}
 		if strings.ContainsFunc(val, func(r rune) bool { return !(isPlainRune(r) || r == ':' || r == '|') }) {
-			return fmt.Errorf("map option %q: value may only hold letters, digits, '.', '_', '-', ':' and '|'", opt)
+			return invalidf("map option %q: value may only hold letters, digits, '.', '_', '-', ':' and '|'", opt)
 		}
 	}
 	return nil
@@ -306,11 +305,11 @@ func validatePrefix(p string) error {
 		return nil
 	}
 	if len(p) > maxNamePrefix || !isPlain(p) || p[0] == '-' || p[0] == '.' {
-		return fmt.Errorf("prefix %q: at most %d letters, digits, '.', '_' or '-', not starting with '-' or '.'", p, maxNamePrefix)
+		return invalidf("prefix %q: at most %d letters, digits, '.', '_' or '-', not starting with '-' or '.'", p, maxNamePrefix)
 	}
 	if strings.HasPrefix(p, SnapshotImagePrefix) {
 		// Listing tells snapshot images from volumes by this prefix.
-		return fmt.Errorf("prefix %q: names starting with %q are reserved for snapshot images", p, SnapshotImagePrefix)
+		return invalidf("prefix %q: names starting with %q are reserved for snapshot images", p, SnapshotImagePrefix)
 	}
 	return nil
 }

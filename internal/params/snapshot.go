@@ -3,7 +3,6 @@ package params
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,12 +46,12 @@ func ParseSnapshot(in map[string]string) (Snapshot, error) {
 		switch {
 		case k == KeyClusterID:
 			if err := clusterconfig.ValidateClusterID(v); err != nil {
-				return Snapshot{}, fmt.Errorf("parameter %s: %w", KeyClusterID, err)
+				return Snapshot{}, invalidf("parameter %s: %w", KeyClusterID, err)
 			}
 			s.ClusterID = v
 		case k == KeyPool:
 			if err := ValidatePoolName(v); err != nil {
-				return Snapshot{}, fmt.Errorf("parameter %s: %w", KeyPool, err)
+				return Snapshot{}, invalidf("parameter %s: %w", KeyPool, err)
 			}
 			s.Pool = v
 		case k == KeySnapshotName, k == KeySnapshotNamespace, k == KeySnapshotContentName, secretRefKeys[k]:
@@ -62,7 +61,7 @@ func ParseSnapshot(in map[string]string) (Snapshot, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return Snapshot{}, fmt.Errorf("unknown VolumeSnapshotClass parameter %s: remove it (known: %s)", strings.Join(unknown, ", "), snapshotKnownParameters)
+		return Snapshot{}, invalidf("unknown VolumeSnapshotClass parameter %s: remove it (known: %s)", strings.Join(unknown, ", "), snapshotKnownParameters)
 	}
 	s.Claim = SnapshotClaim{Name: in[KeySnapshotName], Namespace: in[KeySnapshotNamespace], ContentName: in[KeySnapshotContentName]}
 	return s, nil

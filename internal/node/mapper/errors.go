@@ -1,15 +1,10 @@
 package mapper
 
-import (
-	"context"
-	"errors"
-
-	"google.golang.org/grpc/codes"
-)
+import "errors"
 
 // Sentinel errors. Every error this package returns wraps one of them (test
 // with errors.Is) and carries a message that says what went wrong and what
-// an operator can do about it. GRPCCode maps them to CSI status codes.
+// an operator can do about it. The driver maps them to gRPC codes.
 var (
 	// ErrInvalidImage: the Image is malformed (empty or unsafe names, bad
 	// monitor address, user or key). gRPC InvalidArgument.
@@ -48,31 +43,3 @@ var (
 	ErrMapFailed   = errors.New("map failed")
 	ErrUnmapFailed = errors.New("unmap failed")
 )
-
-// GRPCCode maps an error from this package to the gRPC status code a CSI
-// node service should return. Unknown errors map to Internal; nil to OK.
-func GRPCCode(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	// Order matters: a diagnosed timeout (e.g. CRUSH tunables) wraps both
-	// ErrClusterIncompatible and ErrMapTimeout and is a precondition.
-	switch {
-	case errors.Is(err, ErrInvalidImage), errors.Is(err, ErrInvalidOptions), errors.Is(err, ErrInvalidDevice):
-		return codes.InvalidArgument
-	case errors.Is(err, ErrUnsupportedFeatures), errors.Is(err, ErrUnsupported),
-		errors.Is(err, ErrClusterIncompatible), errors.Is(err, ErrDeviceBusy),
-		errors.Is(err, ErrMappingConflict):
-		return codes.FailedPrecondition
-	case errors.Is(err, ErrImageNotFound):
-		return codes.NotFound
-	case errors.Is(err, ErrAccessDenied):
-		return codes.PermissionDenied
-	case errors.Is(err, ErrMapTimeout), errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	default:
-		return codes.Internal
-	}
-}

@@ -20,7 +20,7 @@
 // gets Config.DefaultTimeout.
 //
 // Errors are wrapped around the sentinel errors in errors.go; use errors.Is
-// or GRPCCode to classify them.
+// to classify them.
 package mapper
 
 import (

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
 )
 
 func TestValidateMapOptions(t *testing.T) {
@@ -135,32 +133,6 @@ func TestMissingFeatures(t *testing.T) {
 	}
 	if _, err := parseFeatureMask("zz"); err == nil {
 		t.Error("parseFeatureMask accepted junk")
-	}
-}
-
-func TestGRPCCode(t *testing.T) {
-	tests := map[error]codes.Code{
-		nil:                    codes.OK,
-		ErrInvalidImage:        codes.InvalidArgument,
-		ErrInvalidOptions:      codes.InvalidArgument,
-		ErrInvalidDevice:       codes.InvalidArgument,
-		ErrUnsupportedFeatures: codes.FailedPrecondition,
-		ErrUnsupported:         codes.FailedPrecondition,
-		ErrClusterIncompatible: codes.FailedPrecondition,
-		ErrDeviceBusy:          codes.FailedPrecondition,
-		ErrMappingConflict:     codes.FailedPrecondition,
-		ErrImageNotFound:       codes.NotFound,
-		ErrAccessDenied:        codes.PermissionDenied,
-		ErrMapTimeout:          codes.DeadlineExceeded,
-		ErrMapFailed:           codes.Internal,
-		ErrUnmapFailed:         codes.Internal,
-		context.Canceled:       codes.Canceled,
-		errors.New("surprise"): codes.Internal,
-	}
-	for err, want := range tests {
-		if got := GRPCCode(err); got != want {
-			t.Errorf("GRPCCode(%v) = %v, want %v", err, got, want)
-		}
 	}
 }
 
