@@ -79,7 +79,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := d.locks.lock(ctx, "create/"+req.GetName())
+	unlock, err := d.locks.Lock(ctx, "create/"+req.GetName())
 	if err != nil {
 		return nil, lockStatus(err, "volume "+req.GetName())
 	}
@@ -378,7 +378,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		klog.InfoS("DeleteVolume of a foreign volume ID: nothing to do", "volume", req.GetVolumeId(), "reason", err)
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	unlock, err := d.locks.lock(ctx, "volume/"+req.GetVolumeId())
+	unlock, err := d.locks.Lock(ctx, "volume/"+req.GetVolumeId())
 	if err != nil {
 		return nil, lockStatus(err, "volume "+req.GetVolumeId())
 	}
@@ -534,7 +534,7 @@ func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[
 	if err != nil {
 		return ceph.ImageRef{}, ceph.Credentials{}, nil, statusOf(err, "")
 	}
-	unlock, err := d.locks.lock(ctx, "volume/"+volumeID)
+	unlock, err := d.locks.Lock(ctx, "volume/"+volumeID)
 	if err != nil {
 		return ceph.ImageRef{}, ceph.Credentials{}, nil, lockStatus(err, "volume "+volumeID)
 	}

@@ -226,8 +226,8 @@ func TestConcurrentCreatesOfOneNameMakeOneImage(t *testing.T) {
 	if n := len(fake.Images(testPool)); n != 4 {
 		t.Fatalf("%d images for 4 names", n)
 	}
-	if d.locks.held() != 0 {
-		t.Fatalf("%d locks still held", d.locks.held())
+	if d.locks.Held() != 0 {
+		t.Fatalf("%d locks still held", d.locks.Held())
 	}
 }
 
@@ -371,7 +371,7 @@ func TestCephFailuresMapToRetryableCodes(t *testing.T) {
 
 func TestCreateVolumeWaitsNoLongerThanItsDeadline(t *testing.T) {
 	d, _ := newTestDriver(t)
-	unlock, err := d.locks.lock(context.Background(), "create/pvc-1")
+	unlock, err := d.locks.Lock(context.Background(), "create/pvc-1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 	"github.com/rbd-csi/rbd-csi/internal/version"
 )
 
@@ -83,7 +84,7 @@ type Driver struct {
 	csi.UnimplementedNodeServer
 
 	opts   Options
-	locks  *keyLocks
+	locks  *keylock.Locks
 	known  *knownPools
 	purger *purger
 	flat   *flattener
@@ -112,7 +113,7 @@ func New(opts Options) (*Driver, error) {
 	if opts.Mode != ModeController && opts.NodeID == "" {
 		return nil, errors.New("node mode needs --nodeid")
 	}
-	d := &Driver{opts: opts, locks: newKeyLocks(), known: newKnownPools(), partialWait: defaultPartialWait}
+	d := &Driver{opts: opts, locks: &keylock.Locks{}, known: newKnownPools(), partialWait: defaultPartialWait}
 	if opts.Mode != ModeNode {
 		d.purger = newPurger(opts.Backend)
 		d.flat = newFlattener(opts.Backend)

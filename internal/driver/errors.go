@@ -89,7 +89,7 @@ func statusOf(err error, what string) error {
 // Aborted tells the sidecar another operation on the volume is in flight.
 func lockStatus(err error, key string) error {
 	if errors.Is(err, context.Canceled) {
-		return status.Errorf(codes.Canceled, "waiting for the in-flight operation on %s: %v", key, err)
+		return status.Errorf(codes.Canceled, "waiting for the in-flight operation on %s: %v", key, context.Canceled)
 	}
 	return status.Errorf(codes.Aborted, "an operation on %s is already in progress; retry later", key)
 }

@@ -77,7 +77,7 @@ func (e *nodeEnv) restart(t *testing.T, m mapper.Mapper, mnt *mounter.Fake) *Dri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if n := d.locks.held(); n != 0 {
+		if n := d.locks.Held(); n != 0 {
 			t.Errorf("%d volume locks still held", n)
 		}
 	})
@@ -1172,7 +1172,7 @@ func TestNodeExpandVolumeRefreshesTheDeviceBeforeResizing(t *testing.T) {
 
 func TestNodeCallsWaitForTheVolumeLockNoLongerThanTheirDeadline(t *testing.T) {
 	e := newNodeEnv(t)
-	unlock, err := e.d.locks.lock(context.Background(), "node/"+e.volID)
+	unlock, err := e.d.locks.Lock(context.Background(), "node/"+e.volID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1206,7 +1206,7 @@ func TestNodeCallsWaitForTheVolumeLockNoLongerThanTheirDeadline(t *testing.T) {
 	if e.m.mapCalls() != 0 {
 		t.Fatal("a call ran without the lock")
 	}
-	if n := e.d.locks.held(); n != 1 {
+	if n := e.d.locks.Held(); n != 1 {
 		t.Fatalf("%d locks held, want only the test's own", n)
 	}
 }
@@ -1313,7 +1313,7 @@ func TestNodeUnstageVolumeWithoutRecordedDeviceUnmapsAKRBDMapping(t *testing.T) 
 	if err != nil && e.state(t) == nil {
 		t.Fatalf("unstage failed (%v) and dropped the state that names the mapping", err)
 	}
-	if n := d.locks.held(); n != 0 {
+	if n := d.locks.Held(); n != 0 {
 		t.Fatalf("%d locks held", n)
 	}
 }

@@ -81,7 +81,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	if err != nil {
 		return nil, statusOf(err, "")
 	}
-	unlock, err := d.locks.lock(ctx, "snapshot/"+req.GetName())
+	unlock, err := d.locks.Lock(ctx, "snapshot/"+req.GetName())
 	if err != nil {
 		return nil, lockStatus(err, "snapshot "+req.GetName())
 	}
@@ -335,7 +335,7 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	if err != nil {
 		return nil, statusOf(err, "")
 	}
-	unlock, err := d.locks.lock(ctx, "snapshot-id/"+req.GetSnapshotId())
+	unlock, err := d.locks.Lock(ctx, "snapshot-id/"+req.GetSnapshotId())
 	if err != nil {
 		return nil, lockStatus(err, "snapshot "+req.GetSnapshotId())
 	}

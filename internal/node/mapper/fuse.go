@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/atomicfile"
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
 // fuse maps an image with one rbd-fuse process per image, which exposes
@@ -37,7 +40,7 @@ type fuse struct {
 	cfg       Config
 	root      string // <StateDir>/fuse, absolute and symlink-free
 	lockDir   string
-	locks     keyedMutex
+	locks     keylock.Locks
 	probes    prober
 	mountinfo string
 }
@@ -248,7 +251,7 @@ func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths) (err er
 	if err := os.MkdirAll(p.mnt, 0o700); err != nil {
 		return fmt.Errorf("%w: creating %s: %v", ErrMapFailed, p.mnt, err)
 	}
-	if err := writeFileAtomic(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
+	if err := atomicfile.Write(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
 		return fmt.Errorf("%w: writing %s: %v", ErrMapFailed, p.conf, err)
 	}
 	kr, err := writeTempKeyring(f.cfg.SecretDir, img.User, img.Key)
@@ -319,7 +322,7 @@ func (f *fuse) spawn(img Image, p fusePaths, keyring string) (*fuseProc, error) 
 		proc.exitCode = cmd.ProcessState.ExitCode()
 		close(proc.exited)
 	}()
-	if err := writeFileAtomic(p.pid, []byte(strconv.Itoa(proc.pid)+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(p.pid, []byte(strconv.Itoa(proc.pid)+"\n"), 0o600); err != nil {
 		klog.ErrorS(err, "fuse: cannot write pid file", "file", p.pid)
 	}
 	return proc, nil
@@ -550,7 +553,10 @@ func (f *fuse) removeState(p fusePaths) error {
 	if fstype, err := mountAt(f.mountinfo, p.mnt); err != nil || fstype != "" {
 		return fmt.Errorf("%w: %s is still mounted (%q) after unmount: %v", ErrUnmapFailed, p.mnt, fstype, err)
 	}
-	for _, file := range []string{p.pid, p.conf, p.conf + ".tmp", p.pid + ".tmp", p.log} {
+	// ".tmp" files are what a crashed older version left behind.
+	files := []string{p.pid, p.conf, p.conf + ".tmp", p.pid + ".tmp", p.log}
+	temps, _ := filepath.Glob(filepath.Join(p.dir, atomicfile.TempPrefix+"*"))
+	for _, file := range append(files, temps...) {
 		if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("%w: removing %s: %v", ErrUnmapFailed, file, err)
 		}
@@ -618,7 +624,7 @@ func (f *fuse) lockDevice(ctx context.Context, dev Device, lockErr error) (Image
 	return img, p, unlock, nil
 }
 
-// lock serialises work on one image across goroutines (keyedMutex) and
+// lock serialises work on one image across goroutines (keylock) and
 // across processes (flock), e.g. an old and a new plugin instance during
 // an upgrade.
 func (f *fuse) lock(ctx context.Context, key, path string) (func(), error) {

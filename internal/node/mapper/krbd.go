@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
 // Resolver resolves monitor host names; *net.Resolver implements it.
@@ -28,7 +30,7 @@ type Resolver interface {
 type krbd struct {
 	cfg   Config
 	bus   string // <sysfs>/bus/rbd
-	locks keyedMutex
+	locks keylock.Locks
 
 	mu sync.Mutex
 	// pending holds adds whose sysfs write outlived the caller's deadline.

@@ -1,7 +1,6 @@
 package mapper
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -233,32 +232,6 @@ func TestKmsgLogReadsWithoutBlocking(t *testing.T) {
 	future, err := KmsgLog{}.Since(ctxTimeout(t, 5*time.Second), time.Now().Add(time.Hour))
 	if err != nil || len(future) != 0 {
 		t.Errorf("Since(future) = %d lines, %v", len(future), err)
-	}
-}
-
-func TestKeyedMutexHonoursContext(t *testing.T) {
-	var km keyedMutex
-	unlock, err := km.Lock(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.Lock(ctxTimeout(t, 50*time.Millisecond), "a"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("second Lock = %v, want DeadlineExceeded", err)
-	}
-	other, err := km.Lock(ctxTimeout(t, time.Second), "b")
-	if err != nil {
-		t.Fatalf("Lock of another key blocked: %v", err)
-	}
-	other()
-	unlock()
-	unlock() // idempotent
-	again, err := km.Lock(ctxTimeout(t, time.Second), "a")
-	if err != nil {
-		t.Fatalf("Lock after unlock: %v", err)
-	}
-	again()
-	if len(km.entries) != 0 {
-		t.Errorf("keyedMutex leaks entries: %v", km.entries)
 	}
 }
 

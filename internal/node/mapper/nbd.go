@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
 // nbd maps images with the rbd-nbd tool: userspace librbd served to the
@@ -22,7 +24,7 @@ import (
 // returns (the daemon keeps the key in memory).
 type nbd struct {
 	cfg   Config
-	locks keyedMutex
+	locks keylock.Locks
 }
 
 var nbdDevRe = regexp.MustCompile(`^/dev/nbd[0-9]+$`)
