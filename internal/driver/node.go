@@ -400,8 +400,8 @@ func (d *Driver) nodeImage(ctx context.Context, volumeID string, vc map[string]s
 }
 
 func (d *Driver) imageFromContext(vc map[string]string, pool, image string) (ceph.ImageRef, error) {
-	if err := params.ValidatePoolName(pool); err != nil {
-		return ceph.ImageRef{}, statusOf(err, "volume attribute pool")
+	if err := ceph.ValidatePoolName(pool); err != nil {
+		return ceph.ImageRef{}, invalid("volume attribute pool: %v", err)
 	}
 	if err := volid.ValidateImageName(image); err != nil {
 		return ceph.ImageRef{}, invalid("volume attribute imageName: %v", err)

@@ -55,11 +55,11 @@ func FuzzParseVolume(f *testing.F) {
 			t.Fatalf("%q: accepted clusterID %q", in, v.ClusterID)
 		}
 		for _, m := range v.Monitors {
-			if clusterconfig.ValidateMonitor(m) != nil {
+			if ceph.ValidateMonitor(m) != nil {
 				t.Fatalf("%q: accepted monitor %q", in, m)
 			}
 		}
-		if ValidatePoolName(v.Pool) != nil || (v.DataPool != "" && ValidatePoolName(v.DataPool) != nil) {
+		if ceph.ValidatePoolName(v.Pool) != nil || (v.DataPool != "" && ceph.ValidatePoolName(v.DataPool) != nil) {
 			t.Fatalf("%q: accepted pools %q, %q", in, v.Pool, v.DataPool)
 		}
 		if v.Features == 0 || v.Features&^ceph.UserFeatures != 0 {
@@ -68,7 +68,7 @@ func FuzzParseVolume(f *testing.F) {
 		if v.FsType != "" && !slices.Contains(FsTypes, v.FsType) || v.Mounter != "" && !slices.Contains(Mappers, v.Mounter) {
 			t.Fatalf("%q: accepted fs type %q, mounter %q", in, v.FsType, v.Mounter)
 		}
-		if ValidateMapOptions(v.MapOpts) != nil || ValidateUser(v.AdminID) != nil || ValidateUser(v.UserID) != nil {
+		if ValidateMapOptions(v.MapOpts) != nil || ceph.ValidateUser(v.AdminID) != nil || ceph.ValidateUser(v.UserID) != nil {
 			t.Fatalf("%q: accepted %+v", in, v)
 		}
 		if n := ImageName(v.Prefix, "inst", "req"); !LooksGenerated(n) {
@@ -115,7 +115,7 @@ func FuzzCredentials(f *testing.F) {
 		}
 		cr, err := Credentials(build(userKey, key), legacyUser)
 		if err == nil {
-			if ValidateUser(cr.User) != nil || validateKey(cr.Key) != nil || strings.ContainsFunc(cr.Key, unicode.IsSpace) {
+			if ceph.ValidateUser(cr.User) != nil || ceph.ValidateKey(cr.Key) != nil || strings.ContainsFunc(cr.Key, unicode.IsSpace) {
 				t.Fatalf("accepted user %q and a key that fails validation", cr.User)
 			}
 			return

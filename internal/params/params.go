@@ -164,13 +164,13 @@ func (v *Volume) parseCluster(in map[string]string) error {
 
 func (v *Volume) parsePools(in map[string]string) error {
 	if p, ok := in[KeyPool]; ok {
-		if err := ValidatePoolName(p); err != nil {
+		if err := ceph.ValidatePoolName(p); err != nil {
 			return invalidf("parameter %s: %w", KeyPool, err)
 		}
 		v.Pool = p
 	}
 	if p, ok := in[KeyDataPool]; ok && p != "" {
-		if err := ValidatePoolName(p); err != nil {
+		if err := ceph.ValidatePoolName(p); err != nil {
 			return invalidf("parameter %s: %w", KeyDataPool, err)
 		}
 		v.DataPool = p
@@ -240,13 +240,13 @@ func (v *Volume) parseNode(in map[string]string) error {
 func (v *Volume) parseUsers(in map[string]string) error {
 	v.AdminID, v.UserID = DefaultUser, ""
 	if a, ok := in[KeyAdminID]; ok {
-		if err := ValidateUser(a); err != nil {
+		if err := ceph.ValidateUser(a); err != nil {
 			return invalidf("parameter %s: %w", KeyAdminID, err)
 		}
 		v.AdminID = a
 	}
 	if u, ok := in[KeyUserID]; ok {
-		if err := ValidateUser(u); err != nil {
+		if err := ceph.ValidateUser(u); err != nil {
 			return invalidf("parameter %s: %w", KeyUserID, err)
 		}
 		v.UserID = u
@@ -254,29 +254,6 @@ func (v *Volume) parseUsers(in map[string]string) error {
 	if v.UserID == "" {
 		// In-tree: "userId ... Default is the same as adminId."
 		v.UserID = v.AdminID
-	}
-	return nil
-}
-
-// ValidatePoolName accepts pool names that cannot be mistaken for paths or
-// options by any tool the name may reach.
-func ValidatePoolName(p string) error {
-	if p == "" || len(p) > 64 {
-		return invalidf("pool name %q must be 1 to 64 characters", p)
-	}
-	if !isPlain(p) || p[0] == '-' {
-		return invalidf("pool name %q may only hold letters, digits, '.', '_' and '-' and must not start with '-'", p)
-	}
-	return nil
-}
-
-// ValidateUser checks a cephx user ID (without "client.").
-func ValidateUser(u string) error {
-	if strings.HasPrefix(u, "client.") {
-		return invalidf("user %q: give the ID without the \"client.\" prefix", u)
-	}
-	if u == "" || len(u) > 64 || !isPlain(u) || u[0] == '-' {
-		return invalidf("user %q may only hold letters, digits, '.', '_' and '-' (1 to 64)", u)
 	}
 	return nil
 }
@@ -290,10 +267,10 @@ func ValidateMapOptions(s string) error {
 	}
 	for _, opt := range strings.Split(s, ",") {
 		name, val, _ := strings.Cut(opt, "=")
-		if name == "" || !isPlain(name) || name[0] == '-' {
+		if name == "" || !ceph.IsPlainName(name) || name[0] == '-' {
 			return invalidf("map option %q: bad name", opt)
 		}
-		if strings.ContainsFunc(val, func(r rune) bool { return !(isPlainRune(r) || r == ':' || r == '|') }) {
+		if strings.ContainsFunc(val, func(r rune) bool { return !(ceph.IsPlainRune(r) || r == ':' || r == '|') }) {
 			return invalidf("map option %q: value may only hold letters, digits, '.', '_', '-', ':' and '|'", opt)
 		}
 	}
@@ -304,7 +281,7 @@ func validatePrefix(p string) error {
 	if p == "" {
 		return nil
 	}
-	if len(p) > maxNamePrefix || !isPlain(p) || p[0] == '-' || p[0] == '.' {
+	if len(p) > maxNamePrefix || !ceph.IsPlainName(p) || p[0] == '-' || p[0] == '.' {
 		return invalidf("prefix %q: at most %d letters, digits, '.', '_' or '-', not starting with '-' or '.'", p, maxNamePrefix)
 	}
 	if strings.HasPrefix(p, SnapshotImagePrefix) {
@@ -314,10 +291,3 @@ func validatePrefix(p string) error {
 	return nil
 }
 
-func isPlain(s string) bool {
-	return s != "" && !strings.ContainsFunc(s, func(r rune) bool { return !isPlainRune(r) })
-}
-
-func isPlainRune(r rune) bool {
-	return r == '.' || r == '_' || r == '-' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
-}

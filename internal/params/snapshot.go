@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 )
 
@@ -50,7 +51,7 @@ func ParseSnapshot(in map[string]string) (Snapshot, error) {
 			}
 			s.ClusterID = v
 		case k == KeyPool:
-			if err := ValidatePoolName(v); err != nil {
+			if err := ceph.ValidatePoolName(v); err != nil {
 				return Snapshot{}, invalidf("parameter %s: %w", KeyPool, err)
 			}
 			s.Pool = v

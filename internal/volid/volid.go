@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 )
 
@@ -60,7 +61,7 @@ func (id ID) Encode() (string, error) {
 			return "", errors.New("encode volume ID: neither a clusterID nor monitors given")
 		}
 		for _, m := range id.Monitors {
-			if err := clusterconfig.ValidateMonitor(m); err != nil {
+			if err := ceph.ValidateMonitor(m); err != nil {
 				return "", fmt.Errorf("encode volume ID: %w", err)
 			}
 		}
@@ -107,7 +108,7 @@ func Decode(s string) (ID, error) {
 func (id *ID) setCluster(field string) error {
 	if mons, ok := strings.CutPrefix(field, monitorsMark); ok {
 		for _, m := range strings.Split(mons, monitorsSplit) {
-			if err := clusterconfig.ValidateMonitor(m); err != nil {
+			if err := ceph.ValidateMonitor(m); err != nil {
 				return fmt.Errorf("%w: %v", ErrMalformed, err)
 			}
 			id.Monitors = append(id.Monitors, m)

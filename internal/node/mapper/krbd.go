@@ -16,6 +16,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
@@ -511,16 +512,6 @@ func krbdDeviceAttrs(dev Device) (string, Image, error) {
 	return id, img, nil
 }
 
-func validateNames(img Image) error {
-	if err := validateName("pool", img.Pool, false); err != nil {
-		return err
-	}
-	if err := validateName("rados namespace", img.RadosNamespace, true); err != nil {
-		return err
-	}
-	return validateName("image name", img.Name, false)
-}
-
 // kernelMsgr returns the messenger protocol the kernel client speaks to
 // every monitor with these map options: msgr2 when ms_mode names one of
 // its modes (crc, secure, prefer-crc, prefer-secure; kernel >= 5.11), else
@@ -528,10 +519,10 @@ func validateNames(img Image) error {
 func kernelMsgr(extra []option) string {
 	for _, o := range extra {
 		if o.Name == "ms_mode" && o.Value != "legacy" {
-			return msgrV2
+			return ceph.MsgrV2
 		}
 	}
-	return msgrV1
+	return ceph.MsgrV1
 }
 
 // krbdMonitors parses the monitor addresses for the kernel. The kernel
@@ -539,15 +530,15 @@ func kernelMsgr(extra []option) string {
 // kernelMsgr), so the v1:/v2: prefixes are stripped and an address pinned
 // to the other protocol is left out: it cannot answer the kernel. When no
 // address is left the map fails at once instead of timing out.
-func krbdMonitors(mons []string, extra []option) ([]monitorAddr, error) {
+func krbdMonitors(mons []string, extra []option) ([]ceph.MonitorAddr, error) {
 	want := kernelMsgr(extra)
-	var out, skipped []monitorAddr
+	var out, skipped []ceph.MonitorAddr
 	for _, m := range mons {
 		a, err := parseMonitor(m)
 		if err != nil {
 			return nil, err
 		}
-		if a.msgr != "" && a.msgr != want {
+		if a.Msgr != "" && a.Msgr != want {
 			skipped = append(skipped, a)
 			continue
 		}
@@ -563,7 +554,7 @@ func krbdMonitors(mons []string, extra []option) ([]monitorAddr, error) {
 }
 
 func msgrMismatchError(mons []string, kernel string) error {
-	if kernel == msgrV1 {
+	if kernel == ceph.MsgrV1 {
 		return fmt.Errorf("%w: every monitor address %v is pinned to msgr2 (v2:), but the kernel client speaks msgr1 unless the map options set ms_mode: add ms_mode=prefer-crc (kernel >= 5.11) to the StorageClass's map options, or list the monitors' v1 addresses",
 			ErrInvalidOptions, mons)
 	}
@@ -573,15 +564,15 @@ func msgrMismatchError(mons []string, kernel string) error {
 
 // resolveMonitors turns monitor host names into IP addresses: the kernel
 // parses only numeric addresses.
-func resolveMonitors(ctx context.Context, r Resolver, mons []monitorAddr) ([]string, error) {
+func resolveMonitors(ctx context.Context, r Resolver, mons []ceph.MonitorAddr) ([]string, error) {
 	var out []string
 	for _, m := range mons {
-		ips, err := lookupHost(ctx, r, m.host)
+		ips, err := lookupHost(ctx, r, m.Host)
 		if err != nil {
 			return nil, err
 		}
 		for _, ip := range ips {
-			out = append(out, joinHostPort(ip, m.port))
+			out = append(out, joinHostPort(ip, m.Port))
 		}
 	}
 	return out, nil
