@@ -290,4 +290,3 @@ func validatePrefix(p string) error {
 	}
 	return nil
 }
-

@@ -184,10 +184,10 @@ func (k *krbd) checkFeatures(img Image, readOnly bool) error {
 		return fmt.Errorf("%w: parsing %s/supported_features %q: %v", ErrMapFailed, k.bus, strings.TrimSpace(string(raw)), err)
 	}
 	missing, unknown := missingFeatures(img.Features, supported, readOnly)
-	if len(unknown) > 0 {
-		klog.V(2).InfoS("krbd: image has features unknown to the driver; leaving the decision to the kernel", "image", img.Spec(), "features", unknown)
+	if unknown != 0 {
+		klog.V(2).InfoS("krbd: image has features unknown to the driver; leaving the decision to the kernel", "image", img.Spec(), "features", fmt.Sprintf("0x%x", uint64(unknown)))
 	}
-	if len(missing) > 0 {
+	if missing != 0 {
 		return unsupportedFeaturesError(img, missing, supported)
 	}
 	return nil

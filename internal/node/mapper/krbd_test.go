@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 // krbdRig is a krbd mapper wired to a fake kernel, a recording executor
@@ -70,7 +72,7 @@ func krbdImage(name string) Image {
 		Key:      testKey,
 		Pool:     "kube",
 		Name:     name,
-		Features: []string{"layering"},
+		Features: ceph.FeatureLayering,
 	}
 }
 
@@ -299,7 +301,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 	tests := []struct {
 		name       string
 		supported  string
-		features   []string
+		features   ceph.Features
 		readOnly   bool
 		wantErr    bool
 		wantInMsg  []string
@@ -309,7 +311,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:      "old kernel, default features: names them and offers feature disable",
 			supported: "0x1",
-			features:  []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"},
+			features:  ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff | ceph.FeatureDeepFlatten,
 			wantErr:   true,
 			wantInMsg: []string{
 				"exclusive-lock, object-map, fast-diff, deep-flatten",
@@ -320,7 +322,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:      "journaling is not supported by krbd",
 			supported: "0x3d",
-			features:  []string{"layering", "exclusive-lock", "journaling"},
+			features:  ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureJournaling,
 			wantErr:   true,
 			wantInMsg: []string{"journaling", "rbd feature disable kube/img journaling", "mounter: rbd-nbd"},
 			notInMsg:  []string{"exclusive-lock,"},
@@ -328,7 +330,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:      "data-pool cannot be disabled: no feature-disable advice",
 			supported: "0x3d",
-			features:  []string{"layering", "data-pool"},
+			features:  ceph.FeatureLayering | ceph.FeatureDataPool,
 			wantErr:   true,
 			wantInMsg: []string{"data-pool", "imageFeatures=layering", "mounter: rbd-nbd"},
 			notInMsg:  []string{"rbd feature disable"},
@@ -336,20 +338,20 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:       "read-only map only needs the read-incompatible features",
 			supported:  "0x3d",
-			features:   []string{"layering", "exclusive-lock", "journaling"},
+			features:   ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureJournaling,
 			readOnly:   true,
 			wantWrites: 1,
 		},
 		{
 			name:       "all features supported",
 			supported:  "0xbd",
-			features:   []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten", "data-pool"},
+			features:   ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff | ceph.FeatureDeepFlatten | ceph.FeatureDataPool,
 			wantWrites: 1,
 		},
 		{
 			name:       "unknown feature names are left to the kernel",
 			supported:  "0x3d",
-			features:   []string{"layering", "some-future-feature"},
+			features:   ceph.FeatureLayering | ceph.Features(1<<20),
 			wantWrites: 1,
 		},
 	}

@@ -31,6 +31,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 // Mapper names accepted by New.
@@ -66,11 +68,9 @@ type Image struct {
 	Key string
 	// Pool, RadosNamespace (may be empty) and Name locate the image.
 	Pool, RadosNamespace, Name string
-	// Features are the image's features as rbd names (layering,
-	// exclusive-lock, object-map, fast-diff, deep-flatten, journaling,
-	// data-pool, ...), filled by the caller from librbd. krbd refuses
-	// images with features the kernel does not support.
-	Features []string
+	// Features are the image's feature bits, read by the caller from
+	// librbd. krbd refuses images with features the kernel does not support.
+	Features ceph.Features
 	// ClusterFSID optionally names the cluster (its fsid UUID). When set,
 	// krbd only treats an existing mapping as this image's if the kernel
 	// reports the same cluster_fsid, which matters when a node mounts

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 func TestValidateMapOptions(t *testing.T) {
@@ -106,28 +108,29 @@ func TestValidateImage(t *testing.T) {
 }
 
 func TestMissingFeatures(t *testing.T) {
+	const future = ceph.Features(1 << 20)
 	tests := []struct {
-		features  []string
-		supported uint64
+		features  ceph.Features
+		supported ceph.Features
 		readOnly  bool
-		missing   []string
-		unknown   []string
+		missing   ceph.Features
+		unknown   ceph.Features
 	}{
-		{[]string{"layering"}, 0x1, false, nil, nil},
-		{[]string{"fast-diff", "layering", "object-map", "exclusive-lock"}, 0x1, false, []string{"exclusive-lock", "object-map", "fast-diff"}, nil},
-		{[]string{"Layering", " journaling "}, 0x3d, false, []string{"journaling"}, nil},
-		{[]string{"journaling", "data-pool"}, 0x3d, true, []string{"data-pool"}, nil},
-		{[]string{"layering", "shiny"}, 0x3d, false, nil, []string{"shiny"}},
+		{ceph.FeatureLayering, 0x1, false, 0, 0},
+		{ceph.FeatureFastDiff | ceph.FeatureLayering | ceph.FeatureObjectMap | ceph.FeatureExclusiveLock, 0x1, false, ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff, 0},
+		{ceph.FeatureLayering | ceph.FeatureJournaling, 0x3d, false, ceph.FeatureJournaling, 0},
+		{ceph.FeatureJournaling | ceph.FeatureDataPool, 0x3d, true, ceph.FeatureDataPool, 0},
+		{ceph.FeatureLayering | future, 0x3d, false, 0, future},
 	}
 	for _, tc := range tests {
 		missing, unknown := missingFeatures(tc.features, tc.supported, tc.readOnly)
-		if !slices.Equal(missing, tc.missing) || !slices.Equal(unknown, tc.unknown) {
-			t.Errorf("missingFeatures(%v, %#x, ro=%v) = %v, %v; want %v, %v", tc.features, tc.supported, tc.readOnly, missing, unknown, tc.missing, tc.unknown)
+		if missing != tc.missing || unknown != tc.unknown {
+			t.Errorf("missingFeatures(%v, %#x, ro=%v) = %v, %#x; want %v, %#x", tc.features, uint64(tc.supported), tc.readOnly, missing, uint64(unknown), tc.missing, uint64(tc.unknown))
 		}
 	}
-	for in, want := range map[string]uint64{"0x3d\n": 0x3d, "3d": 0x3d, "0X1": 1} {
+	for in, want := range map[string]ceph.Features{"0x3d\n": 0x3d, "3d": 0x3d, "0X1": 1} {
 		if got, err := parseFeatureMask(in); err != nil || got != want {
-			t.Errorf("parseFeatureMask(%q) = %#x, %v", in, got, err)
+			t.Errorf("parseFeatureMask(%q) = %#x, %v", in, uint64(got), err)
 		}
 	}
 	if _, err := parseFeatureMask("zz"); err == nil {
