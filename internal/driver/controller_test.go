@@ -94,6 +94,10 @@ func TestCreateVolumeRejectsBadRequests(t *testing.T) {
 		{"image format 1", func(r *csi.CreateVolumeRequest) { r.Parameters["imageFormat"] = "1" }, []string{"imageFormat", "2"}},
 		{"feature without dependency", func(r *csi.CreateVolumeRequest) { r.Parameters["imageFeatures"] = "layering,object-map" }, []string{"object-map", "exclusive-lock"}},
 		{"unknown feature", func(r *csi.CreateVolumeRequest) { r.Parameters["imageFeatures"] = "layering,turbo" }, []string{"turbo"}},
+		{"map option the node's mapper refuses", func(r *csi.CreateVolumeRequest) {
+			r.Parameters["mounter"], r.Parameters["mapOptions"] = "krbd", "io-timeout=30"
+		}, []string{"mapOptions", `"io-timeout"`, "krbd"}},
+		{"map option no mapper accepts", func(r *csi.CreateVolumeRequest) { r.Parameters["mapOptions"] = "turbo=1" }, []string{"mapOptions", `"turbo"`}},
 		{"unsupported filesystem", func(r *csi.CreateVolumeRequest) {
 			r.VolumeCapabilities[0].GetMount().FsType = "btrfs"
 		}, []string{"btrfs"}},

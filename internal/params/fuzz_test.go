@@ -8,6 +8,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 // kvLines reads "key=value" lines (split at the first '=') into a map.
@@ -65,7 +66,7 @@ func FuzzParseVolume(f *testing.F) {
 		if v.Features == 0 || v.Features&^ceph.UserFeatures != 0 {
 			t.Fatalf("%q: accepted features %v", in, v.Features)
 		}
-		if v.FsType != "" && !slices.Contains(FsTypes, v.FsType) || v.Mounter != "" && !slices.Contains(Mappers, v.Mounter) {
+		if v.FsType != "" && !slices.Contains(FsTypes, v.FsType) || v.Mounter != "" && !slices.Contains(mapper.Names(), v.Mounter) {
 			t.Fatalf("%q: accepted fs type %q, mounter %q", in, v.FsType, v.Mounter)
 		}
 		if ValidateMapOptions(v.MapOpts) != nil || ceph.ValidateUser(v.AdminID) != nil || ceph.ValidateUser(v.UserID) != nil {

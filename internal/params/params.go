@@ -13,6 +13,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 // StorageClass parameter keys.
@@ -52,11 +53,19 @@ const (
 	maxNamePrefix     = 32
 )
 
-// Mappers a StorageClass may pick with "mounter".
-var Mappers = []string{"krbd", "rbd-nbd", "fuse"}
-
 // FsTypes the node plugin formats.
 var FsTypes = []string{"ext4", "xfs"}
+
+// Keys are the StorageClass parameters a user writes, in the order the
+// reference (docs/parameters.md) gives them.
+var Keys = []string{
+	KeyClusterID, KeyMonitors, KeyPool, KeyDataPool, KeyImageFeatures, KeyImageFormat,
+	KeyFsTypeCSI, KeyFsType, KeyNamePrefix, KeyMounter, KeyMapOptions,
+	KeyAdminID, KeyUserID, KeyAdminSecretName, KeyAdminSecretNamespace, KeyUserSecretName, KeyUserSecretNamespace,
+}
+
+// metadataKeys are added by external-provisioner, not by users.
+var metadataKeys = []string{KeyPVCName, KeyPVCNamespace, KeyPVName}
 
 // secretRefKeys are the csi.storage.k8s.io/*-secret-* keys the sidecars
 // consume; they are accepted (some sidecar versions pass them through) and
@@ -111,16 +120,9 @@ func ParseVolume(in map[string]string) (Volume, error) {
 }
 
 func checkKeys(in map[string]string) error {
-	known := map[string]bool{
-		KeyClusterID: true, KeyPool: true, KeyDataPool: true, KeyImageFeatures: true, KeyImageFormat: true,
-		KeyFsTypeCSI: true, KeyNamePrefix: true, KeyMounter: true, KeyMapOptions: true,
-		KeyMonitors: true, KeyAdminID: true, KeyUserID: true, KeyAdminSecretName: true,
-		KeyAdminSecretNamespace: true, KeyUserSecretName: true, KeyUserSecretNamespace: true, KeyFsType: true,
-		KeyPVCName: true, KeyPVCNamespace: true, KeyPVName: true,
-	}
 	var unknown []string
 	for k := range in {
-		if !known[k] && !secretRefKeys[k] {
+		if !slices.Contains(Keys, k) && !slices.Contains(metadataKeys, k) && !secretRefKeys[k] {
 			unknown = append(unknown, k)
 		}
 	}
@@ -136,7 +138,7 @@ func checkKeys(in map[string]string) error {
 	if len(names) > 1 {
 		what = "parameters " + strings.Join(names, ", ") + ": remove them"
 	}
-	return invalidf("unknown StorageClass %s (known: clusterID, monitors, pool, dataPool, imageFeatures, imageFormat, csi.storage.k8s.io/fstype, fsType, volumeNamePrefix, mounter, mapOptions, adminId, userId, adminSecretName, adminSecretNamespace, userSecretName, userSecretNamespace)", what)
+	return invalidf("unknown StorageClass %s (known: %s)", what, strings.Join(Keys, ", "))
 }
 
 func (v *Volume) parseCluster(in map[string]string) error {
@@ -223,13 +225,13 @@ func (v *Volume) parseFsType(in map[string]string) error {
 
 func (v *Volume) parseNode(in map[string]string) error {
 	if m, ok := in[KeyMounter]; ok && m != "" {
-		if !slices.Contains(Mappers, m) {
-			return invalidf("parameter %s=%q: use one of %s", KeyMounter, m, strings.Join(Mappers, ", "))
+		if !slices.Contains(mapper.Names(), m) {
+			return invalidf("parameter %s=%q: use one of %s", KeyMounter, m, strings.Join(mapper.Names(), ", "))
 		}
 		v.Mounter = m
 	}
 	if o, ok := in[KeyMapOptions]; ok {
-		if err := ValidateMapOptions(o); err != nil {
+		if err := validateMapOptions(v.Mounter, o); err != nil {
 			return invalidf("parameter %s: %w", KeyMapOptions, err)
 		}
 		v.MapOpts = o
@@ -258,21 +260,21 @@ func (v *Volume) parseUsers(in map[string]string) error {
 	return nil
 }
 
-// ValidateMapOptions accepts a comma-separated list of name or name=value
-// krbd/rbd-nbd options. Values are restricted so that nothing can smuggle a
-// further option, a space-separated sysfs token or a command-line argument.
+// ValidateMapOptions accepts map options that at least one mapper's
+// allowlist accepts (the StorageClass leaves the mapper to the node).
 func ValidateMapOptions(s string) error {
-	if s == "" {
-		return nil
+	return validateMapOptions("", s)
+}
+
+// validateMapOptions checks s with the allowlist of the node's mapper, so
+// that CreateVolume refuses what NodeStageVolume would.
+func validateMapOptions(mounter, s string) error {
+	check := mapper.ValidateMapOptionsForAny
+	if mounter != "" {
+		check = func(s string) error { return mapper.ValidateMapOptions(mounter, s) }
 	}
-	for _, opt := range strings.Split(s, ",") {
-		name, val, _ := strings.Cut(opt, "=")
-		if name == "" || !ceph.IsPlainName(name) || name[0] == '-' {
-			return invalidf("map option %q: bad name", opt)
-		}
-		if strings.ContainsFunc(val, func(r rune) bool { return !(ceph.IsPlainRune(r) || r == ':' || r == '|') }) {
-			return invalidf("map option %q: value may only hold letters, digits, '.', '_', '-', ':' and '|'", opt)
-		}
+	if err := check(s); err != nil {
+		return invalidf("%w", err)
 	}
 	return nil
 }

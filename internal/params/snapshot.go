@@ -14,15 +14,17 @@ import (
 // VolumeSnapshotClass parameter keys beyond the StorageClass ones.
 const (
 	// Keys external-snapshotter adds with --extra-create-metadata.
-	KeySnapshotName         = "csi.storage.k8s.io/volumesnapshot/name"
-	KeySnapshotNamespace    = "csi.storage.k8s.io/volumesnapshot/namespace"
-	KeySnapshotContentName  = "csi.storage.k8s.io/volumesnapshotcontent/name"
-	SnapshotImagePrefix     = "csi-snap-"
-	snapshotNameHashDomain  = "\x00snapshot\x00"
-	tempSnapPrefix          = "csi-tmp-"
-	tempSnapHashHexDigits   = 20
-	snapshotKnownParameters = "clusterID, pool"
+	KeySnapshotName        = "csi.storage.k8s.io/volumesnapshot/name"
+	KeySnapshotNamespace   = "csi.storage.k8s.io/volumesnapshot/namespace"
+	KeySnapshotContentName = "csi.storage.k8s.io/volumesnapshotcontent/name"
+	SnapshotImagePrefix    = "csi-snap-"
+	snapshotNameHashDomain = "\x00snapshot\x00"
+	tempSnapPrefix         = "csi-tmp-"
+	tempSnapHashHexDigits  = 20
 )
+
+// SnapshotKeys are the VolumeSnapshotClass parameters a user writes.
+var SnapshotKeys = []string{KeyClusterID, KeyPool}
 
 // Snapshot is a validated set of VolumeSnapshotClass parameters.
 type Snapshot struct {
@@ -62,7 +64,7 @@ func ParseSnapshot(in map[string]string) (Snapshot, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return Snapshot{}, invalidf("unknown VolumeSnapshotClass parameter %s: remove it (known: %s)", strings.Join(unknown, ", "), snapshotKnownParameters)
+		return Snapshot{}, invalidf("unknown VolumeSnapshotClass parameter %s: remove it (known: %s)", strings.Join(unknown, ", "), strings.Join(SnapshotKeys, ", "))
 	}
 	s.Claim = SnapshotClaim{Name: in[KeySnapshotName], Namespace: in[KeySnapshotNamespace], ContentName: in[KeySnapshotContentName]}
 	return s, nil

@@ -29,7 +29,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
@@ -264,11 +263,9 @@ func New(name string, cfg Config) (Mapper, error) {
 	}
 }
 
-// Names lists the mapper names New accepts.
+// Names lists the mapper names New accepts, the default (krbd) first.
 func Names() []string {
-	n := []string{KRBD, RBDNBD, Fuse}
-	sort.Strings(n)
-	return n
+	return []string{KRBD, RBDNBD, Fuse}
 }
 
 // withDeadline gives ctx a deadline when it has none, so that nothing this

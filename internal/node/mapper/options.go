@@ -123,9 +123,31 @@ var driverOwned = map[string]string{
 // ValidateMapOptions checks a StorageClass's map options for the named
 // mapper without mapping anything, so a controller can refuse a bad
 // StorageClass at CreateVolume time. Errors wrap ErrInvalidOptions.
+// Unlike Map, it refuses surrounding whitespace: a StorageClass value
+// should say exactly what the node gets.
 func ValidateMapOptions(mapperName, extra string) error {
+	if strings.TrimSpace(extra) != extra {
+		return fmt.Errorf("%w: %s: remove the surrounding whitespace", ErrInvalidOptions, printable(extra))
+	}
 	_, err := parseOptions(mapperName, extra)
 	return err
+}
+
+// ValidateMapOptionsForAny accepts map options that at least one mapper
+// accepts, for a StorageClass that leaves the mapper to the node's
+// default; the error is the default mapper's (krbd).
+func ValidateMapOptionsForAny(extra string) error {
+	var first error
+	for _, name := range Names() {
+		err := ValidateMapOptions(name, extra)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return fmt.Errorf("%w; no mapper accepts these options (set parameter mounter to choose one)", first)
 }
 
 // parseOptions validates extra against the mapper's allowlist and returns
