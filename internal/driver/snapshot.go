@@ -1,6 +1,6 @@
 package driver
 
-// CSI snapshots, in RBD terms (README "Snapshots and clones"):
+// CSI snapshots, in RBD terms (docs/design.md, "Snapshots and clones"):
 //
 //   - A CSI snapshot of volume S is its own image I ("csi-snap-<hash of the
 //     snapshot name>"): a format-2 clone of a short-lived RBD snapshot
