@@ -38,7 +38,7 @@ type owner struct {
 }
 
 // ControllerGetCapabilities implements csi.ControllerServer.
-func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+func (d *controllerService) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	rpcs := []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
@@ -74,7 +74,7 @@ type createPlan struct {
 // from the request name (params.ImageName), so the whole operation is one
 // exclusive create plus one metadata write; a retry after a crash at any
 // point lands on the same image and finishes what is missing.
-func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+func (d *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	plan, err := d.planCreate(req)
 	if err != nil {
 		return nil, err
@@ -93,7 +93,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	d.known.remember(plan.ref.Cluster, plan.ref.Pool, plan.creds)
+	d.usedPools.remember(plan.ref.Cluster, plan.ref.Pool, plan.creds)
 	var size uint64
 	if cs := req.GetVolumeContentSource(); cs != nil {
 		size, err = d.ensureClone(ctx, req.GetName(), plan, cs) // snapshot_clone.go
@@ -112,7 +112,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}}, nil
 }
 
-func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
+func (d *controllerService) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	if req.GetName() == "" {
 		return createPlan{}, invalid("name is required")
 	}
@@ -141,7 +141,7 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 }
 
 // ensureImage creates the image or adopts the one an earlier attempt made.
-func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
+func (d *controllerService) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
 	own, err := json.Marshal(owner{
 		Name: name, Instance: d.opts.InstanceID,
 		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
@@ -162,7 +162,7 @@ func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) 
 
 // adoptImage handles an image that already has the derived name: a retry, a
 // concurrent caller, or a creation cut short by a crash.
-func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, spec ceph.ImageSpec) (uint64, error) {
+func (d *controllerService) adoptImage(ctx context.Context, name string, plan createPlan, spec ceph.ImageSpec) (uint64, error) {
 	info, err := d.statOrReplace(ctx, plan, spec)
 	if err != nil {
 		return 0, err
@@ -189,7 +189,7 @@ const defaultPartialWait = 5 * time.Second
 
 // statOrReplace returns the image under plan's name, or nil once it has
 // replaced pieces an interrupted create left there with a new image.
-func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.ImageSpec) (*ceph.ImageInfo, error) {
+func (d *controllerService) statOrReplace(ctx context.Context, plan createPlan, spec ceph.ImageSpec) (*ceph.ImageInfo, error) {
 	give := time.Now().Add(d.partialWait)
 	for {
 		info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
@@ -368,7 +368,7 @@ func checkCapability(c *csi.VolumeCapability) (block bool, err error) {
 // DeleteVolume implements csi.ControllerServer. The image moves to the RBD
 // trash (constant time whatever its size) and is purged in the background by
 // the ceph-mgr, or by the driver when no mgr takes the task.
-func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+func (d *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -394,7 +394,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
-	d.known.remember(ref.Cluster, ref.Pool, creds)
+	d.usedPools.remember(ref.Cluster, ref.Pool, creds)
 	if err := d.dropTempSnaps(ctx, creds, ref); err != nil {
 		return nil, err
 	}
@@ -410,7 +410,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 // succeeding. One a finished clone still reads through moves to the
 // snapshot trash namespace, so the clone loses nothing. A snapshot or clone
 // of a volume being deleted cannot complete anyway.
-func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+func (d *controllerService) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	snaps, err := d.opts.Backend.ListSnaps(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil // already in the trash (a retry), or gone
@@ -430,7 +430,7 @@ func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref 
 	return nil
 }
 
-func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+func (d *controllerService) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	trashIDs, err := d.opts.Backend.TrashImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil // neither in the pool nor in its trash: gone already
@@ -452,7 +452,7 @@ func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref 
 	return nil
 }
 
-func (d *Driver) busyStatus(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, cause error) error {
+func (d *controllerService) busyStatus(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, cause error) error {
 	ws, err := d.opts.Backend.Watchers(ctx, creds, ref)
 	if err != nil || len(ws) == 0 {
 		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use or has snapshots: %v", ref, cause)
@@ -463,7 +463,7 @@ func (d *Driver) busyStatus(ctx context.Context, creds ceph.Credentials, ref cep
 var errPoolGone = errors.New("pool no longer exists")
 
 // imageRef resolves a decoded ID to the image it names.
-func (d *Driver) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentials) (ceph.ImageRef, error) {
+func (d *shared) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentials) (ceph.ImageRef, error) {
 	cl, err := d.clusterForID(id)
 	if err != nil {
 		return ceph.ImageRef{}, err
@@ -490,7 +490,7 @@ func encodeSnapshotID(ref ceph.ImageRef, poolID int64) (string, error) {
 }
 
 // ControllerExpandVolume implements csi.ControllerServer: RBD grows online.
-func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+func (d *controllerService) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -525,7 +525,7 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 
 // lockedVolume decodes a volume ID, takes the volume lock and resolves its
 // image. Unknown IDs are NotFound, as the CSI spec asks of these calls.
-func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string) (ceph.ImageRef, ceph.Credentials, func(), error) {
+func (d *controllerService) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string) (ceph.ImageRef, ceph.Credentials, func(), error) {
 	id, err := volid.Decode(volumeID)
 	if err != nil {
 		return ceph.ImageRef{}, ceph.Credentials{}, nil, status.Errorf(codes.NotFound, "volume %q: %v", volumeID, err)
@@ -550,7 +550,7 @@ func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[
 }
 
 // ValidateVolumeCapabilities implements csi.ControllerServer.
-func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+func (d *controllerService) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}

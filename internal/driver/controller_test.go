@@ -25,17 +25,18 @@ const (
 	clusterID = "c1"
 )
 
-func newTestDriver(t *testing.T) (*Driver, *cephfake.Backend) {
+func newTestDriver(t *testing.T) (*testDriver, *cephfake.Backend) {
 	t.Helper()
 	fake := cephfake.New("admin", testKey, testPool, "data")
 	cfg, err := clusterconfig.Parse([]byte(`[{"clusterID":"c1","monitors":["127.0.0.1:6789"]}]`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Options{Mode: ModeController, InstanceID: "test", Clusters: cfg, Backend: fake})
+	dDriver, err := New(Options{Mode: ModeController, InstanceID: "test", Clusters: cfg, Backend: fake})
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := services(dDriver)
 	d.purger.start()
 	t.Cleanup(d.purger.stop)
 	return d, fake

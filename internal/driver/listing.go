@@ -12,7 +12,7 @@ import (
 // GetCapacity implements csi.ControllerServer. With StorageClass parameters
 // it reports the named pool; without, the sum over the pools this controller
 // knows (the CSI spec leaves that case to the plugin).
-func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+func (d *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
 	for _, c := range req.GetVolumeCapabilities() {
 		if _, err := checkCapability(c); err != nil {
 			return &csi.GetCapacityResponse{AvailableCapacity: 0}, nil
@@ -40,9 +40,9 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	return &csi.GetCapacityResponse{AvailableCapacity: int64(u.Available())}, nil
 }
 
-func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
+func (d *controllerService) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
 	var total uint64
-	for _, a := range d.known.list() {
+	for _, a := range d.usedPools.list() {
 		u, err := d.opts.Backend.PoolUsage(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
 			return nil, statusOf(err, "read capacity of pool "+a.pool)
@@ -57,7 +57,7 @@ func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, e
 // tag in their names). The token is
 // the position in the listing, so volumes created or deleted between pages
 // may shift entries but never produce an error.
-func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+func (d *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
 	if req.GetMaxEntries() < 0 {
 		return nil, invalid("max_entries must not be negative")
 	}
@@ -80,9 +80,9 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	return resp, nil
 }
 
-func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
+func (d *controllerService) allVolumeIDs(ctx context.Context) ([]string, error) {
 	var ids []string
-	for _, a := range d.known.list() {
+	for _, a := range d.usedPools.list() {
 		names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
 			return nil, statusOf(err, "list images of pool "+a.pool)

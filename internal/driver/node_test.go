@@ -29,7 +29,7 @@ import (
 // mapper and the fake mounter, with one created volume and a staging
 // directory for it.
 type nodeEnv struct {
-	d       *Driver
+	d       *testDriver
 	ceph    *cephfake.Backend
 	m       *fakeMapper
 	mnt     *mounter.Fake
@@ -67,15 +67,16 @@ func newNodeEnv(t *testing.T) *nodeEnv {
 
 // restart builds another Driver on the same state directory, as a plugin
 // restart does, and checks at the end of the test that it holds no lock.
-func (e *nodeEnv) restart(t *testing.T, m mapper.Mapper, mnt *mounter.Fake) *Driver {
+func (e *nodeEnv) restart(t *testing.T, m mapper.Mapper, mnt *mounter.Fake) *testDriver {
 	t.Helper()
 	opts := e.opts
 	opts.Node.Mappers = map[string]mapper.Mapper{"fake": m}
 	opts.Node.Mounter = mnt
-	d, err := New(opts)
+	dDriver, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := services(dDriver)
 	t.Cleanup(func() {
 		if n := d.locks.Held(); n != 0 {
 			t.Errorf("%d volume locks still held", n)
@@ -1297,10 +1298,11 @@ func TestNodeUnstageVolumeWithoutRecordedDeviceUnmapsAKRBDMapping(t *testing.T) 
 	}
 	opts := e.opts
 	opts.Node.Mapper, opts.Node.Mappers, opts.Node.Mounter = mapper.KRBD, map[string]mapper.Mapper{mapper.KRBD: krbd}, e.mnt
-	d, err := New(opts)
+	dDriver, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := services(dDriver)
 	st := &stageState{VolumeID: e.volID, Mapper: mapper.KRBD, StagingPath: e.staging, Block: true, Image: stageImage{ClusterID: clusterID, Pool: testPool, Name: e.ref.Name}}
 	if err := st.save(); err != nil {
 		t.Fatal(err)

@@ -85,7 +85,7 @@ func removeState(stagingPath string) error {
 
 // lockNodeVolume serialises the node calls for one volume; the error is
 // the gRPC status to return (Aborted while another call holds it).
-func (d *Driver) lockNodeVolume(ctx context.Context, volumeID string) (func(), error) {
+func (d *nodeService) lockNodeVolume(ctx context.Context, volumeID string) (func(), error) {
 	unlock, err := d.locks.Lock(ctx, "node/"+volumeID)
 	if err != nil {
 		return nil, lockStatus(err, "volume "+volumeID)

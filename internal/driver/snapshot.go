@@ -66,7 +66,7 @@ type snapPlan struct {
 }
 
 // CreateSnapshot implements csi.ControllerServer.
-func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
+func (d *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
 	if req.GetName() == "" {
 		return nil, invalid("name is required")
 	}
@@ -99,7 +99,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 }
 
 // planSnapshot resolves the source volume and the snapshot image's place.
-func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, creds ceph.Credentials) (snapPlan, int64, error) {
+func (d *controllerService) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, creds ceph.Credentials) (snapPlan, int64, error) {
 	srcID, err := volid.Decode(req.GetSourceVolumeId())
 	if err != nil || srcID.IsSnapshot() {
 		return snapPlan{}, 0, status.Errorf(codes.NotFound, "source volume %q does not exist: not a volume ID of this driver", req.GetSourceVolumeId())
@@ -123,7 +123,7 @@ func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotReques
 		return snapPlan{}, 0, poolStatus(err, pool)
 	}
 	target := ceph.ImageRef{Cluster: src.Cluster, Pool: pool, Name: params.SnapshotImageName(d.opts.InstanceID, req.GetName())}
-	d.known.remember(src.Cluster, pool, creds)
+	d.usedPools.remember(src.Cluster, pool, creds)
 	return snapPlan{name: req.GetName(), sourceID: req.GetSourceVolumeId(), source: src, target: target, creds: creds, params: p}, poolID, nil
 }
 
@@ -136,7 +136,7 @@ func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotReques
 //     of its own never completed: it is removed and made again)
 //  3. I@csi-snap  the snapshot restores read from
 //  4. rm S@tmp    moved to the snapshot trash namespace while I needs it
-func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64) (*csi.Snapshot, error) {
+func (d *controllerService) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64) (*csi.Snapshot, error) {
 	own, err := d.existingSnapshot(ctx, plan)
 	if err != nil {
 		return nil, err
@@ -171,7 +171,7 @@ func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64
 // nothing there (opening a missing image fails on its first read, so the
 // fresh path pays one round trip here), or a clone cut short, which it
 // removes.
-func (d *Driver) existingSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
+func (d *controllerService) existingSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
 	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.target)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, nil
@@ -219,7 +219,7 @@ func unfinishedClone(info ceph.ImageInfo, ours bool, parent ceph.ImageRef) bool 
 // what failed; a retry takes the snapshot again. Not when the clone failed
 // because another attempt is still making it (ErrInProgress): that one
 // clones from the snapshot.
-func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string, cause error) {
+func (d *controllerService) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string, cause error) {
 	if errors.Is(cause, ceph.ErrInProgress) {
 		return
 	}
@@ -233,7 +233,7 @@ func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, so
 // cloneOverPartial clones parent@snap to target. A name taken by pieces of
 // a clone that cannot be opened (librbd was interrupted between writing the
 // name and the header) is cleared and the clone made again.
-func (d *Driver) cloneOverPartial(ctx context.Context, creds ceph.Credentials, parent ceph.ImageRef, snap string, target ceph.ImageRef, spec ceph.CloneSpec) error {
+func (d *controllerService) cloneOverPartial(ctx context.Context, creds ceph.Credentials, parent ceph.ImageRef, snap string, target ceph.ImageRef, spec ceph.CloneSpec) error {
 	err := d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
 	if !errors.Is(err, ceph.ErrExists) {
 		return err
@@ -250,7 +250,7 @@ func (d *Driver) cloneOverPartial(ctx context.Context, creds ceph.Credentials, p
 // leaves pieces younger than its grace alone (Aborted here): they may be a
 // clone still running in another controller or in a call of this one
 // abandoned at its deadline.
-func (d *Driver) removePartial(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+func (d *controllerService) removePartial(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	err := d.opts.Backend.RemovePartialImage(ctx, creds, ref)
 	if err == nil {
 		klog.InfoS("Removed an image whose clone never completed", "image", ref)
@@ -264,7 +264,7 @@ func (d *Driver) removePartial(ctx context.Context, creds ceph.Credentials, ref 
 
 // cloneForSnapshot takes the temporary snapshot of the source and clones
 // the snapshot image from it, with its owner record.
-func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
+func (d *controllerService) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
 	tmp := params.TempSnapName(plan.target.Name)
 	taken, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.source, tmp)
 	if errors.Is(err, ceph.ErrNotFound) {
@@ -302,7 +302,7 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 
 // removeTempSnap removes the temporary snapshot a snapshot or clone took of
 // its source; one already gone (or a source already deleted) is success.
-func (d *Driver) removeTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) error {
+func (d *controllerService) removeTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) error {
 	err := d.opts.Backend.RemoveSnap(ctx, creds, source, params.TempSnapName(target))
 	if err == nil || errors.Is(err, ceph.ErrNotFound) {
 		return nil
@@ -322,7 +322,7 @@ func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapsh
 // snapshot is removed (clone v2 keeps it in the snapshot trash namespace
 // while restored volumes read through it) and the image goes to the trash,
 // purged once nothing reads through it any more.
-func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
+func (d *controllerService) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
 	if req.GetSnapshotId() == "" {
 		return nil, invalid("snapshot_id is required")
 	}
@@ -348,7 +348,7 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 		return nil, err
 	}
 	ref.Name = image
-	d.known.remember(ref.Cluster, ref.Pool, creds)
+	d.usedPools.remember(ref.Cluster, ref.Pool, creds)
 	err = d.opts.Backend.RemoveSnap(ctx, creds, ref, snapName)
 	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
 		return nil, statusOf(err, "remove snapshot "+ref.String()+"@"+snapName)
@@ -376,7 +376,7 @@ func decodeSnapshotID(s string) (volid.ID, string, bool) {
 }
 
 // GetSnapshot implements csi.ControllerServer.
-func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+func (d *controllerService) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
 	if req.GetSnapshotId() == "" {
 		return nil, invalid("snapshot_id is required")
 	}
@@ -391,7 +391,7 @@ func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (
 }
 
 // lookupSnapshot reads one snapshot by ID; nil, nil when there is none.
-func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets map[string]string) (*csi.Snapshot, error) {
+func (d *controllerService) lookupSnapshot(ctx context.Context, snapshotID string, secrets map[string]string) (*csi.Snapshot, error) {
 	id, image, ok := decodeSnapshotID(snapshotID)
 	if !ok {
 		return nil, nil
@@ -417,7 +417,7 @@ func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets 
 
 // statSnapshot builds the CSI view of a snapshot image; nil, nil when it
 // is gone or is no complete snapshot.
-func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, snapshotID string) (*csi.Snapshot, error) {
+func (d *controllerService) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, snapshotID string) (*csi.Snapshot, error) {
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, nil
@@ -445,7 +445,7 @@ func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref c
 
 // snapshotCreds picks the request's secrets, else those the controller
 // knows for the pool (ListSnapshots and GetSnapshot may carry none).
-func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster) (ceph.Credentials, error) {
+func (d *controllerService) snapshotCreds(secrets map[string]string, cl ceph.Cluster) (ceph.Credentials, error) {
 	if len(secrets) > 0 {
 		creds, err := params.Credentials(secrets, params.DefaultUser)
 		if err != nil {
@@ -453,7 +453,7 @@ func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster) (ceph
 		}
 		return creds, nil
 	}
-	for _, a := range d.known.list() {
+	for _, a := range d.usedPools.list() {
 		if a.cluster.Key() == cl.Key() {
 			return a.creds, nil
 		}

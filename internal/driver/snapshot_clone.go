@@ -45,7 +45,7 @@ type cloneOwner struct {
 //  3. resize  to the requested size, when larger than the source
 //  4. rm tmp  (clones of volumes) moved to the snapshot trash namespace
 //  5. depth   over the bound: flatten, and answer Aborted until it is done
-func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource) (uint64, error) {
+func (d *controllerService) ensureClone(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource) (uint64, error) {
 	src, err := d.resolveCloneSource(ctx, plan, cs)
 	if status.Code(err) == codes.NotFound {
 		return d.cloneOfGoneSource(ctx, name, plan, cs, err)
@@ -91,7 +91,7 @@ func (d *Driver) ensureClone(ctx context.Context, name string, plan createPlan, 
 // returned, as the spec asks of a repeated request. What a crashed attempt
 // left unfinished is removed, since no retry can finish it now and nobody
 // else will ask for the name; then the source is NotFound.
-func (d *Driver) cloneOfGoneSource(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource, gone error) (uint64, error) {
+func (d *controllerService) cloneOfGoneSource(ctx context.Context, name string, plan createPlan, cs *csi.VolumeContentSource, gone error) (uint64, error) {
 	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return 0, gone
@@ -124,7 +124,7 @@ func (d *Driver) cloneOfGoneSource(ctx context.Context, name string, plan create
 
 // growClone grows the clone from cur to size bytes when it is smaller, and
 // returns its size.
-func (d *Driver) growClone(ctx context.Context, plan createPlan, cur, size uint64) (uint64, error) {
+func (d *controllerService) growClone(ctx context.Context, plan createPlan, cur, size uint64) (uint64, error) {
 	if cur >= size {
 		return cur, nil
 	}
@@ -148,7 +148,7 @@ func sourceID(cs *csi.VolumeContentSource) string {
 // claim binds once the chain is short again. ResourceExhausted would read
 // as "out of capacity" and Unavailable as "plugin unreachable". depth < 0
 // means unknown: info (an existing image) is inspected.
-func (d *Driver) cloneReady(ctx context.Context, plan createPlan, info *ceph.ImageInfo, depth int) error {
+func (d *controllerService) cloneReady(ctx context.Context, plan createPlan, info *ceph.ImageInfo, depth int) error {
 	var ready bool
 	var err error
 	if depth < 0 {
@@ -167,7 +167,7 @@ func (d *Driver) cloneReady(ctx context.Context, plan createPlan, info *ceph.Ima
 
 // resolveCloneSource checks the content source and returns what to clone.
 // A source that does not exist is NotFound, as the CSI spec asks.
-func (d *Driver) resolveCloneSource(ctx context.Context, plan createPlan, cs *csi.VolumeContentSource) (cloneSource, error) {
+func (d *controllerService) resolveCloneSource(ctx context.Context, plan createPlan, cs *csi.VolumeContentSource) (cloneSource, error) {
 	switch {
 	case cs.GetSnapshot() != nil:
 		return d.snapshotSource(ctx, plan, cs.GetSnapshot().GetSnapshotId())
@@ -177,7 +177,7 @@ func (d *Driver) resolveCloneSource(ctx context.Context, plan createPlan, cs *cs
 	return cloneSource{}, invalid("volume_content_source needs a snapshot or a volume")
 }
 
-func (d *Driver) snapshotSource(ctx context.Context, plan createPlan, snapshotID string) (cloneSource, error) {
+func (d *controllerService) snapshotSource(ctx context.Context, plan createPlan, snapshotID string) (cloneSource, error) {
 	id, image, ok := decodeSnapshotID(snapshotID)
 	if !ok {
 		return cloneSource{}, status.Errorf(codes.NotFound, "snapshot %q does not exist: not a snapshot ID of this driver", snapshotID)
@@ -204,7 +204,7 @@ func (d *Driver) snapshotSource(ctx context.Context, plan createPlan, snapshotID
 	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth}, nil
 }
 
-func (d *Driver) volumeSource(ctx context.Context, plan createPlan, volumeID string) (cloneSource, error) {
+func (d *controllerService) volumeSource(ctx context.Context, plan createPlan, volumeID string) (cloneSource, error) {
 	id, err := volid.Decode(volumeID)
 	if err != nil || id.IsSnapshot() {
 		return cloneSource{}, status.Errorf(codes.NotFound, "source volume %q does not exist: not a volume ID of this driver", volumeID)
@@ -231,7 +231,7 @@ func (d *Driver) volumeSource(ctx context.Context, plan createPlan, volumeID str
 
 // sourceRef resolves a source ID, which must be in the new volume's cluster:
 // RBD clones do not cross clusters.
-func (d *Driver) sourceRef(ctx context.Context, plan createPlan, id volid.ID, what, raw string) (ceph.ImageRef, error) {
+func (d *controllerService) sourceRef(ctx context.Context, plan createPlan, id volid.ID, what, raw string) (ceph.ImageRef, error) {
 	cl, err := d.clusterForID(id)
 	if err != nil {
 		return ceph.ImageRef{}, err
@@ -267,7 +267,7 @@ func cloneSize(plan createPlan, source uint64) (uint64, error) {
 
 // existingClone inspects what an earlier attempt left under the volume's
 // name: nil when there is nothing to adopt.
-func (d *Driver) existingClone(ctx context.Context, name string, plan createPlan, src cloneSource) (*ceph.ImageInfo, error) {
+func (d *controllerService) existingClone(ctx context.Context, name string, plan createPlan, src cloneSource) (*ceph.ImageInfo, error) {
 	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, nil
@@ -307,7 +307,7 @@ func matchesClone(info ceph.ImageInfo, own cloneOwner, ours bool, name string, p
 }
 
 // makeClone takes the temporary snapshot (volume sources) and clones.
-func (d *Driver) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource) error {
+func (d *controllerService) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource) error {
 	if src.volume {
 		if _, err := d.opts.Backend.CreateSnap(ctx, plan.creds, src.parent, src.snap); err != nil {
 			return statusOf(err, "snapshot source volume "+src.parent.String())
