@@ -142,14 +142,14 @@ func (d *controllerService) planCreate(req *csi.CreateVolumeRequest) (createPlan
 
 // ensureImage creates the image or adopts the one an earlier attempt made.
 func (d *controllerService) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
-	own, err := json.Marshal(owner{
+	record, err := json.Marshal(owner{
 		Name: name, Instance: d.opts.InstanceID,
 		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
 	})
 	if err != nil {
 		return 0, status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
-	spec := ceph.ImageSpec{Size: plan.size, Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(own)}}
+	spec := ceph.ImageSpec{Size: plan.size, Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(record)}}
 	err = d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec)
 	if err == nil {
 		return plan.size, nil
@@ -190,7 +190,7 @@ const defaultPartialWait = 5 * time.Second
 // statOrReplace returns the image under plan's name, or nil once it has
 // replaced pieces an interrupted create left there with a new image.
 func (d *controllerService) statOrReplace(ctx context.Context, plan createPlan, spec ceph.ImageSpec) (*ceph.ImageInfo, error) {
-	give := time.Now().Add(d.partialWait)
+	deadline := time.Now().Add(d.partialWait)
 	for {
 		info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
 		if err == nil {
@@ -216,7 +216,7 @@ func (d *controllerService) statOrReplace(ctx context.Context, plan createPlan, 
 			return nil, statusOf(err, "clean up partially created image "+plan.ref.String())
 		}
 		// Someone else is creating the name: look again shortly.
-		if time.Now().After(give) {
+		if time.Now().After(deadline) {
 			return nil, status.Errorf(codes.Aborted, "image %s could not be opened within %v of finding its name taken: %v; retry later", plan.ref, d.partialWait, err)
 		}
 		if err := pause(ctx, 250*time.Millisecond); err != nil {

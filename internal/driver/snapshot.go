@@ -137,12 +137,12 @@ func (d *controllerService) planSnapshot(ctx context.Context, req *csi.CreateSna
 //  3. I@csi-snap  the snapshot restores read from
 //  4. rm S@tmp    moved to the snapshot trash namespace while I needs it
 func (d *controllerService) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64) (*csi.Snapshot, error) {
-	own, err := d.existingSnapshot(ctx, plan)
+	record, err := d.existingSnapshot(ctx, plan)
 	if err != nil {
 		return nil, err
 	}
-	if own == nil {
-		if own, err = d.cloneForSnapshot(ctx, plan); err != nil {
+	if record == nil {
+		if record, err = d.cloneForSnapshot(ctx, plan); err != nil {
 			return nil, err
 		}
 	}
@@ -163,7 +163,7 @@ func (d *controllerService) ensureSnapshot(ctx context.Context, plan snapPlan, p
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	return csiSnapshot(id, own, snap.Size, ready), nil
+	return csiSnapshot(id, record, snap.Size, ready), nil
 }
 
 // existingSnapshot inspects the snapshot image an earlier attempt may have
@@ -180,86 +180,18 @@ func (d *controllerService) existingSnapshot(ctx context.Context, plan snapPlan)
 		return nil, statusOf(err, "inspect snapshot image "+plan.target.String())
 	}
 	raw := info.Metadata[metaOwner]
-	var own snapOwner
-	ours := json.Unmarshal([]byte(raw), &own) == nil && own.Kind == kindSnapshot && own.Name == plan.name
-	if unfinishedClone(info, ours, plan.source) {
+	var record snapOwner
+	sameRequest := json.Unmarshal([]byte(raw), &record) == nil && record.Kind == kindSnapshot && record.Name == plan.name
+	if unfinishedClone(info, sameRequest, plan.source) {
 		return nil, d.removePartial(ctx, plan.creds, plan.target)
 	}
-	if !ours {
+	if !sameRequest {
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot image %s belongs to another request (owner record %q)", plan.target, raw)
 	}
-	if own.Source != plan.sourceID {
-		return nil, status.Errorf(codes.AlreadyExists, "snapshot %q exists with source volume %q, not %q", plan.name, own.Source, plan.sourceID)
+	if record.Source != plan.sourceID {
+		return nil, status.Errorf(codes.AlreadyExists, "snapshot %q exists with source volume %q, not %q", plan.name, record.Source, plan.sourceID)
 	}
-	return &own, nil
-}
-
-// unfinishedClone reports whether an image under a name this driver derives
-// is a clone that librbd made but the driver never finished: it has no
-// owner record of its own yet. librbd copies the parent's image-meta into a
-// clone, so a record naming someone else, on an image whose parent is the
-// very image the driver clones from, is the parent's record. (The parent
-// snapshot is not compared: a temporary one may already have moved to the
-// snapshot trash namespace under another name.)
-func unfinishedClone(info ceph.ImageInfo, ours bool, parent ceph.ImageRef) bool {
-	if ours {
-		return false
-	}
-	if _, ok := info.Metadata[metaOwner]; !ok {
-		return true
-	}
-	p := info.Parent
-	return p != nil && p.Pool == parent.Pool && p.Image == parent.Name
-}
-
-// abandonTempSnap removes the temporary snapshot of a source after a clone
-// from it failed, so that a snapshot or clone the CO gives up on leaves no
-// snapshot behind on the volume (which would keep its trash purge from ever
-// succeeding). Best effort, with its own bound: the RPC's deadline may be
-// what failed; a retry takes the snapshot again. Not when the clone failed
-// because another attempt is still making it (ErrInProgress): that one
-// clones from the snapshot.
-func (d *controllerService) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string, cause error) {
-	if errors.Is(cause, ceph.ErrInProgress) {
-		return
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scheduleTimeout)
-	defer cancel()
-	if err := d.removeTempSnap(cctx, creds, source, target); err != nil {
-		klog.InfoS("Could not remove the temporary snapshot of a failed clone; the next attempt will", "image", source, "error", err)
-	}
-}
-
-// cloneOverPartial clones parent@snap to target. A name taken by pieces of
-// a clone that cannot be opened (librbd was interrupted between writing the
-// name and the header) is cleared and the clone made again.
-func (d *controllerService) cloneOverPartial(ctx context.Context, creds ceph.Credentials, parent ceph.ImageRef, snap string, target ceph.ImageRef, spec ceph.CloneSpec) error {
-	err := d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
-	if !errors.Is(err, ceph.ErrExists) {
-		return err
-	}
-	// A Ceph error, like CloneImage's, for the caller to map.
-	if err := d.opts.Backend.RemovePartialImage(ctx, creds, target); err != nil && !errors.Is(err, ceph.ErrNotFound) {
-		return err
-	}
-	return d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
-}
-
-// removePartial removes what an interrupted clone left under ref's name:
-// the CO never got an ID for it, so nobody can be using it. The backend
-// leaves pieces younger than its grace alone (Aborted here): they may be a
-// clone still running in another controller or in a call of this one
-// abandoned at its deadline.
-func (d *controllerService) removePartial(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
-	err := d.opts.Backend.RemovePartialImage(ctx, creds, ref)
-	if err == nil {
-		klog.InfoS("Removed an image whose clone never completed", "image", ref)
-		return nil
-	}
-	if errors.Is(err, ceph.ErrNotFound) {
-		return nil
-	}
-	return statusOf(err, "remove unfinished clone "+ref.String())
+	return &record, nil
 }
 
 // cloneForSnapshot takes the temporary snapshot of the source and clones
@@ -274,12 +206,12 @@ func (d *controllerService) cloneForSnapshot(ctx context.Context, plan snapPlan)
 		return nil, statusOf(err, "snapshot source volume "+plan.source.String())
 	}
 	failpoint.Crash("snapshot-after-source-snap")
-	own := &snapOwner{
+	record := &snapOwner{
 		Kind: kindSnapshot, Name: plan.name, Instance: d.opts.InstanceID, Source: plan.sourceID,
 		Created:      taken.Created.UTC().Format(time.RFC3339Nano),
 		SnapshotName: plan.params.Claim.Name, SnapshotNamespace: plan.params.Claim.Namespace, ContentName: plan.params.Claim.ContentName,
 	}
-	raw, err := json.Marshal(own)
+	raw, err := json.Marshal(record)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
@@ -297,22 +229,12 @@ func (d *controllerService) cloneForSnapshot(ctx context.Context, plan snapPlan)
 	if err != nil {
 		return nil, statusOf(err, "clone snapshot image "+plan.target.String())
 	}
-	return own, nil
+	return record, nil
 }
 
-// removeTempSnap removes the temporary snapshot a snapshot or clone took of
-// its source; one already gone (or a source already deleted) is success.
-func (d *controllerService) removeTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) error {
-	err := d.opts.Backend.RemoveSnap(ctx, creds, source, params.TempSnapName(target))
-	if err == nil || errors.Is(err, ceph.ErrNotFound) {
-		return nil
-	}
-	return statusOf(err, "remove temporary snapshot of "+source.String())
-}
-
-func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapshot {
-	s := &csi.Snapshot{SnapshotId: id, SourceVolumeId: own.Source, SizeBytes: int64(size), ReadyToUse: ready}
-	if t, err := time.Parse(time.RFC3339Nano, own.Created); err == nil {
+func csiSnapshot(id string, record *snapOwner, size uint64, ready bool) *csi.Snapshot {
+	s := &csi.Snapshot{SnapshotId: id, SourceVolumeId: record.Source, SizeBytes: int64(size), ReadyToUse: ready}
+	if t, err := time.Parse(time.RFC3339Nano, record.Created); err == nil {
 		s.CreationTime = timestamppb.New(t)
 	}
 	return s
@@ -425,8 +347,8 @@ func (d *controllerService) statSnapshot(ctx context.Context, creds ceph.Credent
 	if err != nil {
 		return nil, statusOf(err, "inspect snapshot image "+ref.String())
 	}
-	var own snapOwner
-	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil || own.Kind != kindSnapshot {
+	var record snapOwner
+	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
 		return nil, nil
 	}
 	snap, err := d.opts.Backend.StatSnap(ctx, creds, ref, snapName)
@@ -440,7 +362,7 @@ func (d *controllerService) statSnapshot(ctx context.Context, creds ceph.Credent
 	if err != nil {
 		return nil, err
 	}
-	return csiSnapshot(snapshotID, &own, snap.Size, ready), nil
+	return csiSnapshot(snapshotID, &record, snap.Size, ready), nil
 }
 
 // snapshotCreds picks the request's secrets, else those the controller
