@@ -267,8 +267,13 @@ func ValidateMapOptions(s string) error {
 }
 
 // validateMapOptions checks s with the allowlist of the node's mapper, so
-// that CreateVolume refuses what NodeStageVolume would.
+// that CreateVolume refuses what NodeStageVolume would. Surrounding
+// whitespace, which the mapper trims, is refused: the value should say
+// exactly what the node gets.
 func validateMapOptions(mounter, s string) error {
+	if strings.TrimSpace(s) != s {
+		return invalidf("map options %q: remove the surrounding whitespace", s)
+	}
 	check := mapper.ValidateMapOptionsForAny
 	if mounter != "" {
 		check = func(s string) error { return mapper.ValidateMapOptions(mounter, s) }

@@ -123,12 +123,7 @@ var driverOwned = map[string]string{
 // ValidateMapOptions checks a StorageClass's map options for the named
 // mapper without mapping anything, so a controller can refuse a bad
 // StorageClass at CreateVolume time. Errors wrap ErrInvalidOptions.
-// Unlike Map, it refuses surrounding whitespace: a StorageClass value
-// should say exactly what the node gets.
 func ValidateMapOptions(mapperName, extra string) error {
-	if strings.TrimSpace(extra) != extra {
-		return fmt.Errorf("%w: %s: remove the surrounding whitespace", ErrInvalidOptions, printable(extra))
-	}
 	_, err := parseOptions(mapperName, extra)
 	return err
 }
