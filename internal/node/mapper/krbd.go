@@ -58,23 +58,7 @@ func (k *krbd) Name() string { return KRBD }
 
 // Map implements Mapper.
 func (k *krbd) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
-	ctx, cancel := withDeadline(ctx, k.cfg.DefaultTimeout)
-	defer cancel()
-	img, err := checkImage(img)
-	if err != nil {
-		return Device{}, err
-	}
-	extra, err := parseOptions(KRBD, opts.Extra)
-	if err != nil {
-		return Device{}, err
-	}
-	unlock, err := k.locks.Lock(ctx, img.Spec())
-	if err != nil {
-		return Device{}, fmt.Errorf("%w: %w", ErrMapTimeout, err)
-	}
-	defer unlock()
-	dev, err := k.mapLocked(ctx, img, opts, extra)
-	return dev, redact(err, img.Key)
+	return mapImage(ctx, k.cfg.DefaultTimeout, mapSteps{name: KRBD, locks: &k.locks, mapLocked: k.mapLocked}, img, opts)
 }
 
 func (k *krbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
@@ -495,8 +479,9 @@ func (k *krbd) Check(_ context.Context, dev Device) (bool, string) {
 
 // krbdDeviceAttrs validates a Device from the caller's state file.
 func krbdDeviceAttrs(dev Device) (string, Image, error) {
-	if dev.Mapper != KRBD {
-		return "", Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, KRBD)
+	img, err := deviceImage(dev, KRBD, nil, "")
+	if err != nil {
+		return "", Image{}, err
 	}
 	id := dev.Attrs[AttrDevID]
 	if id == "" && dev.Path != "" {
@@ -504,10 +489,6 @@ func krbdDeviceAttrs(dev Device) (string, Image, error) {
 	}
 	if n, err := strconv.Atoi(id); id != "" && (err != nil || n < 0 || strconv.Itoa(n) != id) {
 		return "", Image{}, fmt.Errorf("%w: krbd device %s has invalid id attribute %q", ErrInvalidDevice, dev.Path, id)
-	}
-	img := Image{Pool: dev.Attrs[AttrPool], RadosNamespace: dev.Attrs[AttrNamespace], Name: dev.Attrs[AttrImage]}
-	if err := validateNames(img); err != nil {
-		return "", Image{}, fmt.Errorf("%w: krbd device %s: %v", ErrInvalidDevice, dev.Path, err)
 	}
 	return id, img, nil
 }
