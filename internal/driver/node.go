@@ -312,15 +312,9 @@ func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 	return m == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY || m == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
 }
 
-// rollbackMap cleans up after a failed Map. A refusal (bad input, a
-// precondition such as a conflicting mapping of the same image on this
-// node, missing image or access) created nothing, and a teardown by image
-// would remove a mapping that belongs to another staging of the image: only
-// the state goes, unless an earlier call had left one: that state may name
-// a mapping the earlier call made (it died before recording the device),
-// and it is all NodeUnstageVolume has to find it by. Any other failure may
-// have left a late mapping behind, which the full rollback finds by the
-// image.
+// rollbackMap cleans up after a failed Map: a refusal created nothing, so
+// only a state of this call goes; any other failure gets the full rollback
+// (docs/design.md, "Node").
 func (d *nodeService) rollbackMap(st *stageState, hadState bool, mapErr error) {
 	switch errorCode(mapErr) {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.PermissionDenied:

@@ -1,21 +1,7 @@
 package driver
 
-// CSI snapshots, in RBD terms (docs/design.md, "Snapshots and clones"):
-//
-//   - A CSI snapshot of volume S is its own image I ("csi-snap-<hash of the
-//     snapshot name>"): a format-2 clone of a short-lived RBD snapshot
-//     S@csi-tmp-<hash>, holding one RBD snapshot I@csi-snap that restores
-//     clone from. The temporary snapshot is removed at once (clone v2 keeps
-//     it in the snapshot trash namespace while I reads through it), so S
-//     carries no user snapshot and the CSI snapshot has a life of its own:
-//     deleting S, or restoring I while S is in use, needs no coordination.
-//   - The snapshot ID is 1/<cluster>/<pool id>/<I>@csi-snap; the name of I
-//     is derived from the CO's snapshot name, which makes CreateSnapshot
-//     idempotent and crash safe without a journal, as for volumes.
-//   - Nothing that something reads through is ever removed: a deleted
-//     volume or snapshot goes to the RBD trash, and the trash purge (mgr task,
-//     retried by the mgr; or the driver's) succeeds only once librbd says no
-//     clone depends on it any more.
+// A CSI snapshot is an image of its own, cloned from a temporary snapshot
+// of its source (docs/design.md, "Snapshots and clones").
 
 import (
 	"context"

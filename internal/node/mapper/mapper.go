@@ -49,15 +49,8 @@ const DefaultTimeout = 2 * time.Minute
 // Key is a cephx secret: it is never logged, never put into process
 // arguments or errors, and never left in a file after a call returns.
 type Image struct {
-	// Monitors are the monitor addresses as "host:port" (IPv6 as
-	// "[addr]:port"); the port may be omitted. An address may start with
-	// "v1:" or "v2:" to pin the messenger protocol, as
-	// clusterconfig.ValidateMonitor allows (needed when a monitor listens
-	// on a non-standard port, where librados would guess the protocol).
-	// rbd-nbd and fuse hand the addresses to librados as given. krbd strips
-	// the prefix: the kernel speaks msgr1 to every monitor unless the map
-	// options set ms_mode (then msgr2), so it leaves out the addresses
-	// pinned to the other protocol and refuses to map when none is left.
+	// Monitors are addresses as ceph.ParseMonitor accepts them; krbd leaves
+	// out those pinned (v1:/v2:) to a protocol the kernel will not speak.
 	Monitors []string
 	// User is the cephx user without the "client." prefix.
 	User string
@@ -149,17 +142,9 @@ type Mapper interface {
 }
 
 // Refresher is implemented by mappers whose device does not follow an
-// image resize by itself. After the image grew, Refresh makes the device
-// show the image's current size, so that the filesystem on it can be
-// grown. It is idempotent and bounded by ctx.
-//
-// Only the fuse mapper implements it: its loop device keeps the size it
-// was attached with until told (`losetup -c`). krbd and rbd-nbd do not
-// need it: the kernel rbd driver refreshes the image header, and with it
-// the device size, when librbd notifies watchers of the resize (before
-// that notification is acknowledged, i.e. before the resizing client's
-// call returns); rbd-nbd's update watch resizes the nbd device moments
-// after the same notification.
+// image resize by itself (fuse: a loop device keeps its size until
+// `losetup -c`; krbd and rbd-nbd follow librbd's resize notification).
+// Refresh is idempotent and bounded by ctx.
 type Refresher interface {
 	Refresh(ctx context.Context, dev Device) error
 }
