@@ -14,7 +14,7 @@ import (
 // through the driver against the raw go-ceph operations they are built on:
 // a snapshot of the source (rbd snap create) and a format-2 clone of a
 // snapshot (rbd.CloneImage). A CSI snapshot costs more than the raw
-// snapshot by design (README "Snapshots and clones": a temporary snapshot,
+// snapshot by design (docs/design.md, "Snapshots and clones": a temporary snapshot,
 // a clone, the snapshot restores read from, the temporary snapshot's
 // removal), which is what lets the snapshot outlive its source.
 func (b *bench) snapshotPhases(conc int) error {

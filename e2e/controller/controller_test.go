@@ -259,7 +259,7 @@ func TestUnreachableClusterAnswersWithinTheDeadline(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
 			start := time.Now()
-			_, err := d.CreateVolume(ctx, req)
+			_, err := d.Controller().CreateVolume(ctx, req)
 			took := time.Since(start)
 			if c := status.Code(err); c != codes.DeadlineExceeded && c != codes.Unavailable && c != codes.Aborted {
 				t.Errorf("call %d: code %v (%v), want DeadlineExceeded, Unavailable or Aborted", i, c, err)
@@ -274,7 +274,7 @@ func TestUnreachableClusterAnswersWithinTheDeadline(t *testing.T) {
 	// The lock on the name must be free again: a later call is not Aborted.
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	if _, err := d.CreateVolume(ctx, req); status.Code(err) == codes.Aborted {
+	if _, err := d.Controller().CreateVolume(ctx, req); status.Code(err) == codes.Aborted {
 		t.Fatalf("lock still held after the calls returned: %v", err)
 	}
 }

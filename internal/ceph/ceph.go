@@ -154,7 +154,7 @@ type Backend interface {
 	SnapshotBackend
 }
 
-// Errors every Backend wraps, so callers can pick a gRPC code with errors.Is.
+// Errors every Backend wraps, so callers can classify failures with errors.Is.
 var (
 	ErrNotFound    = errors.New("not found")
 	ErrExists      = errors.New("already exists")

@@ -47,6 +47,21 @@ var featureNames = []struct {
 const UserFeatures = FeatureLayering | FeatureExclusiveLock | FeatureObjectMap |
 	FeatureFastDiff | FeatureDeepFlatten | FeatureJournaling
 
+// KnownFeatures are the bits in the table below; others come from a newer
+// librbd or kernel.
+const KnownFeatures = FeatureLayering | FeatureStripingV2 | FeatureExclusiveLock | FeatureObjectMap |
+	FeatureFastDiff | FeatureDeepFlatten | FeatureJournaling | FeatureDataPool | FeatureOperations |
+	FeatureMigrating | FeatureNonPrimary
+
+// ReadOnlyIncompatible are the features a client must understand even to
+// open an image read-only (librbd's RBD_FEATURES_INCOMPATIBLE); the rest
+// only matter to writers.
+const ReadOnlyIncompatible = FeatureLayering | FeatureStripingV2 | FeatureDataPool | FeatureNonPrimary
+
+// DisablableFeatures can be turned off on an existing image with
+// `rbd feature disable`; the others are fixed at creation (or internal).
+const DisablableFeatures = FeatureExclusiveLock | FeatureObjectMap | FeatureFastDiff | FeatureDeepFlatten | FeatureJournaling
+
 // featureRequires lists what each feature cannot work without.
 var featureRequires = map[Features]Features{
 	FeatureObjectMap:  FeatureExclusiveLock,

@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
@@ -80,11 +78,11 @@ func (e Entry) validate() error {
 		return fmt.Errorf("cluster %q has no monitors", e.ClusterID)
 	}
 	for _, m := range e.Monitors {
-		if err := ValidateMonitor(m); err != nil {
+		if err := ceph.ValidateMonitor(m); err != nil {
 			return fmt.Errorf("cluster %q: %w", e.ClusterID, err)
 		}
 	}
-	if ns := e.RBD.RadosNamespace; ns != "" && !isPlainName(ns) {
+	if ns := e.RBD.RadosNamespace; ns != "" && !ceph.IsPlainName(ns) {
 		return fmt.Errorf("cluster %q: radosNamespace %q may only hold letters, digits, '.', '_' and '-'", e.ClusterID, ns)
 	}
 	return nil
@@ -132,89 +130,10 @@ func ValidateClusterID(id string) error {
 	if id == "" {
 		return errors.New("clusterID is empty")
 	}
-	if len(id) > 36 || !isPlainName(id) || id == "." || id == ".." {
+	if len(id) > 36 || !ceph.IsPlainName(id) || id == "." || id == ".." {
 		return fmt.Errorf("clusterID %q: at most 36 characters of letters, digits, '.', '_' and '-', and not \".\" or \"..\"", id)
 	}
 	return nil
-}
-
-// ValidateMonitor checks one monitor address: "host", "host:port",
-// "[IPv6]" or "[IPv6]:port", where host is a DNS name or an IPv4 address.
-// Anything else is refused, as the node refuses it: the address ends up in
-// the kernel's sysfs add string, where any whitespace byte would start a new
-// token, and in command arguments.
-func ValidateMonitor(m string) error {
-	if rest, ok := cutProtocol(m); ok {
-		if rest == "" || strings.HasPrefix(rest, "v1:") || strings.HasPrefix(rest, "v2:") {
-			return fmt.Errorf("monitor %q: one v1: or v2: prefix, then host:port", m)
-		}
-		return ValidateMonitor(rest)
-	}
-	var port string
-	var hostOK, hasPort bool
-	switch {
-	case strings.HasPrefix(m, "["):
-		addr, rest, closed := strings.Cut(m[1:], "]")
-		ip := net.ParseIP(addr)
-		if !closed || ip == nil || ip.To4() != nil {
-			return fmt.Errorf("monitor %q: want an IPv6 address inside [ ], as [addr]:port", m)
-		}
-		if rest != "" {
-			if port, hasPort = strings.CutPrefix(rest, ":"); !hasPort {
-				return fmt.Errorf("monitor %q: junk after ']'", m)
-			}
-		}
-		hostOK = true
-	case strings.Count(m, ":") > 1:
-		return fmt.Errorf("monitor %q: write an IPv6 address in brackets, as [addr]:port", m)
-	default:
-		var host string
-		host, port, hasPort = strings.Cut(m, ":")
-		hostOK = isHostName(host)
-	}
-	if !hostOK {
-		return fmt.Errorf("monitor %q is not host:port (host: a DNS name or IPv4 address; IPv6 as [addr]:port)", m)
-	}
-	if hasPort && !isPort(port) {
-		return fmt.Errorf("monitor %q has a bad port: want 1 to 65535", m)
-	}
-	return nil
-}
-
-// cutProtocol strips a messenger prefix: "v1:" pins the legacy protocol,
-// which monitors on a port other than 6789 need (without it, librados tries
-// msgr2 there first and never falls back).
-func cutProtocol(m string) (string, bool) {
-	for _, p := range []string{"v1:", "v2:"} {
-		if rest, ok := strings.CutPrefix(m, p); ok {
-			return rest, true
-		}
-	}
-	return m, false
-}
-
-func isPort(p string) bool {
-	if p == "" || len(p) > 5 || strings.ContainsFunc(p, func(r rune) bool { return r < '0' || r > '9' }) {
-		return false
-	}
-	n, _ := strconv.Atoi(p)
-	return n >= 1 && n <= 65535
-}
-
-// isHostName accepts DNS names and IPv4 literals: letters, digits, '.' and
-// '-', neither first nor last being '.' or '-'.
-func isHostName(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		alnum := (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !alnum && ((c != '.' && c != '-') || i == 0 || i == len(h)-1) {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseMonitors splits the legacy in-tree "monitors" parameter
@@ -226,7 +145,7 @@ func ParseMonitors(s string) ([]string, error) {
 		if m == "" {
 			continue
 		}
-		if err := ValidateMonitor(m); err != nil {
+		if err := ceph.ValidateMonitor(m); err != nil {
 			return nil, err
 		}
 		mons = append(mons, m)
@@ -235,16 +154,6 @@ func ParseMonitors(s string) ([]string, error) {
 		return nil, errors.New("no monitor addresses given")
 	}
 	return mons, nil
-}
-
-func isPlainName(s string) bool {
-	for _, r := range s {
-		ok := r == '.' || r == '_' || r == '-' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
-		if !ok {
-			return false
-		}
-	}
-	return s != ""
 }
 
 func sortedCopy(in []string) []string {

@@ -21,7 +21,7 @@ import (
 // clusterFor resolves the cluster a StorageClass names. A legacy monitors
 // list that matches a configured cluster uses that cluster's ID, which keeps
 // volume IDs short and lets monitors change later.
-func (d *Driver) clusterFor(p params.Volume) (ceph.Cluster, error) {
+func (d *shared) clusterFor(p params.Volume) (ceph.Cluster, error) {
 	if p.ClusterID != "" {
 		cl, err := d.opts.Clusters.Lookup(p.ClusterID)
 		if err != nil {
@@ -36,7 +36,7 @@ func (d *Driver) clusterFor(p params.Volume) (ceph.Cluster, error) {
 }
 
 // clusterForID resolves the cluster a volume ID names.
-func (d *Driver) clusterForID(id volid.ID) (ceph.Cluster, error) {
+func (d *shared) clusterForID(id volid.ID) (ceph.Cluster, error) {
 	if id.ClusterID == "" {
 		return ceph.Cluster{Monitors: id.Monitors}, nil
 	}
@@ -96,7 +96,7 @@ func (k *knownPools) lookup(cl ceph.Cluster, pool string) (ceph.Credentials, boo
 
 // credsFor finds credentials for a call that carries none: a Secret mounted
 // under --secrets-dir/<clusterID>/, else those last used for the pool.
-func (d *Driver) credsFor(cl ceph.Cluster, pool string) (ceph.Credentials, error) {
+func (d *controllerService) credsFor(cl ceph.Cluster, pool string) (ceph.Credentials, error) {
 	if d.opts.SecretsDir != "" && cl.ID != "" {
 		cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
 		if err == nil {
@@ -106,7 +106,7 @@ func (d *Driver) credsFor(cl ceph.Cluster, pool string) (ceph.Credentials, error
 			return ceph.Credentials{}, status.Errorf(codes.FailedPrecondition, "secrets for cluster %q: %v", cl.ID, err)
 		}
 	}
-	if cr, ok := d.known.lookup(cl, pool); ok {
+	if cr, ok := d.usedPools.lookup(cl, pool); ok {
 		return cr, nil
 	}
 	return ceph.Credentials{}, status.Errorf(codes.FailedPrecondition, "no credentials for pool %q: mount a Secret with userID and userKey at %s/<clusterID>/ (--secrets-dir), or create a volume in the pool first", pool, d.opts.SecretsDir)

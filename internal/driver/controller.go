@@ -41,7 +41,7 @@ type owner struct {
 }
 
 // ControllerGetCapabilities implements csi.ControllerServer.
-func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+func (d *controllerService) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
 	rpcs := []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
@@ -78,14 +78,14 @@ type createPlan struct {
 // from the request name (params.ImageName), so the whole operation is one
 // exclusive create plus one metadata write; a retry after a crash at any
 // point lands on the same image and finishes what is missing.
-func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (_ *csi.CreateVolumeResponse, err error) {
+func (d *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (_ *csi.CreateVolumeResponse, err error) {
 	var plan createPlan
 	defer explainAuth(&err, &plan.who)
 	plan, err = d.planCreate(req)
 	if err != nil {
 		return nil, err
 	}
-	unlock, err := d.locks.lock(ctx, "create/"+req.GetName())
+	unlock, err := d.locks.Lock(ctx, "create/"+req.GetName())
 	if err != nil {
 		return nil, lockStatus(err, "volume "+req.GetName())
 	}
@@ -99,7 +99,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	d.known.remember(plan.ref.Cluster, plan.ref.Pool, plan.creds)
+	d.usedPools.remember(plan.ref.Cluster, plan.ref.Pool, plan.creds)
 	var size uint64
 	if cs := req.GetVolumeContentSource(); cs != nil {
 		size, err = d.ensureClone(ctx, req.GetName(), plan, cs) // snapshot_clone.go
@@ -118,7 +118,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	}}, nil
 }
 
-func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
+func (d *controllerService) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	if req.GetName() == "" {
 		return createPlan{}, invalid("name is required")
 	}
@@ -128,7 +128,7 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 	}
 	p, err := params.ParseVolume(req.GetParameters())
 	if err != nil {
-		return createPlan{}, invalid("%v", err)
+		return createPlan{}, statusOf(err, "")
 	}
 	cl, err := d.clusterFor(p)
 	if err != nil {
@@ -148,15 +148,15 @@ func (d *Driver) planCreate(req *csi.CreateVolumeRequest) (createPlan, error) {
 }
 
 // ensureImage creates the image or adopts the one an earlier attempt made.
-func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
-	own, err := json.Marshal(owner{
+func (d *controllerService) ensureImage(ctx context.Context, name string, plan createPlan) (uint64, error) {
+	record, err := json.Marshal(owner{
 		Name: name, Instance: d.opts.InstanceID, User: plan.who.record,
 		PVCName: plan.params.Claim.PVCName, PVCNamespace: plan.params.Claim.PVCNamespace, PVName: plan.params.Claim.PVName,
 	})
 	if err != nil {
 		return 0, status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
-	spec := ceph.ImageSpec{Size: plan.size, Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(own)}}
+	spec := ceph.ImageSpec{Size: plan.size, Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(record)}}
 	err = d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec)
 	if err == nil {
 		return plan.size, nil
@@ -169,7 +169,7 @@ func (d *Driver) ensureImage(ctx context.Context, name string, plan createPlan) 
 
 // adoptImage handles an image that already has the derived name: a retry, a
 // concurrent caller, or a creation cut short by a crash.
-func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, spec ceph.ImageSpec) (uint64, error) {
+func (d *controllerService) adoptImage(ctx context.Context, name string, plan createPlan, spec ceph.ImageSpec) (uint64, error) {
 	info, err := d.statOrReplace(ctx, plan, spec)
 	if err != nil {
 		return 0, err
@@ -183,7 +183,7 @@ func (d *Driver) adoptImage(ctx context.Context, name string, plan createPlan, s
 	if _, ok := info.Metadata[metaOwner]; !ok {
 		// Created, but the process died before the owner record was written.
 		if err := d.opts.Backend.SetMetadata(ctx, plan.creds, plan.ref, spec.Metadata); err != nil {
-			return 0, cephStatus(err, "record owner of "+plan.ref.String())
+			return 0, statusOf(err, "record owner of "+plan.ref.String())
 		}
 	}
 	return info.Size, nil
@@ -196,15 +196,15 @@ const defaultPartialWait = 5 * time.Second
 
 // statOrReplace returns the image under plan's name, or nil once it has
 // replaced pieces an interrupted create left there with a new image.
-func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.ImageSpec) (*ceph.ImageInfo, error) {
-	give := time.Now().Add(d.partialWait)
+func (d *controllerService) statOrReplace(ctx context.Context, plan createPlan, spec ceph.ImageSpec) (*ceph.ImageInfo, error) {
+	deadline := time.Now().Add(d.partialWait)
 	for {
 		info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.ref)
 		if err == nil {
 			return &info, nil
 		}
 		if !errors.Is(err, ceph.ErrNotFound) {
-			return nil, cephStatus(err, "inspect existing image "+plan.ref.String())
+			return nil, statusOf(err, "inspect existing image "+plan.ref.String())
 		}
 		// The name is taken but the image cannot be opened: librbd was
 		// interrupted between writing the name and the header, or is still
@@ -220,14 +220,14 @@ func (d *Driver) statOrReplace(ctx context.Context, plan createPlan, spec ceph.I
 				return nil, createStatus(err, plan)
 			}
 		} else if !errors.Is(err, ceph.ErrInProgress) {
-			return nil, cephStatus(err, "clean up partially created image "+plan.ref.String())
+			return nil, statusOf(err, "clean up partially created image "+plan.ref.String())
 		}
 		// Someone else is creating the name: look again shortly.
-		if time.Now().After(give) {
+		if time.Now().After(deadline) {
 			return nil, status.Errorf(codes.Aborted, "image %s could not be opened within %v of finding its name taken: %v; retry later", plan.ref, d.partialWait, err)
 		}
 		if err := pause(ctx, 250*time.Millisecond); err != nil {
-			return nil, cephStatus(err, "wait for image "+plan.ref.String())
+			return nil, statusOf(err, "wait for image "+plan.ref.String())
 		}
 	}
 }
@@ -274,14 +274,14 @@ func createStatus(err error, plan createPlan) error {
 	if errors.Is(err, ceph.ErrNoSpace) {
 		return status.Errorf(codes.ResourceExhausted, "create image %s: pool %q is full or over quota: %v", plan.ref, plan.ref.Pool, err)
 	}
-	return cephStatus(err, "create image "+plan.ref.String())
+	return statusOf(err, "create image "+plan.ref.String())
 }
 
 func poolStatus(err error, pool string) error {
 	if errors.Is(err, ceph.ErrNotFound) {
 		return status.Errorf(codes.InvalidArgument, "pool %q does not exist: create it (`ceph osd pool create %s` and `rbd pool init %s`) or fix the pool parameter", pool, pool, pool)
 	}
-	return cephStatus(err, "look up pool "+pool)
+	return statusOf(err, "look up pool "+pool)
 }
 
 func volumeContext(plan createPlan) map[string]string {
@@ -375,7 +375,7 @@ func checkCapability(c *csi.VolumeCapability) (block bool, err error) {
 // DeleteVolume implements csi.ControllerServer. The image moves to the RBD
 // trash (constant time whatever its size) and is purged in the background by
 // the ceph-mgr, or by the driver when no mgr takes the task.
-func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (_ *csi.DeleteVolumeResponse, err error) {
+func (d *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (_ *csi.DeleteVolumeResponse, err error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -385,7 +385,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		klog.InfoS("DeleteVolume of a foreign volume ID: nothing to do", "volume", req.GetVolumeId(), "reason", err)
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	unlock, err := d.locks.lock(ctx, "volume/"+req.GetVolumeId())
+	unlock, err := d.locks.Lock(ctx, "volume/"+req.GetVolumeId())
 	if err != nil {
 		return nil, lockStatus(err, "volume "+req.GetVolumeId())
 	}
@@ -403,7 +403,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if err != nil {
 		return nil, err
 	}
-	d.known.remember(ref.Cluster, ref.Pool, creds)
+	d.usedPools.remember(ref.Cluster, ref.Pool, creds)
 	if err := d.dropTempSnaps(ctx, creds, ref); err != nil {
 		return nil, err
 	}
@@ -419,13 +419,13 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 // succeeding. One a finished clone still reads through moves to the
 // snapshot trash namespace, so the clone loses nothing. A snapshot or clone
 // of a volume being deleted cannot complete anyway.
-func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+func (d *controllerService) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	snaps, err := d.opts.Backend.ListSnaps(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil // already in the trash (a retry), or gone
 	}
 	if err != nil {
-		return cephStatus(err, "list snapshots of "+ref.String())
+		return statusOf(err, "list snapshots of "+ref.String())
 	}
 	for _, snap := range snaps {
 		if !params.IsTempSnapName(snap) {
@@ -433,13 +433,13 @@ func (d *Driver) dropTempSnaps(ctx context.Context, creds ceph.Credentials, ref 
 		}
 		klog.InfoS("Removing a temporary snapshot that an abandoned snapshot or clone left on the volume", "image", ref, "snapshot", snap)
 		if err := d.opts.Backend.RemoveSnap(ctx, creds, ref, snap); err != nil && !errors.Is(err, ceph.ErrNotFound) {
-			return cephStatus(err, "remove temporary snapshot "+snap+" of "+ref.String())
+			return statusOf(err, "remove temporary snapshot "+snap+" of "+ref.String())
 		}
 	}
 	return nil
 }
 
-func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
+func (d *controllerService) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
 	trashIDs, err := d.opts.Backend.TrashImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil // neither in the pool nor in its trash: gone already
@@ -448,7 +448,7 @@ func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref 
 		return d.busyStatus(ctx, creds, ref, err)
 	}
 	if err != nil {
-		return cephStatus(err, "move "+ref.String()+" to the trash")
+		return statusOf(err, "move "+ref.String()+" to the trash")
 	}
 	// On a retry the IDs are those of every trash entry under the name,
 	// the one an earlier attempt trashed and died before scheduling among
@@ -461,7 +461,7 @@ func (d *Driver) trashAndPurge(ctx context.Context, creds ceph.Credentials, ref 
 	return nil
 }
 
-func (d *Driver) busyStatus(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, cause error) error {
+func (d *controllerService) busyStatus(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, cause error) error {
 	ws, err := d.opts.Backend.Watchers(ctx, creds, ref)
 	if err != nil || len(ws) == 0 {
 		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use or has snapshots: %v", ref, cause)
@@ -472,7 +472,7 @@ func (d *Driver) busyStatus(ctx context.Context, creds ceph.Credentials, ref cep
 var errPoolGone = errors.New("pool no longer exists")
 
 // imageRef resolves a decoded ID to the image it names.
-func (d *Driver) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentials) (ceph.ImageRef, error) {
+func (d *shared) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentials) (ceph.ImageRef, error) {
 	cl, err := d.clusterForID(id)
 	if err != nil {
 		return ceph.ImageRef{}, err
@@ -482,7 +482,7 @@ func (d *Driver) imageRef(ctx context.Context, id volid.ID, creds ceph.Credentia
 		return ceph.ImageRef{}, errPoolGone
 	}
 	if err != nil {
-		return ceph.ImageRef{}, cephStatus(err, fmt.Sprintf("look up pool %d", id.PoolID))
+		return ceph.ImageRef{}, statusOf(err, fmt.Sprintf("look up pool %d", id.PoolID))
 	}
 	return ceph.ImageRef{Cluster: cl, Pool: pool, Name: id.Image}, nil
 }
@@ -501,7 +501,7 @@ func encodeSnapshotID(ref ceph.ImageRef, poolID int64, user string) (string, err
 }
 
 // ControllerExpandVolume implements csi.ControllerServer: RBD grows online.
-func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (_ *csi.ControllerExpandVolumeResponse, err error) {
+func (d *controllerService) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (_ *csi.ControllerExpandVolumeResponse, err error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -522,14 +522,14 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	creds := who.creds
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if err != nil {
-		return nil, cephStatus(err, "inspect "+ref.String())
+		return nil, statusOf(err, "inspect "+ref.String())
 	}
 	if limit > 0 && info.Size > limit {
 		return nil, status.Errorf(codes.OutOfRange, "volume is %d bytes, above limit_bytes %d: RBD volumes cannot shrink", info.Size, limit)
 	}
 	if info.Size < size {
 		if err := d.opts.Backend.ResizeImage(ctx, creds, ref, size); err != nil {
-			return nil, cephStatus(err, "resize "+ref.String())
+			return nil, statusOf(err, "resize "+ref.String())
 		}
 		info.Size = size
 	}
@@ -540,7 +540,7 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 // lockedVolume decodes a volume ID, resolves the identity of its secrets
 // into *who, takes the volume lock and resolves its image. Unknown IDs are
 // NotFound, as the CSI spec asks of these calls.
-func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string, who *identity) (ceph.ImageRef, func(), error) {
+func (d *controllerService) lockedVolume(ctx context.Context, volumeID string, secrets map[string]string, who *identity) (ceph.ImageRef, func(), error) {
 	id, err := volid.Decode(volumeID)
 	if err != nil {
 		return ceph.ImageRef{}, nil, status.Errorf(codes.NotFound, "volume %q: %v", volumeID, err)
@@ -548,7 +548,7 @@ func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[
 	if *who, err = resolveIdentity(secrets, "secrets", idHint(id)); err != nil {
 		return ceph.ImageRef{}, nil, err
 	}
-	unlock, err := d.locks.lock(ctx, "volume/"+volumeID)
+	unlock, err := d.locks.Lock(ctx, "volume/"+volumeID)
 	if err != nil {
 		return ceph.ImageRef{}, nil, lockStatus(err, "volume "+volumeID)
 	}
@@ -564,7 +564,7 @@ func (d *Driver) lockedVolume(ctx context.Context, volumeID string, secrets map[
 }
 
 // ValidateVolumeCapabilities implements csi.ControllerServer.
-func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (_ *csi.ValidateVolumeCapabilitiesResponse, err error) {
+func (d *controllerService) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (_ *csi.ValidateVolumeCapabilitiesResponse, err error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -579,7 +579,7 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	}
 	defer unlock()
 	if _, err := d.opts.Backend.StatImage(ctx, who.creds, ref); err != nil {
-		return nil, cephStatus(err, "volume "+req.GetVolumeId())
+		return nil, statusOf(err, "volume "+req.GetVolumeId())
 	}
 	if _, err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil

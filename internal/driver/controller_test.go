@@ -25,17 +25,18 @@ const (
 	clusterID = "c1"
 )
 
-func newTestDriver(t *testing.T) (*Driver, *cephfake.Backend) {
+func newTestDriver(t *testing.T) (*testDriver, *cephfake.Backend) {
 	t.Helper()
 	fake := cephfake.New("admin", testKey, testPool, "data")
 	cfg, err := clusterconfig.Parse([]byte(`[{"clusterID":"c1","monitors":["127.0.0.1:6789"]}]`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Options{Mode: ModeController, InstanceID: "test", Clusters: cfg, Backend: fake})
+	dDriver, err := New(Options{Mode: ModeController, InstanceID: "test", Clusters: cfg, Backend: fake})
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := services(dDriver)
 	d.purger.start()
 	t.Cleanup(d.purger.stop)
 	return d, fake
@@ -94,6 +95,10 @@ func TestCreateVolumeRejectsBadRequests(t *testing.T) {
 		{"image format 1", func(r *csi.CreateVolumeRequest) { r.Parameters["imageFormat"] = "1" }, []string{"imageFormat", "2"}},
 		{"feature without dependency", func(r *csi.CreateVolumeRequest) { r.Parameters["imageFeatures"] = "layering,object-map" }, []string{"object-map", "exclusive-lock"}},
 		{"unknown feature", func(r *csi.CreateVolumeRequest) { r.Parameters["imageFeatures"] = "layering,turbo" }, []string{"turbo"}},
+		{"map option the node's mapper refuses", func(r *csi.CreateVolumeRequest) {
+			r.Parameters["mounter"], r.Parameters["mapOptions"] = "krbd", "io-timeout=30"
+		}, []string{"mapOptions", `"io-timeout"`, "krbd"}},
+		{"map option no mapper accepts", func(r *csi.CreateVolumeRequest) { r.Parameters["mapOptions"] = "turbo=1" }, []string{"mapOptions", `"turbo"`}},
 		{"unsupported filesystem", func(r *csi.CreateVolumeRequest) {
 			r.VolumeCapabilities[0].GetMount().FsType = "btrfs"
 		}, []string{"btrfs"}},
@@ -226,8 +231,8 @@ func TestConcurrentCreatesOfOneNameMakeOneImage(t *testing.T) {
 	if n := len(fake.Images(testPool)); n != 4 {
 		t.Fatalf("%d images for 4 names", n)
 	}
-	if d.locks.held() != 0 {
-		t.Fatalf("%d locks still held", d.locks.held())
+	if d.locks.Held() != 0 {
+		t.Fatalf("%d locks still held", d.locks.Held())
 	}
 }
 
@@ -371,7 +376,7 @@ func TestCephFailuresMapToRetryableCodes(t *testing.T) {
 
 func TestCreateVolumeWaitsNoLongerThanItsDeadline(t *testing.T) {
 	d, _ := newTestDriver(t)
-	unlock, err := d.locks.lock(context.Background(), "create/pvc-1")
+	unlock, err := d.locks.Lock(context.Background(), "create/pvc-1")
 	if err != nil {
 		t.Fatal(err)
 	}

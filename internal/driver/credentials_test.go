@@ -21,7 +21,7 @@ const kubeKey = "AQBdc1tlAAAAABAAa3ViZWt1YmVrdWJla3ViZQ=="
 func keyOnly(key string) map[string]string { return map[string]string{"key": key} }
 
 // kubeDriver is a driver whose cluster knows client.admin and client.kube.
-func kubeDriver(t *testing.T) (*Driver, *cephfake.Backend) {
+func kubeDriver(t *testing.T) (*testDriver, *cephfake.Backend) {
 	t.Helper()
 	d, fake := newTestDriver(t)
 	fake.AddUser("kube", kubeKey)
@@ -162,21 +162,21 @@ func TestKeyOnlySecretGoesThroughTheWholeLifecycle(t *testing.T) {
 // TestCallsWithoutParametersFindTheUser: every call that gets only an ID
 // and a Secret resolves the same way, for old (version 1) and new IDs.
 func TestCallsWithoutParametersFindTheUser(t *testing.T) {
-	type call func(d *Driver, id string, sec map[string]string) error
+	type call func(d *testDriver, id string, sec map[string]string) error
 	calls := map[string]call{
-		"DeleteVolume": func(d *Driver, id string, sec map[string]string) error {
+		"DeleteVolume": func(d *testDriver, id string, sec map[string]string) error {
 			_, err := d.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: id, Secrets: sec})
 			return err
 		},
-		"ControllerExpandVolume": func(d *Driver, id string, sec map[string]string) error {
+		"ControllerExpandVolume": func(d *testDriver, id string, sec map[string]string) error {
 			_, err := d.ControllerExpandVolume(context.Background(), &csi.ControllerExpandVolumeRequest{VolumeId: id, Secrets: sec, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 << 30}})
 			return err
 		},
-		"CreateSnapshot": func(d *Driver, id string, sec map[string]string) error {
+		"CreateSnapshot": func(d *testDriver, id string, sec map[string]string) error {
 			_, err := d.CreateSnapshot(context.Background(), &csi.CreateSnapshotRequest{Name: "s", SourceVolumeId: id, Secrets: sec})
 			return err
 		},
-		"ValidateVolumeCapabilities": func(d *Driver, id string, sec map[string]string) error {
+		"ValidateVolumeCapabilities": func(d *testDriver, id string, sec map[string]string) error {
 			_, err := d.ValidateVolumeCapabilities(context.Background(), &csi.ValidateVolumeCapabilitiesRequest{VolumeId: id, Secrets: sec, VolumeCapabilities: []*csi.VolumeCapability{mountCap()}})
 			return err
 		},

@@ -19,12 +19,12 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 	"github.com/rbd-csi/rbd-csi/internal/version"
 )
 
@@ -70,27 +70,44 @@ type Options struct {
 	Observer RPCObserver
 }
 
-// RPCObserver receives the method, status code and duration of every
+// RPCObserver receives the method, status code name and duration of every
 // answered CSI call. It is an interface so that this package does not
 // depend on the metrics implementation.
 type RPCObserver interface {
-	ObserveRPC(fullMethod string, code codes.Code, d time.Duration)
+	ObserveRPC(fullMethod, code string, d time.Duration)
 }
 
-// Driver is the CSI plugin.
+// Driver is the CSI plugin: the identity service, and the controller and
+// node services its mode asks for.
 type Driver struct {
 	csi.UnimplementedIdentityServer
-	csi.UnimplementedControllerServer
-	csi.UnimplementedNodeServer
+	*shared
+	controller *controllerService // nil in node mode
+	node       *nodeService       // nil in controller mode
+}
 
-	opts   Options
-	locks  *keyLocks
-	known  *knownPools
-	purger *purger
-	flat   *flattener
-	node   *nodeState
+// shared is what every service uses.
+type shared struct {
+	opts  Options
+	locks *keylock.Locks
+}
+
+// controllerService serves csi.ControllerServer.
+type controllerService struct {
+	csi.UnimplementedControllerServer
+	*shared
+	usedPools *knownPools // pools and the credentials last used for them
+	purger    *purger
+	flattener *flattener
 	// partialWait: see defaultPartialWait (a field so tests can shorten it).
 	partialWait time.Duration
+}
+
+func newControllerService(sh *shared) *controllerService {
+	return &controllerService{
+		shared: sh, usedPools: newKnownPools(), partialWait: defaultPartialWait,
+		purger: newPurger(sh.opts.Backend), flattener: newFlattener(sh.opts.Backend),
+	}
 }
 
 // New validates opts and builds a Driver.
@@ -113,19 +130,34 @@ func New(opts Options) (*Driver, error) {
 	if opts.Mode != ModeController && opts.NodeID == "" {
 		return nil, errors.New("node mode needs --nodeid")
 	}
-	d := &Driver{opts: opts, locks: newKeyLocks(), known: newKnownPools(), partialWait: defaultPartialWait}
+	d := &Driver{shared: &shared{opts: opts, locks: &keylock.Locks{}}}
 	if opts.Mode != ModeNode {
-		d.purger = newPurger(opts.Backend)
-		d.flat = newFlattener(opts.Backend)
+		d.controller = newControllerService(d.shared)
 	}
 	if opts.Mode != ModeController {
-		ns, err := newNodeState(opts)
+		ns, err := newNodeService(d.shared)
 		if err != nil {
 			return nil, err
 		}
 		d.node = ns
 	}
 	return d, nil
+}
+
+// Controller returns the controller service, or nil in node mode.
+func (d *Driver) Controller() csi.ControllerServer {
+	if d.controller == nil {
+		return nil
+	}
+	return d.controller
+}
+
+// Node returns the node service, or nil in controller mode.
+func (d *Driver) Node() csi.NodeServer {
+	if d.node == nil {
+		return nil
+	}
+	return d.node
 }
 
 // validateDriverName applies the CSI rule: at most 63 characters, beginning
@@ -172,12 +204,12 @@ func (d *Driver) Serve(endpoint string) (*Server, error) {
 	}
 	srv := grpc.NewServer(grpc.UnaryInterceptor(d.interceptRPC))
 	csi.RegisterIdentityServer(srv, d)
-	if d.opts.Mode != ModeNode {
-		csi.RegisterControllerServer(srv, d)
-		d.purger.start()
+	if d.controller != nil {
+		csi.RegisterControllerServer(srv, d.controller)
+		d.controller.purger.start()
 	}
-	if d.opts.Mode != ModeController {
-		csi.RegisterNodeServer(srv, d)
+	if d.node != nil {
+		csi.RegisterNodeServer(srv, d.node)
 	}
 	s := &Server{grpc: srv, lis: lis, d: d}
 	s.wg.Add(1)
@@ -201,8 +233,8 @@ func (s *Server) Stop(grace time.Duration) {
 		s.grpc.Stop()
 	}
 	s.wg.Wait()
-	if s.d.purger != nil {
-		s.d.purger.stop()
+	if s.d.controller != nil {
+		s.d.controller.purger.stop()
 	}
 }
 
@@ -247,7 +279,7 @@ func (d *Driver) interceptRPC(ctx context.Context, req any, info *grpc.UnaryServ
 	took := time.Since(start)
 	logOutcome(id, info.FullMethod, req, resp, err, took)
 	if d.opts.Observer != nil {
-		d.opts.Observer.ObserveRPC(info.FullMethod, status.Code(err), took)
+		d.opts.Observer.ObserveRPC(info.FullMethod, status.Code(err).String(), took)
 	}
 	return resp, err
 }
@@ -255,17 +287,17 @@ func (d *Driver) interceptRPC(ctx context.Context, req any, info *grpc.UnaryServ
 // PurgeQueueLength reports the local trash purges queued or running (0 in
 // node mode, which purges nothing), for the metrics.
 func (d *Driver) PurgeQueueLength() int {
-	if d.purger == nil {
+	if d.controller == nil {
 		return 0
 	}
-	return d.purger.Pending()
+	return d.controller.purger.Pending()
 }
 
 // FlattenQueueLength reports the background clone flattens queued or
 // running (0 in node mode), for the metrics.
 func (d *Driver) FlattenQueueLength() int {
-	if d.flat == nil {
+	if d.controller == nil {
 		return 0
 	}
-	return d.flat.Pending()
+	return d.controller.flattener.Pending()
 }

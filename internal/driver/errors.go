@@ -3,55 +3,93 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
+	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
+	"github.com/rbd-csi/rbd-csi/internal/params"
 )
 
-// cephStatus turns a backend error into the gRPC status the CSI spec and the
-// sidecars expect. Retryable conditions get codes the sidecars retry
-// (Unavailable, DeadlineExceeded, Aborted); the message keeps the operation
-// and object so an operator can act on it.
-func cephStatus(err error, what string) error {
+// errorKind maps the typed errors of the lower packages to one gRPC code,
+// with an optional hint appended to the message.
+type errorKind struct {
+	is   []error
+	code codes.Code
+	hint string
+}
+
+// errorKinds is the one table from error kind to gRPC code. The first row
+// that matches wins: a diagnosed krbd timeout wraps both
+// ErrClusterIncompatible and ErrMapTimeout and is a precondition.
+// Retryable conditions get codes the sidecars retry (Unavailable,
+// DeadlineExceeded, Aborted).
+var errorKinds = []errorKind{
+	{is: []error{mapper.ErrInvalidImage, mapper.ErrInvalidOptions, mapper.ErrInvalidDevice, params.ErrInvalid}, code: codes.InvalidArgument},
+	{is: []error{
+		mapper.ErrUnsupportedFeatures, mapper.ErrUnsupported, mapper.ErrClusterIncompatible,
+		mapper.ErrDeviceBusy, mapper.ErrMappingConflict,
+		mounter.ErrWrongFilesystem, mounter.ErrOnlineResizeDenied,
+	}, code: codes.FailedPrecondition},
+	{is: []error{mapper.ErrImageNotFound}, code: codes.NotFound},
+	{is: []error{mapper.ErrAccessDenied}, code: codes.PermissionDenied},
+	{is: []error{mapper.ErrMapTimeout}, code: codes.DeadlineExceeded},
+	{is: []error{context.Canceled}, code: codes.Canceled},
+	{is: []error{ceph.ErrAuth}, code: codes.Unauthenticated},
+	{is: []error{ceph.ErrPermission}, code: codes.PermissionDenied,
+		hint: ": check the cephx caps of the user (mon 'profile rbd', osd 'profile rbd pool=<pool>', mgr 'profile rbd pool=<pool>')"},
+	{is: []error{ceph.ErrTimeout, context.DeadlineExceeded}, code: codes.DeadlineExceeded},
+	{is: []error{ceph.ErrUnavailable}, code: codes.Unavailable},
+	{is: []error{ceph.ErrNotFound}, code: codes.NotFound},
+	{is: []error{ceph.ErrExists}, code: codes.AlreadyExists},
+	{is: []error{ceph.ErrInProgress}, code: codes.Aborted, hint: "; retry later"},
+	{is: []error{ceph.ErrBusy}, code: codes.FailedPrecondition},
+	{is: []error{ceph.ErrNoSpace}, code: codes.ResourceExhausted},
+	{is: []error{ceph.ErrInvalid}, code: codes.InvalidArgument},
+}
+
+// kindOf returns the row err matches; Internal when none does.
+func kindOf(err error) errorKind {
+	for _, k := range errorKinds {
+		for _, target := range k.is {
+			if errors.Is(err, target) {
+				return k
+			}
+		}
+	}
+	return errorKind{code: codes.Internal}
+}
+
+// errorCode is the gRPC code statusOf gives err (OK for nil).
+func errorCode(err error) codes.Code {
+	if err == nil {
+		return codes.OK
+	}
+	return kindOf(err).code
+}
+
+// statusOf turns an error of a lower package into the gRPC status the CSI
+// spec and the sidecars expect; what names the operation and object so an
+// operator can act on the message ("" when err says it all).
+func statusOf(err error, what string) error {
 	if err == nil {
 		return nil
 	}
-	msg := fmt.Sprintf("%s: %v", what, err)
-	switch {
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, msg)
-	case errors.Is(err, ceph.ErrAuth):
-		return status.Error(codes.Unauthenticated, msg)
-	case errors.Is(err, ceph.ErrPermission):
-		return status.Error(codes.PermissionDenied, msg+": check the cephx caps of the user (mon 'profile rbd', osd 'profile rbd pool=<pool>', mgr 'profile rbd pool=<pool>')")
-	case errors.Is(err, ceph.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, msg)
-	case errors.Is(err, ceph.ErrUnavailable):
-		return status.Error(codes.Unavailable, msg)
-	case errors.Is(err, ceph.ErrNotFound):
-		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, ceph.ErrExists):
-		return status.Error(codes.AlreadyExists, msg)
-	case errors.Is(err, ceph.ErrInProgress):
-		return status.Error(codes.Aborted, msg+"; retry later")
-	case errors.Is(err, ceph.ErrBusy):
-		return status.Error(codes.FailedPrecondition, msg)
-	case errors.Is(err, ceph.ErrNoSpace):
-		return status.Error(codes.ResourceExhausted, msg)
-	case errors.Is(err, ceph.ErrInvalid):
-		return status.Error(codes.InvalidArgument, msg)
+	msg := err.Error()
+	if what != "" {
+		msg = what + ": " + msg
 	}
-	return status.Error(codes.Internal, msg)
+	k := kindOf(err)
+	return status.Error(k.code, msg+k.hint)
 }
 
 // lockStatus is the error for a lock not obtained before the deadline:
 // Aborted tells the sidecar another operation on the volume is in flight.
 func lockStatus(err error, key string) error {
 	if errors.Is(err, context.Canceled) {
-		return status.Errorf(codes.Canceled, "waiting for the in-flight operation on %s: %v", key, err)
+		return status.Errorf(codes.Canceled, "waiting for the in-flight operation on %s: %v", key, context.Canceled)
 	}
 	return status.Errorf(codes.Aborted, "an operation on %s is already in progress; retry later", key)
 }

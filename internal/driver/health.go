@@ -32,7 +32,7 @@ func setLegacyVolumeCondition(resp *csi.NodeGetVolumeStatsResponse, problem stri
 }
 
 // NodeGetVolumeHealth implements csi.NodeServer (CSI 1.13).
-func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+func (d *nodeService) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}

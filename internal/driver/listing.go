@@ -14,7 +14,7 @@ import (
 // GetCapacity implements csi.ControllerServer. With StorageClass parameters
 // it reports the named pool; without, the sum over the pools this controller
 // knows (the CSI spec leaves that case to the plugin).
-func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+func (d *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
 	for _, c := range req.GetVolumeCapabilities() {
 		if _, err := checkCapability(c); err != nil {
 			return &csi.GetCapacityResponse{AvailableCapacity: 0}, nil
@@ -25,7 +25,7 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	}
 	p, err := params.ParseVolume(req.GetParameters())
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	cl, err := d.clusterFor(p)
 	if err != nil {
@@ -37,17 +37,17 @@ func (d *Driver) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (
 	}
 	u, err := d.opts.Backend.PoolUsage(ctx, creds, cl, p.Pool)
 	if err != nil {
-		return nil, cephStatus(err, "read capacity of pool "+p.Pool)
+		return nil, statusOf(err, "read capacity of pool "+p.Pool)
 	}
 	return &csi.GetCapacityResponse{AvailableCapacity: int64(u.Available())}, nil
 }
 
-func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
+func (d *controllerService) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
 	var total uint64
-	for _, a := range d.known.list() {
+	for _, a := range d.usedPools.list() {
 		u, err := d.opts.Backend.PoolUsage(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
-			return nil, cephStatus(err, "read capacity of pool "+a.pool)
+			return nil, statusOf(err, "read capacity of pool "+a.pool)
 		}
 		total += u.Available()
 	}
@@ -59,7 +59,7 @@ func (d *Driver) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, e
 // tag in their names). The token is
 // the position in the listing, so volumes created or deleted between pages
 // may shift entries but never produce an error.
-func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+func (d *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
 	if req.GetMaxEntries() < 0 {
 		return nil, invalid("max_entries must not be negative")
 	}
@@ -82,16 +82,16 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	return resp, nil
 }
 
-func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
+func (d *controllerService) allVolumeIDs(ctx context.Context) ([]string, error) {
 	var ids []string
-	for _, a := range d.known.list() {
+	for _, a := range d.usedPools.list() {
 		names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
-			return nil, cephStatus(err, "list images of pool "+a.pool)
+			return nil, statusOf(err, "list images of pool "+a.pool)
 		}
 		poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
 		if err != nil {
-			return nil, cephStatus(err, "look up pool "+a.pool)
+			return nil, statusOf(err, "look up pool "+a.pool)
 		}
 		for _, n := range names {
 			if !params.OwnedBy(n, d.opts.InstanceID) || params.IsSnapshotImage(n) {
@@ -115,17 +115,17 @@ func (d *Driver) allVolumeIDs(ctx context.Context) ([]string, error) {
 // record: the name alone does not tell, and the ID listed must be the one
 // CreateVolume answered. An image gone since the pool was listed, or one
 // that cannot be opened yet (a create in progress), records none.
-func (d *Driver) recordedUser(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (string, error) {
+func (d *controllerService) recordedUser(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (string, error) {
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return "", nil
 	}
 	if err != nil {
-		return "", cephStatus(err, "inspect "+ref.String())
+		return "", statusOf(err, "inspect "+ref.String())
 	}
-	var own owner
-	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil {
+	var record owner
+	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &record) != nil {
 		return "", nil
 	}
-	return own.User, nil
+	return record.User, nil
 }

@@ -34,23 +34,25 @@ type NodeOptions struct {
 	Mounter mounter.Interface
 }
 
-// nodeState is the node plugin's machinery.
-type nodeState struct {
-	mappers map[string]mapper.Mapper
-	mounter mounter.Interface
-	index   volumeIndex
-	def     string
+// nodeService serves csi.NodeServer.
+type nodeService struct {
+	csi.UnimplementedNodeServer
+	*shared
+	mappers       map[string]mapper.Mapper
+	mounter       mounter.Interface
+	index         volumeIndex
+	defaultMapper string
 }
 
-func newNodeState(opts Options) (*nodeState, error) {
-	n := opts.Node
+func newNodeService(sh *shared) (*nodeService, error) {
+	n := sh.opts.Node
 	if n.StateDir == "" {
 		return nil, errors.New("node mode needs a state directory (--state-dir)")
 	}
 	if n.Mapper == "" {
 		n.Mapper = mapper.KRBD
 	}
-	ns := &nodeState{mappers: n.Mappers, mounter: n.Mounter, index: volumeIndex{dir: filepath.Join(n.StateDir, "volumes")}, def: n.Mapper}
+	ns := &nodeService{shared: sh, mappers: n.Mappers, mounter: n.Mounter, index: volumeIndex{dir: filepath.Join(n.StateDir, "volumes")}, defaultMapper: n.Mapper}
 	if ns.mounter == nil {
 		ns.mounter = mounter.New(0)
 	}
@@ -71,12 +73,12 @@ func newNodeState(opts Options) (*nodeState, error) {
 }
 
 // NodeGetInfo implements csi.NodeServer.
-func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+func (d *nodeService) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
 	return &csi.NodeGetInfoResponse{NodeId: d.opts.NodeID}, nil
 }
 
 // NodeGetCapabilities implements csi.NodeServer.
-func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+func (d *nodeService) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	types := []csi.NodeServiceCapability_RPC_Type{
 		csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
@@ -105,7 +107,7 @@ type stageRequest struct {
 	mapperName        string
 }
 
-func (d *Driver) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
+func (d *nodeService) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
 	r := stageRequest{volumeID: req.GetVolumeId(), staging: req.GetStagingTargetPath(), ctx: req.GetVolumeContext()}
 	if r.volumeID == "" {
 		return r, invalid("volume_id is required")
@@ -130,15 +132,15 @@ func (d *Driver) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, erro
 			return r, err
 		}
 	}
-	r.mapperName = d.node.def
+	r.mapperName = d.defaultMapper
 	if m := r.ctx[params.KeyMounter]; m != "" {
 		r.mapperName = m
 	}
-	if _, ok := d.node.mappers[r.mapperName]; !ok {
+	if _, ok := d.mappers[r.mapperName]; !ok {
 		return r, invalid("mounter %q: want one of %s", r.mapperName, strings.Join(mapper.Names(), ", "))
 	}
 	if err := params.ValidateMapOptions(r.ctx[params.KeyMapOptions]); err != nil {
-		return r, invalid("volume context mapOptions: %v", err)
+		return r, statusOf(err, "volume context mapOptions")
 	}
 	// A key-only node-stage Secret is for the volume context's userId
 	// (CreateVolume puts the StorageClass's userId, else adminId, there;
@@ -167,7 +169,7 @@ func validateMountFlags(flags []string) ([]string, error) {
 // NodeStageVolume implements csi.NodeServer: map the image, and for mount
 // volumes format it if it holds no filesystem and mount it at the staging
 // path. A failure undoes what this call did.
-func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (_ *csi.NodeStageVolumeResponse, err error) {
+func (d *nodeService) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (_ *csi.NodeStageVolumeResponse, err error) {
 	var r stageRequest
 	defer explainAuth(&err, &r.who)
 	r, err = d.parseStage(req)
@@ -201,8 +203,8 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 }
 
 // deviceHealthy reports whether the recorded device still maps the image.
-func (d *Driver) deviceHealthy(ctx context.Context, st *stageState) bool {
-	m, ok := d.node.mappers[st.Mapper]
+func (d *nodeService) deviceHealthy(ctx context.Context, st *stageState) bool {
+	m, ok := d.mappers[st.Mapper]
 	if !ok {
 		return false
 	}
@@ -213,16 +215,16 @@ func (d *Driver) deviceHealthy(ctx context.Context, st *stageState) bool {
 // stagingComplete reports whether a mapped volume is fully staged: block
 // volumes need nothing more, filesystems must be mounted at the staging
 // path.
-func (d *Driver) stagingComplete(st *stageState) bool {
+func (d *nodeService) stagingComplete(st *stageState) bool {
 	if st.Block {
 		return true
 	}
-	mounted, err := d.node.mounter.IsMountPoint(st.StagingPath)
+	mounted, err := d.mounter.IsMountPoint(st.StagingPath)
 	return st.Mounted && err == nil && mounted
 }
 
 // restage answers a repeated NodeStageVolume for a staged volume.
-func (d *Driver) restage(st *stageState, r stageRequest) (*csi.NodeStageVolumeResponse, error) {
+func (d *nodeService) restage(st *stageState, r stageRequest) (*csi.NodeStageVolumeResponse, error) {
 	if st.Block != r.block || (!r.block && st.FsType != r.fsType) {
 		return nil, status.Errorf(codes.AlreadyExists, "volume %s is staged at %s with another capability (block=%v fsType=%q)", r.volumeID, r.staging, st.Block, st.FsType)
 	}
@@ -232,7 +234,7 @@ func (d *Driver) restage(st *stageState, r stageRequest) (*csi.NodeStageVolumeRe
 // stage maps the image and mounts it. prevMapped says the previous state's
 // device still maps the image on this node: then its watch is our own and
 // not a sign of another client.
-func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState, prevMapped bool) (resp *csi.NodeStageVolumeResponse, err error) {
+func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageState, prevMapped bool) (resp *csi.NodeStageVolumeResponse, err error) {
 	ref, err := d.nodeImage(ctx, r.volumeID, r.ctx, r.creds)
 	if err != nil {
 		return nil, err
@@ -249,14 +251,14 @@ func (d *Driver) stage(ctx context.Context, r stageRequest, prev *stageState, pr
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if err := d.node.index.put(r.volumeID, r.staging); err != nil {
+	if err := d.index.put(r.volumeID, r.staging); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	m := d.node.mappers[r.mapperName]
+	m := d.mappers[r.mapperName]
 	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
 	if err != nil {
 		d.rollbackMap(st, prev != nil, err)
-		return nil, status.Errorf(mapper.GRPCCode(err), "map %s with %s: %v", ref, r.mapperName, err)
+		return nil, statusOf(err, fmt.Sprintf("map %s with %s", ref, r.mapperName))
 	}
 	defer func() {
 		if err != nil {
@@ -283,22 +285,18 @@ func prevDevice(prev *stageState) *mapper.Device {
 	return prev.Device
 }
 
-func (d *Driver) mountStaging(ctx context.Context, st *stageState, flags []string) error {
+func (d *nodeService) mountStaging(ctx context.Context, st *stageState, flags []string) error {
 	opts := append(fsDefaults(st.FsType), flags...)
 	if st.ReadOnly {
 		opts = append(opts, "ro")
 	}
-	mounted, err := d.node.mounter.IsMountPoint(st.StagingPath)
+	mounted, err := d.mounter.IsMountPoint(st.StagingPath)
 	if err != nil {
 		return status.Errorf(codes.Internal, "inspect staging path: %v", err)
 	}
 	if !mounted {
-		if err := d.node.mounter.FormatAndMount(ctx, st.Device.Path, st.StagingPath, st.FsType, opts); err != nil {
-			code := codes.Internal
-			if errors.Is(err, mounter.ErrWrongFilesystem) {
-				code = codes.FailedPrecondition
-			}
-			return status.Errorf(code, "format and mount %s at %s: %v", st.Device.Path, st.StagingPath, err)
+		if err := d.mounter.FormatAndMount(ctx, st.Device.Path, st.StagingPath, st.FsType, opts); err != nil {
+			return statusOf(err, fmt.Sprintf("format and mount %s at %s", st.Device.Path, st.StagingPath))
 		}
 	}
 	st.Mounted = true
@@ -322,17 +320,11 @@ func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 	return m == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY || m == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
 }
 
-// rollbackMap cleans up after a failed Map. A refusal (bad input, a
-// precondition such as a conflicting mapping of the same image on this
-// node, missing image or access) created nothing, and a teardown by image
-// would remove a mapping that belongs to another staging of the image: only
-// the state goes, unless an earlier call had left one: that state may name
-// a mapping the earlier call made (it died before recording the device),
-// and it is all NodeUnstageVolume has to find it by. Any other failure may
-// have left a late mapping behind, which the full rollback finds by the
-// image.
-func (d *Driver) rollbackMap(st *stageState, hadState bool, mapErr error) {
-	switch mapper.GRPCCode(mapErr) {
+// rollbackMap cleans up after a failed Map: a refusal created nothing, so
+// only a state of this call goes; any other failure gets the full rollback
+// (docs/design.md, "Node").
+func (d *nodeService) rollbackMap(st *stageState, hadState bool, mapErr error) {
+	switch errorCode(mapErr) {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.PermissionDenied:
 		if hadState {
 			return
@@ -341,7 +333,7 @@ func (d *Driver) rollbackMap(st *stageState, hadState bool, mapErr error) {
 			klog.ErrorS(err, "Could not drop the state of a refused NodeStageVolume", "volume", st.VolumeID)
 			return
 		}
-		d.node.index.drop(st.VolumeID)
+		d.index.drop(st.VolumeID)
 	default:
 		d.rollbackStage(st)
 	}
@@ -349,7 +341,7 @@ func (d *Driver) rollbackMap(st *stageState, hadState bool, mapErr error) {
 
 // rollbackStage undoes a failed stage so that nothing stays mapped or
 // mounted; the state file goes only once everything is undone.
-func (d *Driver) rollbackStage(st *stageState) {
+func (d *nodeService) rollbackStage(st *stageState) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
 	if err := d.teardownStage(ctx, st); err != nil {
@@ -360,7 +352,7 @@ func (d *Driver) rollbackStage(st *stageState) {
 // statAndCheckNotInUse reads the image and, when checkUse, its watchers:
 // both at once, since each opens the image (a few round trips) and they
 // do not depend on each other.
-func (d *Driver) statAndCheckNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageInfo, error) {
+func (d *nodeService) statAndCheckNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageInfo, error) {
 	inUse := make(chan error, 1)
 	if checkUse {
 		go func() { inUse <- d.checkNotInUse(ctx, r, ref) }()
@@ -370,20 +362,20 @@ func (d *Driver) statAndCheckNotInUse(ctx context.Context, r stageRequest, ref c
 	info, err := d.opts.Backend.StatImage(ctx, r.creds, ref)
 	useErr := <-inUse
 	if err != nil {
-		return info, cephStatus(err, "volume image "+ref.String())
+		return info, statusOf(err, "volume image "+ref.String())
 	}
 	return info, useErr
 }
 
 // checkNotInUse refuses to map a single-writer volume that a client
 // elsewhere has open: two writers would corrupt the filesystem.
-func (d *Driver) checkNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
+func (d *nodeService) checkNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
 	if readOnlyMode(r.mode) || r.mode == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER {
 		return nil
 	}
 	ws, err := d.opts.Backend.Watchers(ctx, r.creds, ref)
 	if err != nil {
-		return cephStatus(err, "list clients of "+ref.String())
+		return statusOf(err, "list clients of "+ref.String())
 	}
 	if len(ws) > 0 {
 		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use by client %d at %s (another node still has it mapped): unmount it there, or wait for a crashed node's watch to expire (about 30 s); `rbd status %s` shows the client", ref, ws[0].Client, ws[0].Addr, ref)
@@ -395,7 +387,7 @@ func (d *Driver) checkNotInUse(ctx context.Context, r stageRequest, ref ceph.Ima
 // pool and imageName; static PersistentVolumes name them with
 // volumeAttributes clusterID or monitors, pool and imageName), else from the
 // volume ID.
-func (d *Driver) nodeImage(ctx context.Context, volumeID string, vc map[string]string, cr ceph.Credentials) (ceph.ImageRef, error) {
+func (d *nodeService) nodeImage(ctx context.Context, volumeID string, vc map[string]string, cr ceph.Credentials) (ceph.ImageRef, error) {
 	pool, image := vc["pool"], vc["imageName"]
 	if pool != "" && image != "" {
 		return d.imageFromContext(vc, pool, image)
@@ -411,8 +403,8 @@ func (d *Driver) nodeImage(ctx context.Context, volumeID string, vc map[string]s
 	return ref, err
 }
 
-func (d *Driver) imageFromContext(vc map[string]string, pool, image string) (ceph.ImageRef, error) {
-	if err := params.ValidatePoolName(pool); err != nil {
+func (d *nodeService) imageFromContext(vc map[string]string, pool, image string) (ceph.ImageRef, error) {
+	if err := ceph.ValidatePoolName(pool); err != nil {
 		return ceph.ImageRef{}, invalid("volume attribute pool: %v", err)
 	}
 	if err := volid.ValidateImageName(image); err != nil {
@@ -420,7 +412,7 @@ func (d *Driver) imageFromContext(vc map[string]string, pool, image string) (cep
 	}
 	p, err := params.ParseVolume(clusterParams(vc))
 	if err != nil {
-		return ceph.ImageRef{}, invalid("volume attributes: %v", err)
+		return ceph.ImageRef{}, statusOf(err, "volume attributes")
 	}
 	cl, err := d.clusterFor(p)
 	if err != nil {
@@ -444,12 +436,12 @@ func mapperImage(ref ceph.ImageRef, cr ceph.Credentials, info ceph.ImageInfo) ma
 	return mapper.Image{
 		Monitors: ref.Cluster.Monitors, User: cr.User, Key: cr.Key,
 		Pool: ref.Pool, RadosNamespace: ref.Cluster.RadosNamespace, Name: ref.Name,
-		Features: info.Features.Names(),
+		Features: info.Features,
 	}
 }
 
 // NodeUnstageVolume implements csi.NodeServer.
-func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+func (d *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -467,7 +459,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	}
 	if st == nil {
 		// Never staged here, or already unstaged: only a stray mount can be left.
-		if err := d.node.mounter.Unmount(ctx, req.GetStagingTargetPath()); err != nil {
+		if err := d.mounter.Unmount(ctx, req.GetStagingTargetPath()); err != nil {
 			return nil, status.Errorf(codes.Internal, "unmount %s: %v", req.GetStagingTargetPath(), err)
 		}
 		return &csi.NodeUnstageVolumeResponse{}, nil
@@ -483,8 +475,8 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 
 // teardownStage unmounts the staging path, unmaps the device and forgets
 // the volume, each step only once the one before succeeded.
-func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
-	if err := d.node.mounter.Unmount(ctx, st.StagingPath); err != nil {
+func (d *nodeService) teardownStage(ctx context.Context, st *stageState) error {
+	if err := d.mounter.Unmount(ctx, st.StagingPath); err != nil {
 		return status.Errorf(codes.Internal, "unmount %s: %v", st.StagingPath, err)
 	}
 	// Mounted stays true in the file until it goes: a restage checks the
@@ -499,17 +491,17 @@ func (d *Driver) teardownStage(ctx context.Context, st *stageState) error {
 			mapper.AttrPool: st.Image.Pool, mapper.AttrNamespace: st.Image.Namespace, mapper.AttrImage: st.Image.Name,
 		}}
 	}
-	m, ok := d.node.mappers[st.Mapper]
+	m, ok := d.mappers[st.Mapper]
 	if !ok {
 		return status.Errorf(codes.Internal, "volume was staged with mapper %q, which this plugin does not have", st.Mapper)
 	}
 	if err := m.Unmap(ctx, *dev); err != nil {
-		return status.Errorf(mapper.GRPCCode(err), "unmap %s: %v", dev.Path, err)
+		return statusOf(err, "unmap "+dev.Path)
 	}
 	if err := removeState(st.StagingPath); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	d.node.index.drop(st.VolumeID)
+	d.index.drop(st.VolumeID)
 	return nil
 }
 

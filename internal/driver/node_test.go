@@ -29,7 +29,7 @@ import (
 // mapper and the fake mounter, with one created volume and a staging
 // directory for it.
 type nodeEnv struct {
-	d       *Driver
+	d       *testDriver
 	ceph    *cephfake.Backend
 	m       *fakeMapper
 	mnt     *mounter.Fake
@@ -67,17 +67,18 @@ func newNodeEnv(t *testing.T) *nodeEnv {
 
 // restart builds another Driver on the same state directory, as a plugin
 // restart does, and checks at the end of the test that it holds no lock.
-func (e *nodeEnv) restart(t *testing.T, m mapper.Mapper, mnt *mounter.Fake) *Driver {
+func (e *nodeEnv) restart(t *testing.T, m mapper.Mapper, mnt *mounter.Fake) *testDriver {
 	t.Helper()
 	opts := e.opts
 	opts.Node.Mappers = map[string]mapper.Mapper{"fake": m}
 	opts.Node.Mounter = mnt
-	d, err := New(opts)
+	dDriver, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := services(dDriver)
 	t.Cleanup(func() {
-		if n := d.locks.held(); n != 0 {
+		if n := d.locks.Held(); n != 0 {
 			t.Errorf("%d volume locks still held", n)
 		}
 	})
@@ -465,8 +466,8 @@ func TestNodeStageVolumeMapperErrorsKeepTheirCodeAndRollBack(t *testing.T) {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			e := newNodeEnv(t)
 			err := fmt.Errorf("%w: details", tc.err)
-			if mapper.GRPCCode(err) != tc.code {
-				t.Fatalf("mapper.GRPCCode says %v, test expects %v", mapper.GRPCCode(err), tc.code)
+			if errorCode(err) != tc.code {
+				t.Fatalf("errorCode says %v, test expects %v", errorCode(err), tc.code)
 			}
 			e.m.mapErr = err
 			_, err = e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))
@@ -1172,7 +1173,7 @@ func TestNodeExpandVolumeRefreshesTheDeviceBeforeResizing(t *testing.T) {
 
 func TestNodeCallsWaitForTheVolumeLockNoLongerThanTheirDeadline(t *testing.T) {
 	e := newNodeEnv(t)
-	unlock, err := e.d.locks.lock(context.Background(), "node/"+e.volID)
+	unlock, err := e.d.locks.Lock(context.Background(), "node/"+e.volID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1206,7 +1207,7 @@ func TestNodeCallsWaitForTheVolumeLockNoLongerThanTheirDeadline(t *testing.T) {
 	if e.m.mapCalls() != 0 {
 		t.Fatal("a call ran without the lock")
 	}
-	if n := e.d.locks.held(); n != 1 {
+	if n := e.d.locks.Held(); n != 1 {
 		t.Fatalf("%d locks held, want only the test's own", n)
 	}
 }
@@ -1297,10 +1298,11 @@ func TestNodeUnstageVolumeWithoutRecordedDeviceUnmapsAKRBDMapping(t *testing.T) 
 	}
 	opts := e.opts
 	opts.Node.Mapper, opts.Node.Mappers, opts.Node.Mounter = mapper.KRBD, map[string]mapper.Mapper{mapper.KRBD: krbd}, e.mnt
-	d, err := New(opts)
+	dDriver, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := services(dDriver)
 	st := &stageState{VolumeID: e.volID, Mapper: mapper.KRBD, StagingPath: e.staging, Block: true, Image: stageImage{ClusterID: clusterID, Pool: testPool, Name: e.ref.Name}}
 	if err := st.save(); err != nil {
 		t.Fatal(err)
@@ -1313,7 +1315,7 @@ func TestNodeUnstageVolumeWithoutRecordedDeviceUnmapsAKRBDMapping(t *testing.T) 
 	if err != nil && e.state(t) == nil {
 		t.Fatalf("unstage failed (%v) and dropped the state that names the mapping", err)
 	}
-	if n := d.locks.held(); n != 0 {
+	if n := d.locks.Held(); n != 0 {
 		t.Fatalf("%d locks held", n)
 	}
 }

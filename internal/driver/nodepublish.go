@@ -20,7 +20,7 @@ import (
 
 // NodePublishVolume implements csi.NodeServer: bind-mount the staged
 // filesystem, or the device of a block volume, at the target path.
-func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+func (d *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	if err := checkPublish(req); err != nil {
 		return nil, err
 	}
@@ -44,7 +44,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := checkSingleWriter(st, req); err != nil {
 		return nil, err
 	}
-	mounted, err := d.node.mounter.IsMountPoint(target)
+	mounted, err := d.mounter.IsMountPoint(target)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, status.Errorf(codes.Internal, "inspect target %s: %v", target, err)
 	}
@@ -94,7 +94,7 @@ func checkSingleWriter(st *stageState, req *csi.NodePublishVolumeRequest) error 
 	return status.Errorf(codes.FailedPrecondition, "volume %s has access mode SINGLE_NODE_SINGLE_WRITER and is already published at %s", req.GetVolumeId(), st.Targets[0])
 }
 
-func (d *Driver) bindTarget(ctx context.Context, st *stageState, req *csi.NodePublishVolumeRequest, block bool) error {
+func (d *nodeService) bindTarget(ctx context.Context, st *stageState, req *csi.NodePublishVolumeRequest, block bool) error {
 	target := req.GetTargetPath()
 	opts := []string{"bind"}
 	if req.GetReadonly() || st.ReadOnly {
@@ -112,7 +112,7 @@ func (d *Driver) bindTarget(ctx context.Context, st *stageState, req *csi.NodePu
 			return status.Errorf(codes.Internal, "create target %s: %v", target, err)
 		}
 	}
-	if err := d.node.mounter.Mount(ctx, source, target, "", opts); err != nil {
+	if err := d.mounter.Mount(ctx, source, target, "", opts); err != nil {
 		return status.Errorf(codes.Internal, "publish at %s: %v", target, err)
 	}
 	return nil
@@ -130,7 +130,7 @@ func makeFile(path string) error {
 }
 
 // NodeUnpublishVolume implements csi.NodeServer.
-func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+func (d *nodeService) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -143,7 +143,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, err
 	}
 	defer unlock()
-	if err := d.node.mounter.Unmount(ctx, target); err != nil {
+	if err := d.mounter.Unmount(ctx, target); err != nil {
 		return nil, status.Errorf(codes.Internal, "unmount %s: %v", target, err)
 	}
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -154,8 +154,8 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 }
 
 // forgetTarget drops target from the volume's state, found via the index.
-func (d *Driver) forgetTarget(volumeID, target string) {
-	staging, ok := d.node.index.get(volumeID)
+func (d *nodeService) forgetTarget(volumeID, target string) {
+	staging, ok := d.index.get(volumeID)
 	if !ok {
 		return
 	}
@@ -172,7 +172,7 @@ func (d *Driver) forgetTarget(volumeID, target string) {
 }
 
 // NodeGetVolumeStats implements csi.NodeServer, with the volume condition.
-func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+func (d *nodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -187,7 +187,7 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	if err != nil {
 		return d.statsWithCondition(ctx, req, nil, fmt.Sprintf("volume path %s is unreadable: %v", path, err))
 	}
-	mounted, err := d.node.mounter.IsMountPoint(path)
+	mounted, err := d.mounter.IsMountPoint(path)
 	if err != nil || !mounted {
 		return nil, status.Errorf(codes.NotFound, "%s is not a published or staged volume", path)
 	}
@@ -220,7 +220,7 @@ func volumeUsage(path string, fi os.FileInfo) ([]*csi.VolumeUsage, error) {
 // statsWithCondition adds the volume condition: abnormal when the stats
 // could not be read, the mapping is gone or unhealthy, or a writable
 // filesystem was remounted read-only (the kernel does that on I/O errors).
-func (d *Driver) statsWithCondition(ctx context.Context, req *csi.NodeGetVolumeStatsRequest, usage []*csi.VolumeUsage, problem string) (*csi.NodeGetVolumeStatsResponse, error) {
+func (d *nodeService) statsWithCondition(ctx context.Context, req *csi.NodeGetVolumeStatsRequest, usage []*csi.VolumeUsage, problem string) (*csi.NodeGetVolumeStatsResponse, error) {
 	if problem == "" {
 		problem = d.volumeProblem(ctx, req.GetVolumeId(), req.GetStagingTargetPath())
 	}
@@ -230,15 +230,15 @@ func (d *Driver) statsWithCondition(ctx context.Context, req *csi.NodeGetVolumeS
 }
 
 // volumeProblem describes what is wrong with a staged volume, "" if nothing.
-func (d *Driver) volumeProblem(ctx context.Context, volumeID, staging string) string {
+func (d *nodeService) volumeProblem(ctx context.Context, volumeID, staging string) string {
 	if staging == "" {
-		staging, _ = d.node.index.get(volumeID)
+		staging, _ = d.index.get(volumeID)
 	}
 	st, err := loadState(staging)
 	if err != nil || st == nil || st.Device == nil {
 		return ""
 	}
-	if m, ok := d.node.mappers[st.Mapper]; ok {
+	if m, ok := d.mappers[st.Mapper]; ok {
 		if healthy, msg := m.Check(ctx, *st.Device); !healthy {
 			return "mapping lost: " + msg + "; unpublish and unstage the volume (restart the pod) to map it again"
 		}
@@ -246,7 +246,7 @@ func (d *Driver) volumeProblem(ctx context.Context, volumeID, staging string) st
 	if st.Block || st.ReadOnly || slices.Contains(st.MountFlags, "ro") {
 		return "" // read-only by request, not by the kernel's reaction to I/O errors
 	}
-	if _, opts, err := d.node.mounter.MountInfo(st.StagingPath); err == nil && slices.Contains(opts, "ro") {
+	if _, opts, err := d.mounter.MountInfo(st.StagingPath); err == nil && slices.Contains(opts, "ro") {
 		return "filesystem was remounted read-only, usually after I/O errors: check the device and the kernel log, then restart the pod"
 	}
 	return ""
@@ -254,7 +254,7 @@ func (d *Driver) volumeProblem(ctx context.Context, volumeID, staging string) st
 
 // NodeExpandVolume implements csi.NodeServer: grow the filesystem online
 // after the controller grew the image. Block volumes need nothing.
-func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
+func (d *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalid("volume_id is required")
 	}
@@ -268,7 +268,7 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	defer unlock()
 	staging := req.GetStagingTargetPath()
 	if staging == "" {
-		staging, _ = d.node.index.get(req.GetVolumeId())
+		staging, _ = d.index.get(req.GetVolumeId())
 	}
 	st, err := loadState(staging)
 	if err != nil {
@@ -290,12 +290,8 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	if st.Block || req.GetVolumeCapability().GetBlock() != nil {
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 	}
-	if err := d.node.mounter.Resize(ctx, st.Device.Path, st.StagingPath); err != nil {
-		code := codes.Internal
-		if errors.Is(err, mounter.ErrOnlineResizeDenied) {
-			code = codes.FailedPrecondition
-		}
-		return nil, status.Errorf(code, "grow filesystem of volume %s: %v", req.GetVolumeId(), err)
+	if err := d.mounter.Resize(ctx, st.Device.Path, st.StagingPath); err != nil {
+		return nil, statusOf(err, "grow filesystem of volume "+req.GetVolumeId())
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 }
@@ -306,13 +302,13 @@ type refresher interface {
 	Refresh(ctx context.Context, dev mapper.Device) error
 }
 
-func (d *Driver) refreshDevice(ctx context.Context, st *stageState) error {
-	r, ok := d.node.mappers[st.Mapper].(refresher)
+func (d *nodeService) refreshDevice(ctx context.Context, st *stageState) error {
+	r, ok := d.mappers[st.Mapper].(refresher)
 	if !ok {
 		return nil
 	}
 	if err := r.Refresh(ctx, *st.Device); err != nil {
-		return status.Errorf(mapper.GRPCCode(err), "pick up the new size of %s: %v", st.Device.Path, err)
+		return statusOf(err, "pick up the new size of "+st.Device.Path)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rbd-csi/rbd-csi/internal/atomicfile"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
@@ -71,7 +72,7 @@ func (st *stageState) save() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(stateFile(st.StagingPath), data)
+	return atomicfile.Write(stateFile(st.StagingPath), data, 0o600)
 }
 
 func removeState(stagingPath string) error {
@@ -84,8 +85,8 @@ func removeState(stagingPath string) error {
 
 // lockNodeVolume serialises the node calls for one volume; the error is
 // the gRPC status to return (Aborted while another call holds it).
-func (d *Driver) lockNodeVolume(ctx context.Context, volumeID string) (func(), error) {
-	unlock, err := d.locks.lock(ctx, "node/"+volumeID)
+func (d *nodeService) lockNodeVolume(ctx context.Context, volumeID string) (func(), error) {
+	unlock, err := d.locks.Lock(ctx, "node/"+volumeID)
 	if err != nil {
 		return nil, lockStatus(err, "volume "+volumeID)
 	}
@@ -93,29 +94,6 @@ func (d *Driver) lockNodeVolume(ctx context.Context, volumeID string) (func(), e
 }
 
 func (st *stageState) hasTarget(t string) bool { return slices.Contains(st.Targets, t) }
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
 
 // volumeIndex maps volume IDs to staging paths under the state directory,
 // for the calls that name a volume but not its staging path
@@ -131,7 +109,7 @@ func (x volumeIndex) put(volumeID, stagingPath string) error {
 	if err := os.MkdirAll(x.dir, 0o700); err != nil {
 		return fmt.Errorf("volume index: %w", err)
 	}
-	return writeFileAtomic(x.file(volumeID), []byte(stagingPath))
+	return atomicfile.Write(x.file(volumeID), []byte(stagingPath), 0o600)
 }
 
 func (x volumeIndex) get(volumeID string) (string, bool) {
@@ -150,7 +128,7 @@ func (x volumeIndex) stagingPaths() []string {
 	}
 	var out []string
 	for _, e := range entries {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") { // writeFileAtomic's
+		if e.IsDir() || strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 			continue
 		}
 		if data, err := os.ReadFile(filepath.Join(x.dir, e.Name())); err == nil {

@@ -22,10 +22,10 @@ type recorder struct {
 	calls []string
 }
 
-func (r *recorder) ObserveRPC(method string, code codes.Code, _ time.Duration) {
+func (r *recorder) ObserveRPC(method, code string, _ time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls = append(r.calls, method+" "+code.String())
+	r.calls = append(r.calls, method+" "+code)
 }
 
 // captureLog sends klog's output to a buffer for the rest of the test.
@@ -138,19 +138,21 @@ func TestQueueLengthsCountQueuedWorkAndAreZeroOnANode(t *testing.T) {
 	opts := e.opts
 	opts.Mode = ModeNode
 	opts.Node.Mappers = e.d.node.mappers
-	node, err := New(opts)
+	nodeDriver, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	node := services(nodeDriver)
 	opts.Mode = ModeController
-	ctrl, err := New(opts) // not served: its purger does not run, so jobs stay queued
+	ctrlDriver, err := New(opts) // not served: its purger does not run, so jobs stay queued
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctrl := services(ctrlDriver)
 	for _, id := range []string{"a", "b", "a"} {
 		ctrl.purger.enqueue(purgeJob{pool: testPool, id: id})
 	}
-	ctrl.flat.running["kube/img-a"] = true // as a local flatten under way
+	ctrl.flattener.running["kube/img-a"] = true // as a local flatten under way
 	cases := []struct {
 		name string
 		got  func() int

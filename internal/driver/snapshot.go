@@ -1,21 +1,7 @@
 package driver
 
-// CSI snapshots, in RBD terms (README "Snapshots and clones"):
-//
-//   - A CSI snapshot of volume S is its own image I ("csi-snap-<hash of the
-//     snapshot name>"): a format-2 clone of a short-lived RBD snapshot
-//     S@csi-tmp-<hash>, holding one RBD snapshot I@csi-snap that restores
-//     clone from. The temporary snapshot is removed at once (clone v2 keeps
-//     it in the snapshot trash namespace while I reads through it), so S
-//     carries no user snapshot and the CSI snapshot has a life of its own:
-//     deleting S, or restoring I while S is in use, needs no coordination.
-//   - The snapshot ID is 1/<cluster>/<pool id>/<I>@csi-snap; the name of I
-//     is derived from the CO's snapshot name, which makes CreateSnapshot
-//     idempotent and crash safe without a journal, as for volumes.
-//   - Nothing that something reads through is ever removed: a deleted
-//     volume or snapshot goes to the RBD trash, and the trash purge (mgr task,
-//     retried by the mgr; or the driver's) succeeds only once librbd says no
-//     clone depends on it any more.
+// A CSI snapshot is an image of its own, cloned from a temporary snapshot
+// of its source (docs/design.md, "Snapshots and clones").
 
 import (
 	"context"
@@ -70,7 +56,7 @@ type snapPlan struct {
 }
 
 // CreateSnapshot implements csi.ControllerServer.
-func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (_ *csi.CreateSnapshotResponse, err error) {
+func (d *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (_ *csi.CreateSnapshotResponse, err error) {
 	if req.GetName() == "" {
 		return nil, invalid("name is required")
 	}
@@ -79,7 +65,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	}
 	p, err := params.ParseSnapshot(req.GetParameters())
 	if err != nil {
-		return nil, invalid("%v", err)
+		return nil, statusOf(err, "")
 	}
 	srcID, err := volid.Decode(req.GetSourceVolumeId())
 	if err != nil || srcID.IsSnapshot() {
@@ -92,7 +78,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		return nil, err
 	}
 	defer explainAuth(&err, &who)
-	unlock, err := d.locks.lock(ctx, "snapshot/"+req.GetName())
+	unlock, err := d.locks.Lock(ctx, "snapshot/"+req.GetName())
 	if err != nil {
 		return nil, lockStatus(err, "snapshot "+req.GetName())
 	}
@@ -110,7 +96,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 }
 
 // planSnapshot resolves the source volume and the snapshot image's place.
-func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, srcID volid.ID, who identity) (snapPlan, int64, error) {
+func (d *controllerService) planSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest, p params.Snapshot, srcID volid.ID, who identity) (snapPlan, int64, error) {
 	creds := who.creds
 	if p.ClusterID != "" && p.ClusterID != srcID.ClusterID {
 		return snapPlan{}, 0, invalid("parameter clusterID %q: the source volume is in cluster %q, and a snapshot lives in its volume's cluster", p.ClusterID, srcID.ClusterID)
@@ -131,7 +117,7 @@ func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotReques
 		return snapPlan{}, 0, poolStatus(err, pool)
 	}
 	target := ceph.ImageRef{Cluster: src.Cluster, Pool: pool, Name: params.SnapshotImageName(d.opts.InstanceID, req.GetName())}
-	d.known.remember(src.Cluster, pool, creds)
+	d.usedPools.remember(src.Cluster, pool, creds)
 	return snapPlan{name: req.GetName(), sourceID: req.GetSourceVolumeId(), source: src, target: target, who: who, creds: creds, params: p}, poolID, nil
 }
 
@@ -144,20 +130,20 @@ func (d *Driver) planSnapshot(ctx context.Context, req *csi.CreateSnapshotReques
 //     of its own never completed: it is removed and made again)
 //  3. I@csi-snap  the snapshot restores read from
 //  4. rm S@tmp    moved to the snapshot trash namespace while I needs it
-func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64) (*csi.Snapshot, error) {
-	own, err := d.existingSnapshot(ctx, plan)
+func (d *controllerService) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64) (*csi.Snapshot, error) {
+	record, err := d.existingSnapshot(ctx, plan)
 	if err != nil {
 		return nil, err
 	}
-	if own == nil {
-		if own, err = d.cloneForSnapshot(ctx, plan); err != nil {
+	if record == nil {
+		if record, err = d.cloneForSnapshot(ctx, plan); err != nil {
 			return nil, err
 		}
 	}
 	failpoint.Crash("snapshot-after-clone")
 	snap, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.target, snapName)
 	if err != nil {
-		return nil, cephStatus(err, "snapshot "+plan.target.String())
+		return nil, statusOf(err, "snapshot "+plan.target.String())
 	}
 	failpoint.Crash("snapshot-before-source-cleanup")
 	if err := d.removeTempSnap(ctx, plan.creds, plan.source, plan.target.Name); err != nil {
@@ -171,7 +157,7 @@ func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
-	return csiSnapshot(id, own, snap.Size, ready), nil
+	return csiSnapshot(id, record, snap.Size, ready), nil
 }
 
 // existingSnapshot inspects the snapshot image an earlier attempt may have
@@ -179,115 +165,47 @@ func (d *Driver) ensureSnapshot(ctx context.Context, plan snapPlan, poolID int64
 // nothing there (opening a missing image fails on its first read, so the
 // fresh path pays one round trip here), or a clone cut short, which it
 // removes.
-func (d *Driver) existingSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
+func (d *controllerService) existingSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
 	info, err := d.opts.Backend.StatImage(ctx, plan.creds, plan.target)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, cephStatus(err, "inspect snapshot image "+plan.target.String())
+		return nil, statusOf(err, "inspect snapshot image "+plan.target.String())
 	}
 	raw := info.Metadata[metaOwner]
-	var own snapOwner
-	ours := json.Unmarshal([]byte(raw), &own) == nil && own.Kind == kindSnapshot && own.Name == plan.name
-	if unfinishedClone(info, ours, plan.source) {
+	var record snapOwner
+	sameRequest := json.Unmarshal([]byte(raw), &record) == nil && record.Kind == kindSnapshot && record.Name == plan.name
+	if unfinishedClone(info, sameRequest, plan.source) {
 		return nil, d.removePartial(ctx, plan.creds, plan.target)
 	}
-	if !ours {
+	if !sameRequest {
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot image %s belongs to another request (owner record %q)", plan.target, raw)
 	}
-	if own.Source != plan.sourceID {
-		return nil, status.Errorf(codes.AlreadyExists, "snapshot %q exists with source volume %q, not %q", plan.name, own.Source, plan.sourceID)
+	if record.Source != plan.sourceID {
+		return nil, status.Errorf(codes.AlreadyExists, "snapshot %q exists with source volume %q, not %q", plan.name, record.Source, plan.sourceID)
 	}
-	return &own, nil
-}
-
-// unfinishedClone reports whether an image under a name this driver derives
-// is a clone that librbd made but the driver never finished: it has no
-// owner record of its own yet. librbd copies the parent's image-meta into a
-// clone, so a record naming someone else, on an image whose parent is the
-// very image the driver clones from, is the parent's record. (The parent
-// snapshot is not compared: a temporary one may already have moved to the
-// snapshot trash namespace under another name.)
-func unfinishedClone(info ceph.ImageInfo, ours bool, parent ceph.ImageRef) bool {
-	if ours {
-		return false
-	}
-	if _, ok := info.Metadata[metaOwner]; !ok {
-		return true
-	}
-	p := info.Parent
-	return p != nil && p.Pool == parent.Pool && p.Image == parent.Name
-}
-
-// abandonTempSnap removes the temporary snapshot of a source after a clone
-// from it failed, so that a snapshot or clone the CO gives up on leaves no
-// snapshot behind on the volume (which would keep its trash purge from ever
-// succeeding). Best effort, with its own bound: the RPC's deadline may be
-// what failed; a retry takes the snapshot again. Not when the clone failed
-// because another attempt is still making it (ErrInProgress): that one
-// clones from the snapshot.
-func (d *Driver) abandonTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string, cause error) {
-	if errors.Is(cause, ceph.ErrInProgress) {
-		return
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scheduleTimeout)
-	defer cancel()
-	if err := d.removeTempSnap(cctx, creds, source, target); err != nil {
-		klog.InfoS("Could not remove the temporary snapshot of a failed clone; the next attempt will", "image", source, "error", err)
-	}
-}
-
-// cloneOverPartial clones parent@snap to target. A name taken by pieces of
-// a clone that cannot be opened (librbd was interrupted between writing the
-// name and the header) is cleared and the clone made again.
-func (d *Driver) cloneOverPartial(ctx context.Context, creds ceph.Credentials, parent ceph.ImageRef, snap string, target ceph.ImageRef, spec ceph.CloneSpec) error {
-	err := d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
-	if !errors.Is(err, ceph.ErrExists) {
-		return err
-	}
-	// A Ceph error, like CloneImage's, for the caller to map.
-	if err := d.opts.Backend.RemovePartialImage(ctx, creds, target); err != nil && !errors.Is(err, ceph.ErrNotFound) {
-		return err
-	}
-	return d.opts.Backend.CloneImage(ctx, creds, parent, snap, target, spec)
-}
-
-// removePartial removes what an interrupted clone left under ref's name:
-// the CO never got an ID for it, so nobody can be using it. The backend
-// leaves pieces younger than its grace alone (Aborted here): they may be a
-// clone still running in another controller or in a call of this one
-// abandoned at its deadline.
-func (d *Driver) removePartial(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) error {
-	err := d.opts.Backend.RemovePartialImage(ctx, creds, ref)
-	if err == nil {
-		klog.InfoS("Removed an image whose clone never completed", "image", ref)
-		return nil
-	}
-	if errors.Is(err, ceph.ErrNotFound) {
-		return nil
-	}
-	return cephStatus(err, "remove unfinished clone "+ref.String())
+	return &record, nil
 }
 
 // cloneForSnapshot takes the temporary snapshot of the source and clones
 // the snapshot image from it, with its owner record.
-func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
+func (d *controllerService) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
 	tmp := params.TempSnapName(plan.target.Name)
 	taken, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.source, tmp)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "source volume %q does not exist (image %s)", plan.sourceID, plan.source)
 	}
 	if err != nil {
-		return nil, cephStatus(err, "snapshot source volume "+plan.source.String())
+		return nil, statusOf(err, "snapshot source volume "+plan.source.String())
 	}
 	failpoint.Crash("snapshot-after-source-snap")
-	own := &snapOwner{
+	record := &snapOwner{
 		Kind: kindSnapshot, Name: plan.name, Instance: d.opts.InstanceID, Source: plan.sourceID, User: plan.who.record,
 		Created:      taken.Created.UTC().Format(time.RFC3339Nano),
 		SnapshotName: plan.params.Claim.Name, SnapshotNamespace: plan.params.Claim.Namespace, ContentName: plan.params.Claim.ContentName,
 	}
-	raw, err := json.Marshal(own)
+	raw, err := json.Marshal(record)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
@@ -303,24 +221,14 @@ func (d *Driver) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwne
 		return nil, status.Errorf(codes.ResourceExhausted, "clone snapshot image %s: pool %q is full or over quota: %v", plan.target, plan.target.Pool, err)
 	}
 	if err != nil {
-		return nil, cephStatus(err, "clone snapshot image "+plan.target.String())
+		return nil, statusOf(err, "clone snapshot image "+plan.target.String())
 	}
-	return own, nil
+	return record, nil
 }
 
-// removeTempSnap removes the temporary snapshot a snapshot or clone took of
-// its source; one already gone (or a source already deleted) is success.
-func (d *Driver) removeTempSnap(ctx context.Context, creds ceph.Credentials, source ceph.ImageRef, target string) error {
-	err := d.opts.Backend.RemoveSnap(ctx, creds, source, params.TempSnapName(target))
-	if err == nil || errors.Is(err, ceph.ErrNotFound) {
-		return nil
-	}
-	return cephStatus(err, "remove temporary snapshot of "+source.String())
-}
-
-func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapshot {
-	s := &csi.Snapshot{SnapshotId: id, SourceVolumeId: own.Source, SizeBytes: int64(size), ReadyToUse: ready}
-	if t, err := time.Parse(time.RFC3339Nano, own.Created); err == nil {
+func csiSnapshot(id string, record *snapOwner, size uint64, ready bool) *csi.Snapshot {
+	s := &csi.Snapshot{SnapshotId: id, SourceVolumeId: record.Source, SizeBytes: int64(size), ReadyToUse: ready}
+	if t, err := time.Parse(time.RFC3339Nano, record.Created); err == nil {
 		s.CreationTime = timestamppb.New(t)
 	}
 	return s
@@ -330,7 +238,7 @@ func csiSnapshot(id string, own *snapOwner, size uint64, ready bool) *csi.Snapsh
 // snapshot is removed (clone v2 keeps it in the snapshot trash namespace
 // while restored volumes read through it) and the image goes to the trash,
 // purged once nothing reads through it any more.
-func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (_ *csi.DeleteSnapshotResponse, err error) {
+func (d *controllerService) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (_ *csi.DeleteSnapshotResponse, err error) {
 	if req.GetSnapshotId() == "" {
 		return nil, invalid("snapshot_id is required")
 	}
@@ -345,7 +253,7 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	}
 	defer explainAuth(&err, &who)
 	creds := who.creds
-	unlock, err := d.locks.lock(ctx, "snapshot-id/"+req.GetSnapshotId())
+	unlock, err := d.locks.Lock(ctx, "snapshot-id/"+req.GetSnapshotId())
 	if err != nil {
 		return nil, lockStatus(err, "snapshot "+req.GetSnapshotId())
 	}
@@ -358,10 +266,10 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 		return nil, err
 	}
 	ref.Name = image
-	d.known.remember(ref.Cluster, ref.Pool, creds)
+	d.usedPools.remember(ref.Cluster, ref.Pool, creds)
 	err = d.opts.Backend.RemoveSnap(ctx, creds, ref, snapName)
 	if err != nil && !errors.Is(err, ceph.ErrNotFound) {
-		return nil, cephStatus(err, "remove snapshot "+ref.String()+"@"+snapName)
+		return nil, statusOf(err, "remove snapshot "+ref.String()+"@"+snapName)
 	}
 	failpoint.Crash("delete-snapshot-before-trash")
 	if err := d.trashAndPurge(ctx, creds, ref); err != nil {
@@ -386,7 +294,7 @@ func decodeSnapshotID(s string) (volid.ID, string, bool) {
 }
 
 // GetSnapshot implements csi.ControllerServer.
-func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+func (d *controllerService) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
 	if req.GetSnapshotId() == "" {
 		return nil, invalid("snapshot_id is required")
 	}
@@ -401,7 +309,7 @@ func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (
 }
 
 // lookupSnapshot reads one snapshot by ID; nil, nil when there is none.
-func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets map[string]string) (*csi.Snapshot, error) {
+func (d *controllerService) lookupSnapshot(ctx context.Context, snapshotID string, secrets map[string]string) (*csi.Snapshot, error) {
 	id, image, ok := decodeSnapshotID(snapshotID)
 	if !ok {
 		return nil, nil
@@ -432,16 +340,16 @@ func (d *Driver) lookupSnapshot(ctx context.Context, snapshotID string, secrets 
 // statSnapshot builds the CSI view of a snapshot image, without its ID, and
 // returns its owner record; nil, nil, nil when it is gone or is no complete
 // snapshot.
-func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (*csi.Snapshot, *snapOwner, error) {
+func (d *controllerService) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (*csi.Snapshot, *snapOwner, error) {
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, nil, cephStatus(err, "inspect snapshot image "+ref.String())
+		return nil, nil, statusOf(err, "inspect snapshot image "+ref.String())
 	}
-	var own snapOwner
-	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &own) != nil || own.Kind != kindSnapshot {
+	var record snapOwner
+	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
 		return nil, nil, nil
 	}
 	snap, err := d.opts.Backend.StatSnap(ctx, creds, ref, snapName)
@@ -449,24 +357,24 @@ func (d *Driver) statSnapshot(ctx context.Context, creds ceph.Credentials, ref c
 		return nil, nil, nil // CreateSnapshot has not finished (or DeleteSnapshot has begun)
 	}
 	if err != nil {
-		return nil, nil, cephStatus(err, "inspect snapshot "+ref.String()+"@"+snapName)
+		return nil, nil, statusOf(err, "inspect snapshot "+ref.String()+"@"+snapName)
 	}
 	ready, err := d.withinBound(ctx, creds, ref, snap.Depth)
 	if err != nil {
 		return nil, nil, err
 	}
-	return csiSnapshot("", &own, snap.Size, ready), &own, nil
+	return csiSnapshot("", &record, snap.Size, ready), &record, nil
 }
 
 // snapshotCreds picks the request's secrets (a key-only Secret being for
 // the hinted user), else those the controller knows for the pool
 // (ListSnapshots and GetSnapshot may carry none).
-func (d *Driver) snapshotCreds(secrets map[string]string, cl ceph.Cluster, hint userHint) (ceph.Credentials, error) {
+func (d *controllerService) snapshotCreds(secrets map[string]string, cl ceph.Cluster, hint userHint) (ceph.Credentials, error) {
 	if len(secrets) > 0 {
 		who, err := resolveIdentity(secrets, "snapshotter secrets", hint)
 		return who.creds, err
 	}
-	for _, a := range d.known.list() {
+	for _, a := range d.usedPools.list() {
 		if a.cluster.Key() == cl.Key() {
 			return a.creds, nil
 		}

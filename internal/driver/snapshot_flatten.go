@@ -84,7 +84,7 @@ func (f *flattener) run(key string, creds ceph.Credentials, ref ceph.ImageRef) {
 	klog.InfoS("Flatten done", "image", ref, "duration", time.Since(start))
 }
 
-func (d *Driver) maxCloneDepth() int {
+func (d *controllerService) maxCloneDepth() int {
 	if d.opts.MaxCloneDepth > 0 {
 		return d.opts.MaxCloneDepth
 	}
@@ -96,22 +96,22 @@ func (d *Driver) maxCloneDepth() int {
 // under way and reports false; callers answer "not ready" (CreateSnapshot)
 // or a retryable error (CreateVolume) until the flatten is done. info, when
 // given, saves the walk for an image without a parent.
-func (d *Driver) settleDepth(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, info *ceph.ImageInfo) (bool, error) {
+func (d *controllerService) settleDepth(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, info *ceph.ImageInfo) (bool, error) {
 	if info != nil && info.Parent == nil {
 		return true, nil
 	}
 	depth, err := d.opts.Backend.CloneDepth(ctx, creds, ref)
 	if err != nil {
-		return false, cephStatus(err, "measure clone depth of "+ref.String())
+		return false, statusOf(err, "measure clone depth of "+ref.String())
 	}
 	return d.withinBound(ctx, creds, ref, depth)
 }
 
 // withinBound is settleDepth for an image whose depth the caller knows.
-func (d *Driver) withinBound(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, depth int) (bool, error) {
+func (d *controllerService) withinBound(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef, depth int) (bool, error) {
 	if depth <= d.maxCloneDepth() {
 		return true, nil
 	}
 	klog.V(4).InfoS("Clone chain over the bound: flattening", "image", ref, "depth", depth, "bound", d.maxCloneDepth())
-	return false, d.flat.start(ctx, creds, ref)
+	return false, d.flattener.start(ctx, creds, ref)
 }

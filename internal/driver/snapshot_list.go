@@ -19,7 +19,7 @@ import (
 // controller knows, plus the source volume's pool when filtering by source,
 // and reads each candidate's owner record: the cost grows with the number
 // of snapshots in those pools. The token is a position, as for ListVolumes.
-func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {
+func (d *controllerService) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {
 	if req.GetMaxEntries() < 0 {
 		return nil, invalid("max_entries must not be negative")
 	}
@@ -72,7 +72,7 @@ func parseToken(tok string) (int, error) {
 	return n, nil
 }
 
-func (d *Driver) matchingSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) ([]*csi.Snapshot, error) {
+func (d *controllerService) matchingSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) ([]*csi.Snapshot, error) {
 	if req.GetSnapshotId() != "" {
 		s, err := d.lookupSnapshot(ctx, req.GetSnapshotId(), req.GetSecrets())
 		if err != nil || s == nil {
@@ -100,8 +100,8 @@ func (d *Driver) matchingSnapshots(ctx context.Context, req *csi.ListSnapshotsRe
 
 // snapshotPools lists the pools to search: the known ones, and the source
 // volume's pool when the request names a source.
-func (d *Driver) snapshotPools(ctx context.Context, req *csi.ListSnapshotsRequest) ([]poolAccess, error) {
-	pools := d.known.list()
+func (d *controllerService) snapshotPools(ctx context.Context, req *csi.ListSnapshotsRequest) ([]poolAccess, error) {
+	pools := d.usedPools.list()
 	src := req.GetSourceVolumeId()
 	if src == "" {
 		return pools, nil
@@ -132,14 +132,14 @@ func (d *Driver) snapshotPools(ctx context.Context, req *csi.ListSnapshotsReques
 
 // snapshotsInPool reads this installation's snapshots in one pool, keeping
 // those of the given source volume ("" = all).
-func (d *Driver) snapshotsInPool(ctx context.Context, a poolAccess, source string) ([]*csi.Snapshot, error) {
+func (d *controllerService) snapshotsInPool(ctx context.Context, a poolAccess, source string) ([]*csi.Snapshot, error) {
 	names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
 	if err != nil {
-		return nil, cephStatus(err, "list images of pool "+a.pool)
+		return nil, statusOf(err, "list images of pool "+a.pool)
 	}
 	poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
 	if err != nil {
-		return nil, cephStatus(err, "look up pool "+a.pool)
+		return nil, statusOf(err, "look up pool "+a.pool)
 	}
 	var out []*csi.Snapshot
 	for _, n := range names {
@@ -157,7 +157,7 @@ func (d *Driver) snapshotsInPool(ctx context.Context, a poolAccess, source strin
 	return out, nil
 }
 
-func (d *Driver) snapshotEntry(ctx context.Context, a poolAccess, poolID int64, image string) (*csi.Snapshot, error) {
+func (d *controllerService) snapshotEntry(ctx context.Context, a poolAccess, poolID int64, image string) (*csi.Snapshot, error) {
 	ref := ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: image}
 	snap, own, err := d.statSnapshot(ctx, a.creds, ref)
 	if snap == nil || err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/params"
 )
 
-func mustCreate(t *testing.T, d *Driver, req *csi.CreateVolumeRequest) *csi.Volume {
+func mustCreate(t *testing.T, d *testDriver, req *csi.CreateVolumeRequest) *csi.Volume {
 	t.Helper()
 	resp, err := d.CreateVolume(context.Background(), req)
 	if err != nil {
@@ -28,7 +28,7 @@ func snapReq(name, source string) *csi.CreateSnapshotRequest {
 	return &csi.CreateSnapshotRequest{Name: name, SourceVolumeId: source, Secrets: secrets()}
 }
 
-func mustSnapshot(t *testing.T, d *Driver, name, source string) *csi.Snapshot {
+func mustSnapshot(t *testing.T, d *testDriver, name, source string) *csi.Snapshot {
 	t.Helper()
 	resp, err := d.CreateSnapshot(context.Background(), snapReq(name, source))
 	if err != nil {
@@ -270,10 +270,10 @@ func TestCloneOverTheBoundIsAbortedUntilFlattened(t *testing.T) {
 	tests := []struct {
 		name   string
 		mgr    bool
-		finish func(t *testing.T, d *Driver, fake *cephfake.Backend)
+		finish func(t *testing.T, d *testDriver, fake *cephfake.Backend)
 	}{
-		{"the mgr's task flattens it", true, func(_ *testing.T, _ *Driver, fake *cephfake.Backend) { fake.FinishFlattens() }},
-		{"without a mgr the driver flattens it", false, func(t *testing.T, d *Driver, _ *cephfake.Backend) {
+		{"the mgr's task flattens it", true, func(_ *testing.T, _ *testDriver, fake *cephfake.Backend) { fake.FinishFlattens() }},
+		{"without a mgr the driver flattens it", false, func(t *testing.T, d *testDriver, _ *cephfake.Backend) {
 			for i := 0; i < 1000 && d.FlattenQueueLength() > 0; i++ {
 				time.Sleep(time.Millisecond)
 			}
@@ -390,13 +390,13 @@ func TestSnapshotCephFailuresKeepTheirCodes(t *testing.T) {
 func TestFailedCloneLeavesNoTemporarySnapshotOnTheSource(t *testing.T) {
 	tests := []struct {
 		name string
-		call func(d *Driver, vol *csi.Volume) error
+		call func(d *testDriver, vol *csi.Volume) error
 	}{
-		{"snapshot", func(d *Driver, vol *csi.Volume) error {
+		{"snapshot", func(d *testDriver, vol *csi.Volume) error {
 			_, err := d.CreateSnapshot(context.Background(), snapReq("s1", vol.VolumeId))
 			return err
 		}},
-		{"clone", func(d *Driver, vol *csi.Volume) error {
+		{"clone", func(d *testDriver, vol *csi.Volume) error {
 			_, err := d.CreateVolume(context.Background(), fromVolume("copy", vol.VolumeId, 0))
 			return err
 		}},
@@ -425,15 +425,15 @@ func TestFailedCloneLeavesNoTemporarySnapshotOnTheSource(t *testing.T) {
 func TestCloneRepeatedAfterItsSourceWasDeletedReturnsTheVolume(t *testing.T) {
 	tests := []struct {
 		name string
-		make func(t *testing.T, d *Driver, src *csi.Volume) (req *csi.CreateVolumeRequest, deleteSource func() error)
+		make func(t *testing.T, d *testDriver, src *csi.Volume) (req *csi.CreateVolumeRequest, deleteSource func() error)
 	}{
-		{"from a volume", func(t *testing.T, d *Driver, src *csi.Volume) (*csi.CreateVolumeRequest, func() error) {
+		{"from a volume", func(t *testing.T, d *testDriver, src *csi.Volume) (*csi.CreateVolumeRequest, func() error) {
 			return fromVolume("copy", src.VolumeId, 2<<30), func() error {
 				_, err := d.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: src.VolumeId, Secrets: secrets()})
 				return err
 			}
 		}},
-		{"from a snapshot", func(t *testing.T, d *Driver, src *csi.Volume) (*csi.CreateVolumeRequest, func() error) {
+		{"from a snapshot", func(t *testing.T, d *testDriver, src *csi.Volume) (*csi.CreateVolumeRequest, func() error) {
 			snap := mustSnapshot(t, d, "snap", src.VolumeId)
 			return fromSnapshot("copy", snap.SnapshotId, 2<<30), func() error {
 				_, err := d.DeleteSnapshot(context.Background(), &csi.DeleteSnapshotRequest{SnapshotId: snap.SnapshotId, Secrets: secrets()})

@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc/codes"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
@@ -80,9 +79,10 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // ObserveRPC records one answered CSI call. fullMethod is gRPC's
 // "/csi.v1.Controller/CreateVolume"; the label is the method's last part.
-func (m *Metrics) ObserveRPC(fullMethod string, code codes.Code, d time.Duration) {
+// code is the gRPC code's name ("OK", "NotFound").
+func (m *Metrics) ObserveRPC(fullMethod, code string, d time.Duration) {
 	method := fullMethod[strings.LastIndex(fullMethod, "/")+1:]
-	m.rpcs.WithLabelValues(method, code.String()).Inc()
+	m.rpcs.WithLabelValues(method, code).Inc()
 	m.rpcSeconds.WithLabelValues(method).Observe(d.Seconds())
 }
 

@@ -14,10 +14,10 @@ import (
 
 func TestObserveRPCCountsByMethodAndCodeAndTimesByMethod(t *testing.T) {
 	m := New()
-	m.ObserveRPC("/csi.v1.Controller/CreateVolume", codes.OK, 20*time.Millisecond)
-	m.ObserveRPC("/csi.v1.Controller/CreateVolume", codes.OK, 30*time.Millisecond)
-	m.ObserveRPC("/csi.v1.Controller/CreateVolume", codes.DeadlineExceeded, time.Second)
-	m.ObserveRPC("/csi.v1.Node/NodeStageVolume", codes.Internal, time.Millisecond)
+	m.ObserveRPC("/csi.v1.Controller/CreateVolume", codes.OK.String(), 20*time.Millisecond)
+	m.ObserveRPC("/csi.v1.Controller/CreateVolume", codes.OK.String(), 30*time.Millisecond)
+	m.ObserveRPC("/csi.v1.Controller/CreateVolume", codes.DeadlineExceeded.String(), time.Second)
+	m.ObserveRPC("/csi.v1.Node/NodeStageVolume", codes.Internal.String(), time.Millisecond)
 
 	text := scrape(t, m)
 	cases := []struct {

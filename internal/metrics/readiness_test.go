@@ -202,7 +202,7 @@ func TestHandlerServesHealthAndReadinessCodes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			m.ObserveRPC("/csi.v1.Identity/Probe", 0, time.Millisecond)
+			m.ObserveRPC("/csi.v1.Identity/Probe", "OK", time.Millisecond)
 			rec := get(t, Handler(m, c.ready), c.path)
 			if rec.Code != c.wantCode || !strings.Contains(rec.Body.String(), c.wantBody) {
 				t.Fatalf("GET %s = %d %q, want %d with %q", c.path, rec.Code, rec.Body.String(), c.wantCode, c.wantBody)

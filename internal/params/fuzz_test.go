@@ -8,6 +8,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 // kvLines reads "key=value" lines (split at the first '=') into a map.
@@ -55,20 +56,20 @@ func FuzzParseVolume(f *testing.F) {
 			t.Fatalf("%q: accepted clusterID %q", in, v.ClusterID)
 		}
 		for _, m := range v.Monitors {
-			if clusterconfig.ValidateMonitor(m) != nil {
+			if ceph.ValidateMonitor(m) != nil {
 				t.Fatalf("%q: accepted monitor %q", in, m)
 			}
 		}
-		if ValidatePoolName(v.Pool) != nil || (v.DataPool != "" && ValidatePoolName(v.DataPool) != nil) {
+		if ceph.ValidatePoolName(v.Pool) != nil || (v.DataPool != "" && ceph.ValidatePoolName(v.DataPool) != nil) {
 			t.Fatalf("%q: accepted pools %q, %q", in, v.Pool, v.DataPool)
 		}
 		if v.Features == 0 || v.Features&^ceph.UserFeatures != 0 {
 			t.Fatalf("%q: accepted features %v", in, v.Features)
 		}
-		if v.FsType != "" && !slices.Contains(FsTypes, v.FsType) || v.Mounter != "" && !slices.Contains(Mappers, v.Mounter) {
+		if v.FsType != "" && !slices.Contains(FsTypes, v.FsType) || v.Mounter != "" && !slices.Contains(mapper.Names(), v.Mounter) {
 			t.Fatalf("%q: accepted fs type %q, mounter %q", in, v.FsType, v.Mounter)
 		}
-		if ValidateMapOptions(v.MapOpts) != nil || ValidateUser(v.AdminID) != nil || ValidateUser(v.UserID) != nil {
+		if ValidateMapOptions(v.MapOpts) != nil || ceph.ValidateUser(v.AdminID) != nil || ceph.ValidateUser(v.UserID) != nil {
 			t.Fatalf("%q: accepted %+v", in, v)
 		}
 		if n := ImageName(v.Prefix, "inst", "req"); !LooksGenerated(n) {
@@ -115,7 +116,7 @@ func FuzzCredentials(f *testing.F) {
 		}
 		cr, err := Credentials(build(userKey, key), legacyUser)
 		if err == nil {
-			if ValidateUser(cr.User) != nil || validateKey(cr.Key) != nil || strings.ContainsFunc(cr.Key, unicode.IsSpace) {
+			if ceph.ValidateUser(cr.User) != nil || ceph.ValidateKey(cr.Key) != nil || strings.ContainsFunc(cr.Key, unicode.IsSpace) {
 				t.Fatalf("accepted user %q and a key that fails validation", cr.User)
 			}
 			return

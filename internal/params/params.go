@@ -6,7 +6,6 @@
 package params
 
 import (
-	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 // StorageClass parameter keys.
@@ -53,11 +53,19 @@ const (
 	maxNamePrefix     = 32
 )
 
-// Mappers a StorageClass may pick with "mounter".
-var Mappers = []string{"krbd", "rbd-nbd", "fuse"}
-
 // FsTypes the node plugin formats.
 var FsTypes = []string{"ext4", "xfs"}
+
+// Keys are the StorageClass parameters a user writes, in the order the
+// reference (docs/parameters.md) gives them.
+var Keys = []string{
+	KeyClusterID, KeyMonitors, KeyPool, KeyDataPool, KeyImageFeatures, KeyImageFormat,
+	KeyFsTypeCSI, KeyFsType, KeyNamePrefix, KeyMounter, KeyMapOptions,
+	KeyAdminID, KeyUserID, KeyAdminSecretName, KeyAdminSecretNamespace, KeyUserSecretName, KeyUserSecretNamespace,
+}
+
+// metadataKeys are added by external-provisioner, not by users.
+var metadataKeys = []string{KeyPVCName, KeyPVCNamespace, KeyPVName}
 
 // secretRefKeys are the csi.storage.k8s.io/*-secret-* keys the sidecars
 // consume; they are accepted (some sidecar versions pass them through) and
@@ -112,16 +120,9 @@ func ParseVolume(in map[string]string) (Volume, error) {
 }
 
 func checkKeys(in map[string]string) error {
-	known := map[string]bool{
-		KeyClusterID: true, KeyPool: true, KeyDataPool: true, KeyImageFeatures: true, KeyImageFormat: true,
-		KeyFsTypeCSI: true, KeyNamePrefix: true, KeyMounter: true, KeyMapOptions: true,
-		KeyMonitors: true, KeyAdminID: true, KeyUserID: true, KeyAdminSecretName: true,
-		KeyAdminSecretNamespace: true, KeyUserSecretName: true, KeyUserSecretNamespace: true, KeyFsType: true,
-		KeyPVCName: true, KeyPVCNamespace: true, KeyPVName: true,
-	}
 	var unknown []string
 	for k := range in {
-		if !known[k] && !secretRefKeys[k] {
+		if !slices.Contains(Keys, k) && !slices.Contains(metadataKeys, k) && !secretRefKeys[k] {
 			unknown = append(unknown, k)
 		}
 	}
@@ -137,7 +138,7 @@ func checkKeys(in map[string]string) error {
 	if len(names) > 1 {
 		what = "parameters " + strings.Join(names, ", ") + ": remove them"
 	}
-	return fmt.Errorf("unknown StorageClass %s (known: clusterID, monitors, pool, dataPool, imageFeatures, imageFormat, csi.storage.k8s.io/fstype, fsType, volumeNamePrefix, mounter, mapOptions, adminId, userId, adminSecretName, adminSecretNamespace, userSecretName, userSecretNamespace)", what)
+	return invalidf("unknown StorageClass %s (known: %s)", what, strings.Join(Keys, ", "))
 }
 
 func (v *Volume) parseCluster(in map[string]string) error {
@@ -145,34 +146,34 @@ func (v *Volume) parseCluster(in map[string]string) error {
 	mons, hasMons := in[KeyMonitors]
 	switch {
 	case hasID && hasMons:
-		return fmt.Errorf("parameters %s and %s both given: keep one (clusterID names a cluster in the cluster config)", KeyClusterID, KeyMonitors)
+		return invalidf("parameters %s and %s both given: keep one (clusterID names a cluster in the cluster config)", KeyClusterID, KeyMonitors)
 	case hasID:
 		if err := clusterconfig.ValidateClusterID(id); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyClusterID, err)
+			return invalidf("parameter %s: %w", KeyClusterID, err)
 		}
 		v.ClusterID = id
 	case hasMons:
 		list, err := clusterconfig.ParseMonitors(mons)
 		if err != nil {
-			return fmt.Errorf("parameter %s=%q: %w", KeyMonitors, mons, err)
+			return invalidf("parameter %s=%q: %w", KeyMonitors, mons, err)
 		}
 		v.Monitors = list
 	default:
-		return fmt.Errorf("parameter %s (or the legacy %s) is required", KeyClusterID, KeyMonitors)
+		return invalidf("parameter %s (or the legacy %s) is required", KeyClusterID, KeyMonitors)
 	}
 	return nil
 }
 
 func (v *Volume) parsePools(in map[string]string) error {
 	if p, ok := in[KeyPool]; ok {
-		if err := ValidatePoolName(p); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyPool, err)
+		if err := ceph.ValidatePoolName(p); err != nil {
+			return invalidf("parameter %s: %w", KeyPool, err)
 		}
 		v.Pool = p
 	}
 	if p, ok := in[KeyDataPool]; ok && p != "" {
-		if err := ValidatePoolName(p); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyDataPool, err)
+		if err := ceph.ValidatePoolName(p); err != nil {
+			return invalidf("parameter %s: %w", KeyDataPool, err)
 		}
 		v.DataPool = p
 	}
@@ -181,12 +182,12 @@ func (v *Volume) parsePools(in map[string]string) error {
 
 func (v *Volume) parseImage(in map[string]string) error {
 	if f, ok := in[KeyImageFormat]; ok && f != "2" {
-		return fmt.Errorf("parameter %s=%q: only format \"2\" is supported (format 1 images were deprecated by Ceph and cannot be cloned or mapped with modern features)", KeyImageFormat, f)
+		return invalidf("parameter %s=%q: only format \"2\" is supported (format 1 images were deprecated by Ceph and cannot be cloned or mapped with modern features)", KeyImageFormat, f)
 	}
 	if s, ok := in[KeyImageFeatures]; ok {
 		f, err := ceph.ParseFeatures(s)
 		if err != nil {
-			return fmt.Errorf("parameter %s=%q: %w", KeyImageFeatures, s, err)
+			return invalidf("parameter %s=%q: %w", KeyImageFeatures, s, err)
 		}
 		if f == 0 {
 			f = DefaultFeatures
@@ -195,7 +196,7 @@ func (v *Volume) parseImage(in map[string]string) error {
 	}
 	if p, ok := in[KeyNamePrefix]; ok {
 		if err := validatePrefix(p); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyNamePrefix, err)
+			return invalidf("parameter %s: %w", KeyNamePrefix, err)
 		}
 		v.Prefix = p
 	}
@@ -205,7 +206,7 @@ func (v *Volume) parseImage(in map[string]string) error {
 func (v *Volume) parseFsType(in map[string]string) error {
 	csiFs, legacyFs := in[KeyFsTypeCSI], in[KeyFsType]
 	if csiFs != "" && legacyFs != "" && csiFs != legacyFs {
-		return fmt.Errorf("parameters %s=%q and %s=%q disagree: keep one", KeyFsTypeCSI, csiFs, KeyFsType, legacyFs)
+		return invalidf("parameters %s=%q and %s=%q disagree: keep one", KeyFsTypeCSI, csiFs, KeyFsType, legacyFs)
 	}
 	fs := csiFs
 	if fs == "" {
@@ -216,7 +217,7 @@ func (v *Volume) parseFsType(in map[string]string) error {
 		if csiFs == "" {
 			key = KeyFsType
 		}
-		return fmt.Errorf("parameter %s=%q: filesystem type not supported: use one of %s", key, fs, strings.Join(FsTypes, ", "))
+		return invalidf("parameter %s=%q: filesystem type not supported: use one of %s", key, fs, strings.Join(FsTypes, ", "))
 	}
 	v.FsType = fs
 	return nil
@@ -224,14 +225,14 @@ func (v *Volume) parseFsType(in map[string]string) error {
 
 func (v *Volume) parseNode(in map[string]string) error {
 	if m, ok := in[KeyMounter]; ok && m != "" {
-		if !slices.Contains(Mappers, m) {
-			return fmt.Errorf("parameter %s=%q: use one of %s", KeyMounter, m, strings.Join(Mappers, ", "))
+		if !slices.Contains(mapper.Names(), m) {
+			return invalidf("parameter %s=%q: use one of %s", KeyMounter, m, strings.Join(mapper.Names(), ", "))
 		}
 		v.Mounter = m
 	}
 	if o, ok := in[KeyMapOptions]; ok {
-		if err := ValidateMapOptions(o); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyMapOptions, err)
+		if err := validateMapOptions(v.Mounter, o); err != nil {
+			return invalidf("parameter %s: %w", KeyMapOptions, err)
 		}
 		v.MapOpts = o
 	}
@@ -241,14 +242,14 @@ func (v *Volume) parseNode(in map[string]string) error {
 func (v *Volume) parseUsers(in map[string]string) error {
 	v.AdminID, v.UserID = DefaultUser, ""
 	if a, ok := in[KeyAdminID]; ok {
-		if err := ValidateUser(a); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyAdminID, err)
+		if err := ceph.ValidateUser(a); err != nil {
+			return invalidf("parameter %s: %w", KeyAdminID, err)
 		}
 		v.AdminID = a
 	}
 	if u, ok := in[KeyUserID]; ok {
-		if err := ValidateUser(u); err != nil {
-			return fmt.Errorf("parameter %s: %w", KeyUserID, err)
+		if err := ceph.ValidateUser(u); err != nil {
+			return invalidf("parameter %s: %w", KeyUserID, err)
 		}
 		v.UserID = u
 	}
@@ -259,44 +260,26 @@ func (v *Volume) parseUsers(in map[string]string) error {
 	return nil
 }
 
-// ValidatePoolName accepts pool names that cannot be mistaken for paths or
-// options by any tool the name may reach.
-func ValidatePoolName(p string) error {
-	if p == "" || len(p) > 64 {
-		return fmt.Errorf("pool name %q must be 1 to 64 characters", p)
-	}
-	if !isPlain(p) || p[0] == '-' {
-		return fmt.Errorf("pool name %q may only hold letters, digits, '.', '_' and '-' and must not start with '-'", p)
-	}
-	return nil
-}
-
-// ValidateUser checks a cephx user ID (without "client.").
-func ValidateUser(u string) error {
-	if strings.HasPrefix(u, "client.") {
-		return fmt.Errorf("user %q: give the ID without the \"client.\" prefix", u)
-	}
-	if u == "" || len(u) > 64 || !isPlain(u) || u[0] == '-' {
-		return fmt.Errorf("user %q may only hold letters, digits, '.', '_' and '-' (1 to 64)", u)
-	}
-	return nil
-}
-
-// ValidateMapOptions accepts a comma-separated list of name or name=value
-// krbd/rbd-nbd options. Values are restricted so that nothing can smuggle a
-// further option, a space-separated sysfs token or a command-line argument.
+// ValidateMapOptions accepts map options that at least one mapper's
+// allowlist accepts (the StorageClass leaves the mapper to the node).
 func ValidateMapOptions(s string) error {
-	if s == "" {
-		return nil
+	return validateMapOptions("", s)
+}
+
+// validateMapOptions checks s with the allowlist of the node's mapper, so
+// that CreateVolume refuses what NodeStageVolume would. Surrounding
+// whitespace, which the mapper trims, is refused: the value should say
+// exactly what the node gets.
+func validateMapOptions(mounter, s string) error {
+	if strings.TrimSpace(s) != s {
+		return invalidf("map options %q: remove the surrounding whitespace", s)
 	}
-	for _, opt := range strings.Split(s, ",") {
-		name, val, _ := strings.Cut(opt, "=")
-		if name == "" || !isPlain(name) || name[0] == '-' {
-			return fmt.Errorf("map option %q: bad name", opt)
-		}
-		if strings.ContainsFunc(val, func(r rune) bool { return !(isPlainRune(r) || r == ':' || r == '|') }) {
-			return fmt.Errorf("map option %q: value may only hold letters, digits, '.', '_', '-', ':' and '|'", opt)
-		}
+	check := mapper.ValidateMapOptionsForAny
+	if mounter != "" {
+		check = func(s string) error { return mapper.ValidateMapOptions(mounter, s) }
+	}
+	if err := check(s); err != nil {
+		return invalidf("%w", err)
 	}
 	return nil
 }
@@ -305,20 +288,12 @@ func validatePrefix(p string) error {
 	if p == "" {
 		return nil
 	}
-	if len(p) > maxNamePrefix || !isPlain(p) || p[0] == '-' || p[0] == '.' {
-		return fmt.Errorf("prefix %q: at most %d letters, digits, '.', '_' or '-', not starting with '-' or '.'", p, maxNamePrefix)
+	if len(p) > maxNamePrefix || !ceph.IsPlainName(p) || p[0] == '-' || p[0] == '.' {
+		return invalidf("prefix %q: at most %d letters, digits, '.', '_' or '-', not starting with '-' or '.'", p, maxNamePrefix)
 	}
 	if strings.HasPrefix(p, SnapshotImagePrefix) {
 		// Listing tells snapshot images from volumes by this prefix.
-		return fmt.Errorf("prefix %q: names starting with %q are reserved for snapshot images", p, SnapshotImagePrefix)
+		return invalidf("prefix %q: names starting with %q are reserved for snapshot images", p, SnapshotImagePrefix)
 	}
 	return nil
-}
-
-func isPlain(s string) bool {
-	return s != "" && !strings.ContainsFunc(s, func(r rune) bool { return !isPlainRune(r) })
-}
-
-func isPlainRune(r rune) bool {
-	return r == '.' || r == '_' || r == '-' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
 }

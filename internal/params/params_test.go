@@ -1,6 +1,7 @@
 package params
 
 import (
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -266,7 +267,7 @@ func TestParseVolumeUserIDDefaultsToAdminID(t *testing.T) {
 func TestValidateMapOptionsAcceptsPlainOptions(t *testing.T) {
 	for _, s := range []string{
 		"", "noshare", "queue_depth=128", "ms_mode=prefer-crc,noshare", "lock_on_read,exclusive", "crush_location=host:a|rack:b",
-		"io-timeout=30", "empty=",
+		"io-timeout=30",
 	} {
 		if err := ValidateMapOptions(s); err != nil {
 			t.Errorf("ValidateMapOptions(%q) = %v", s, err)
@@ -274,6 +275,37 @@ func TestValidateMapOptionsAcceptsPlainOptions(t *testing.T) {
 		if v := parse(t, sc("mapOptions", s)); v.MapOpts != s {
 			t.Errorf("mapOptions=%q: got %q", s, v.MapOpts)
 		}
+	}
+}
+
+// The controller refuses what the node's mapper would refuse at
+// NodeStageVolume, naming the option.
+func TestMapOptionsFollowTheNodesAllowlist(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     map[string]string
+		reject []string // empty: accepted
+	}{
+		{"krbd option for krbd", sc("mounter", "krbd", "mapOptions", "queue_depth=128"), nil},
+		{"rbd-nbd option for rbd-nbd", sc("mounter", "rbd-nbd", "mapOptions", "io-timeout=30"), nil},
+		{"rbd-nbd option for krbd", sc("mounter", "krbd", "mapOptions", "io-timeout=30"), []string{"mapOptions", `"io-timeout"`, "krbd"}},
+		{"krbd option for rbd-nbd", sc("mounter", "rbd-nbd", "mapOptions", "queue_depth=128"), []string{"mapOptions", `"queue_depth"`, "rbd-nbd"}},
+		{"any option for fuse", sc("mounter", "fuse", "mapOptions", "noshare"), []string{"mapOptions", "fuse", "takes no map options"}},
+		{"option no mapper knows", sc("mapOptions", "empty="), []string{"mapOptions", `"empty"`, "no mapper accepts"}},
+		{"option the driver sets", sc("mapOptions", "secret=x"), []string{"mapOptions", `"secret"`}},
+		{"bad value", sc("mounter", "krbd", "mapOptions", "queue_depth=lots"), []string{"mapOptions", `"queue_depth"`, "integer"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.reject) == 0 {
+				parse(t, tc.in)
+				return
+			}
+			rejects(t, tc.in, tc.reject...)
+			if _, err := ParseVolume(tc.in); !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not match ErrInvalid", err)
+			}
+		})
 	}
 }
 

@@ -1,8 +1,6 @@
 package params
 
 import (
-	"encoding/base64"
-	"fmt"
 	"sort"
 	"strings"
 
@@ -26,7 +24,7 @@ const (
 // in a newline).
 func Credentials(secrets map[string]string, legacyUser string) (ceph.Credentials, error) {
 	if len(secrets) == 0 {
-		return ceph.Credentials{}, fmt.Errorf("no secrets given: the StorageClass must name a Secret (csi.storage.k8s.io/provisioner-secret-name, node-stage-secret-name, controller-expand-secret-name) holding %s and %s, or an in-tree Secret with %s", SecretUserID, SecretUserKey, SecretKey)
+		return ceph.Credentials{}, invalidf("no secrets given: the StorageClass must name a Secret (csi.storage.k8s.io/provisioner-secret-name, node-stage-secret-name, controller-expand-secret-name) holding %s and %s, or an in-tree Secret with %s", SecretUserID, SecretUserKey, SecretKey)
 	}
 	user, hasUser := secrets[SecretUserID]
 	key, hasUserKey := secrets[SecretUserKey]
@@ -34,12 +32,12 @@ func Credentials(secrets map[string]string, legacyUser string) (ceph.Credentials
 	userFrom := "secret field " + SecretUserID
 	switch {
 	case hasUser && !hasUserKey && !hasLegacyKey:
-		if ValidateUser(user) != nil {
-			return ceph.Credentials{}, fmt.Errorf("secret has %s but no %s: add the cephx key, and check that %s holds the user name (without \"client.\")", SecretUserID, SecretUserKey, SecretUserID)
+		if ceph.ValidateUser(user) != nil {
+			return ceph.Credentials{}, invalidf("secret has %s but no %s: add the cephx key, and check that %s holds the user name (without \"client.\")", SecretUserID, SecretUserKey, SecretUserID)
 		}
-		return ceph.Credentials{}, fmt.Errorf("secret has %s but no %s: add the cephx key of client.%s", SecretUserID, SecretUserKey, user)
+		return ceph.Credentials{}, invalidf("secret has %s but no %s: add the cephx key of client.%s", SecretUserID, SecretUserKey, user)
 	case !hasUser && hasUserKey:
-		return ceph.Credentials{}, fmt.Errorf("secret has %s but no %s: add the cephx user name (without \"client.\")", SecretUserKey, SecretUserID)
+		return ceph.Credentials{}, invalidf("secret has %s but no %s: add the cephx user name (without \"client.\")", SecretUserKey, SecretUserID)
 	case hasUser && hasUserKey:
 	case hasLegacyKey:
 		user, key = legacyUser, legacyKey
@@ -51,15 +49,15 @@ func Credentials(secrets map[string]string, legacyUser string) (ceph.Credentials
 			user = DefaultUser
 		}
 	default:
-		return ceph.Credentials{}, fmt.Errorf("secret has neither %s+%s nor %s (present keys: %s)", SecretUserID, SecretUserKey, SecretKey, keyList(secrets))
+		return ceph.Credentials{}, invalidf("secret has neither %s+%s nor %s (present keys: %s)", SecretUserID, SecretUserKey, SecretKey, keyList(secrets))
 	}
-	if ValidateUser(user) != nil {
+	if ceph.ValidateUser(user) != nil {
 		// Not echoed: it may be the key put in the wrong field.
-		return ceph.Credentials{}, fmt.Errorf("%s is not a cephx user name (%d bytes): give the ID without \"client.\", 1 to 64 letters, digits, '.', '_' or '-'", userFrom, len(user))
+		return ceph.Credentials{}, invalidf("%s is not a cephx user name (%d bytes): give the ID without \"client.\", 1 to 64 letters, digits, '.', '_' or '-'", userFrom, len(user))
 	}
 	key = strings.TrimSpace(key)
-	if err := validateKey(key); err != nil {
-		return ceph.Credentials{}, fmt.Errorf("secret key for client.%s: %w", user, err)
+	if err := ceph.ValidateKey(key); err != nil {
+		return ceph.Credentials{}, invalidf("secret key for client.%s: %w", user, err)
 	}
 	return ceph.Credentials{User: user, Key: key}, nil
 }
@@ -69,32 +67,6 @@ func Credentials(secrets map[string]string, legacyUser string) (ceph.Credentials
 func NamesUser(secrets map[string]string) bool {
 	_, ok := secrets[SecretUserID]
 	return ok
-}
-
-// validateKey checks the shape of a cephx key without ever echoing it.
-func validateKey(k string) error {
-	if k == "" {
-		return fmt.Errorf("is empty")
-	}
-	if len(k) > 256 {
-		return fmt.Errorf("is implausibly long for a cephx key (%d bytes)", len(k))
-	}
-	// base64.StdEncoding skips '\r' and '\n' wherever they are, so check the
-	// alphabet first: a newline or comma inside the key would otherwise reach
-	// the kernel's map string.
-	if strings.ContainsFunc(k, func(r rune) bool {
-		return !(r == '+' || r == '/' || r == '=' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z'))
-	}) {
-		return fmt.Errorf("is not base64: it holds whitespace or other characters (a cephx key looks like the output of `ceph auth get-key client.NAME`)")
-	}
-	raw, err := base64.StdEncoding.DecodeString(k)
-	if err != nil {
-		return fmt.Errorf("is not base64 (a cephx key looks like the output of `ceph auth get-key client.NAME`)")
-	}
-	if len(raw) < 16 {
-		return fmt.Errorf("is too short to be a cephx key (%d bytes decoded)", len(raw))
-	}
-	return nil
 }
 
 func keyList(m map[string]string) string {

@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// testKey has the shape of a cephx key: base64 of 28 bytes.
-var testKey = base64.StdEncoding.EncodeToString([]byte("\x01\x00rbd-csi-unit-test-key!!"))
+// testKey is encoded as Ceph encodes a cephx AES key: type 1, creation
+// time, secret length 16, secret.
+var testKey = base64.StdEncoding.EncodeToString([]byte("\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x10\x00rbd-csi-unit-tes"))
 
 func TestCredentialsAcceptsBothSecretShapes(t *testing.T) {
 	tests := []struct {

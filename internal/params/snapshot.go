@@ -3,26 +3,28 @@ package params
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 )
 
 // VolumeSnapshotClass parameter keys beyond the StorageClass ones.
 const (
 	// Keys external-snapshotter adds with --extra-create-metadata.
-	KeySnapshotName         = "csi.storage.k8s.io/volumesnapshot/name"
-	KeySnapshotNamespace    = "csi.storage.k8s.io/volumesnapshot/namespace"
-	KeySnapshotContentName  = "csi.storage.k8s.io/volumesnapshotcontent/name"
-	SnapshotImagePrefix     = "csi-snap-"
-	snapshotNameHashDomain  = "\x00snapshot\x00"
-	tempSnapPrefix          = "csi-tmp-"
-	tempSnapHashHexDigits   = 20
-	snapshotKnownParameters = "clusterID, pool"
+	KeySnapshotName        = "csi.storage.k8s.io/volumesnapshot/name"
+	KeySnapshotNamespace   = "csi.storage.k8s.io/volumesnapshot/namespace"
+	KeySnapshotContentName = "csi.storage.k8s.io/volumesnapshotcontent/name"
+	SnapshotImagePrefix    = "csi-snap-"
+	snapshotNameHashDomain = "\x00snapshot\x00"
+	tempSnapPrefix         = "csi-tmp-"
+	tempSnapHashHexDigits  = 20
 )
+
+// SnapshotKeys are the VolumeSnapshotClass parameters a user writes.
+var SnapshotKeys = []string{KeyClusterID, KeyPool}
 
 // Snapshot is a validated set of VolumeSnapshotClass parameters.
 type Snapshot struct {
@@ -47,12 +49,12 @@ func ParseSnapshot(in map[string]string) (Snapshot, error) {
 		switch {
 		case k == KeyClusterID:
 			if err := clusterconfig.ValidateClusterID(v); err != nil {
-				return Snapshot{}, fmt.Errorf("parameter %s: %w", KeyClusterID, err)
+				return Snapshot{}, invalidf("parameter %s: %w", KeyClusterID, err)
 			}
 			s.ClusterID = v
 		case k == KeyPool:
-			if err := ValidatePoolName(v); err != nil {
-				return Snapshot{}, fmt.Errorf("parameter %s: %w", KeyPool, err)
+			if err := ceph.ValidatePoolName(v); err != nil {
+				return Snapshot{}, invalidf("parameter %s: %w", KeyPool, err)
 			}
 			s.Pool = v
 		case k == KeySnapshotName, k == KeySnapshotNamespace, k == KeySnapshotContentName, secretRefKeys[k]:
@@ -62,7 +64,7 @@ func ParseSnapshot(in map[string]string) (Snapshot, error) {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return Snapshot{}, fmt.Errorf("unknown VolumeSnapshotClass parameter %s: remove it (known: %s)", strings.Join(unknown, ", "), snapshotKnownParameters)
+		return Snapshot{}, invalidf("unknown VolumeSnapshotClass parameter %s: remove it (known: %s)", strings.Join(unknown, ", "), strings.Join(SnapshotKeys, ", "))
 	}
 	s.Claim = SnapshotClaim{Name: in[KeySnapshotName], Namespace: in[KeySnapshotNamespace], ContentName: in[KeySnapshotContentName]}
 	return s, nil

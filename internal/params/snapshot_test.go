@@ -3,6 +3,8 @@ package params
 import (
 	"strings"
 	"testing"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 func TestParseSnapshot(t *testing.T) {
@@ -75,7 +77,7 @@ func FuzzParseSnapshot(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got.Pool != "" && ValidatePoolName(got.Pool) != nil {
+		if got.Pool != "" && ceph.ValidatePoolName(got.Pool) != nil {
 			t.Fatalf("accepted pool %q", got.Pool)
 		}
 	})

@@ -34,8 +34,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
-	"github.com/rbd-csi/rbd-csi/internal/params"
 )
 
 // MaxLen is the CSI limit on a volume or snapshot ID.
@@ -79,7 +79,7 @@ func (id ID) Encode() (string, error) {
 			return "", errors.New("encode volume ID: neither a clusterID nor monitors given")
 		}
 		for _, m := range id.Monitors {
-			if err := clusterconfig.ValidateMonitor(m); err != nil {
+			if err := ceph.ValidateMonitor(m); err != nil {
 				return "", fmt.Errorf("encode volume ID: %w", err)
 			}
 		}
@@ -94,7 +94,7 @@ func (id ID) Encode() (string, error) {
 	fields := []string{version, cluster, strconv.FormatInt(id.PoolID, 10), id.Image}
 	shorter := ""
 	if id.User != "" {
-		if err := params.ValidateUser(id.User); err != nil {
+		if err := ceph.ValidateUser(id.User); err != nil {
 			return "", fmt.Errorf("encode volume ID: %w", err)
 		}
 		fields[0] = versionUser
@@ -118,7 +118,7 @@ func Decode(s string) (ID, error) {
 	switch {
 	case len(parts) == 4 && parts[0] == version:
 	case len(parts) == 5 && parts[0] == versionUser:
-		if err := params.ValidateUser(parts[4]); err != nil {
+		if err := ceph.ValidateUser(parts[4]); err != nil {
 			return ID{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 		id.User = parts[4]
@@ -143,7 +143,7 @@ func Decode(s string) (ID, error) {
 func (id *ID) setCluster(field string) error {
 	if mons, ok := strings.CutPrefix(field, monitorsMark); ok {
 		for _, m := range strings.Split(mons, monitorsSplit) {
-			if err := clusterconfig.ValidateMonitor(m); err != nil {
+			if err := ceph.ValidateMonitor(m); err != nil {
 				return fmt.Errorf("%w: %v", ErrMalformed, err)
 			}
 			id.Monitors = append(id.Monitors, m)

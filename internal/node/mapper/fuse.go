@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/atomicfile"
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
 // fuse maps an image with one rbd-fuse process per image, which exposes
@@ -37,7 +40,7 @@ type fuse struct {
 	cfg       Config
 	root      string // <StateDir>/fuse, absolute and symlink-free
 	lockDir   string
-	locks     keyedMutex
+	locks     keylock.Locks
 	probes    prober
 	mountinfo string
 }
@@ -100,36 +103,25 @@ func (f *fuse) paths(pool, image string) fusePaths {
 
 // Map implements Mapper.
 func (f *fuse) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
-	ctx, cancel := withDeadline(ctx, f.cfg.DefaultTimeout)
-	defer cancel()
-	img, err := f.validate(img, opts)
-	if err != nil {
-		return Device{}, err
-	}
-	p := f.paths(img.Pool, img.Name)
-	unlock, err := f.lock(ctx, img.Spec(), p.lock)
-	if err != nil {
-		return Device{}, fmt.Errorf("%w: %w", ErrMapTimeout, err)
-	}
-	defer unlock()
-	dev, err := f.mapLocked(ctx, img, p, opts.ReadOnly)
-	return dev, redact(err, img.Key)
+	return mapImage(ctx, f.cfg.DefaultTimeout, mapSteps{
+		name:  Fuse,
+		admit: admitFuse,
+		lock: func(ctx context.Context, img Image) (func(), error) {
+			return f.lock(ctx, img.Spec(), f.paths(img.Pool, img.Name).lock)
+		},
+		mapLocked: func(ctx context.Context, img Image, opts MapOptions, _ []option) (Device, error) {
+			return f.mapLocked(ctx, img, f.paths(img.Pool, img.Name), opts.ReadOnly)
+		},
+	}, img, opts)
 }
 
-// validate checks img and opts and returns img with its key trimmed.
-func (f *fuse) validate(img Image, opts MapOptions) (Image, error) {
-	img, err := checkImage(img)
-	if err != nil {
-		return Image{}, err
-	}
+// admitFuse refuses what rbd-fuse cannot open.
+func admitFuse(img Image) error {
 	if img.RadosNamespace != "" {
-		return Image{}, fmt.Errorf("%w: rbd-fuse cannot open images in a rados namespace (%s); use StorageClass parameter mounter: krbd or rbd-nbd for this pool",
+		return fmt.Errorf("%w: rbd-fuse cannot open images in a rados namespace (%s); use StorageClass parameter mounter: krbd or rbd-nbd for this pool",
 			ErrUnsupported, img.Spec())
 	}
-	if _, err := parseOptions(Fuse, opts.Extra); err != nil {
-		return Image{}, err
-	}
-	return img, nil
+	return nil
 }
 
 func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly bool) (Device, error) {
@@ -248,7 +240,7 @@ func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths) (err er
 	if err := os.MkdirAll(p.mnt, 0o700); err != nil {
 		return fmt.Errorf("%w: creating %s: %v", ErrMapFailed, p.mnt, err)
 	}
-	if err := writeFileAtomic(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
+	if err := atomicfile.Write(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
 		return fmt.Errorf("%w: writing %s: %v", ErrMapFailed, p.conf, err)
 	}
 	kr, err := writeTempKeyring(f.cfg.SecretDir, img.User, img.Key)
@@ -319,7 +311,7 @@ func (f *fuse) spawn(img Image, p fusePaths, keyring string) (*fuseProc, error) 
 		proc.exitCode = cmd.ProcessState.ExitCode()
 		close(proc.exited)
 	}()
-	if err := writeFileAtomic(p.pid, []byte(strconv.Itoa(proc.pid)+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(p.pid, []byte(strconv.Itoa(proc.pid)+"\n"), 0o600); err != nil {
 		klog.ErrorS(err, "fuse: cannot write pid file", "file", p.pid)
 	}
 	return proc, nil
@@ -550,7 +542,10 @@ func (f *fuse) removeState(p fusePaths) error {
 	if fstype, err := mountAt(f.mountinfo, p.mnt); err != nil || fstype != "" {
 		return fmt.Errorf("%w: %s is still mounted (%q) after unmount: %v", ErrUnmapFailed, p.mnt, fstype, err)
 	}
-	for _, file := range []string{p.pid, p.conf, p.conf + ".tmp", p.pid + ".tmp", p.log} {
+	// ".tmp" files are what a crashed older version left behind.
+	files := []string{p.pid, p.conf, p.conf + ".tmp", p.pid + ".tmp", p.log}
+	temps, _ := filepath.Glob(filepath.Join(p.dir, atomicfile.TempPrefix+"*"))
+	for _, file := range append(files, temps...) {
 		if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("%w: removing %s: %v", ErrUnmapFailed, file, err)
 		}
@@ -567,7 +562,7 @@ func (f *fuse) removeState(p fusePaths) error {
 
 // Check implements Mapper.
 func (f *fuse) Check(ctx context.Context, dev Device) (bool, string) {
-	img, err := fuseDeviceImage(dev)
+	img, err := deviceImage(dev, Fuse, loopDevRe, "a loop device")
 	if err != nil {
 		return false, err.Error()
 	}
@@ -589,24 +584,10 @@ func (f *fuse) Check(ctx context.Context, dev Device) (bool, string) {
 	return true, ""
 }
 
-func fuseDeviceImage(dev Device) (Image, error) {
-	if dev.Mapper != Fuse {
-		return Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, Fuse)
-	}
-	if dev.Path != "" && !loopDevRe.MatchString(dev.Path) {
-		return Image{}, fmt.Errorf("%w: %q is not a loop device path", ErrInvalidDevice, dev.Path)
-	}
-	img := Image{Pool: dev.Attrs[AttrPool], Name: dev.Attrs[AttrImage]}
-	if err := validateNames(img); err != nil {
-		return Image{}, fmt.Errorf("%w: fuse device %s: %v", ErrInvalidDevice, dev.Path, err)
-	}
-	return img, nil
-}
-
 // lockDevice locks the image behind dev; a lock not taken in time is
 // wrapped in lockErr, the sentinel the caller's operation fails with.
 func (f *fuse) lockDevice(ctx context.Context, dev Device, lockErr error) (Image, fusePaths, func(), error) {
-	img, err := fuseDeviceImage(dev)
+	img, err := deviceImage(dev, Fuse, loopDevRe, "a loop device")
 	if err != nil {
 		return Image{}, fusePaths{}, nil, err
 	}
@@ -618,7 +599,7 @@ func (f *fuse) lockDevice(ctx context.Context, dev Device, lockErr error) (Image
 	return img, p, unlock, nil
 }
 
-// lock serialises work on one image across goroutines (keyedMutex) and
+// lock serialises work on one image across goroutines (keylock) and
 // across processes (flock), e.g. an old and a new plugin instance during
 // an upgrade.
 func (f *fuse) lock(ctx context.Context, key, path string) (func(), error) {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 // These tests map real images through rbd-fuse and loop devices. They need
@@ -70,7 +72,7 @@ func needCeph(t *testing.T) cephEnv {
 }
 
 func (e cephEnv) image(name string) Image {
-	return Image{Monitors: e.mons, User: "admin", Key: e.key, Pool: e.pool, Name: name, Features: []string{"layering"}}
+	return Image{Monitors: e.mons, User: "admin", Key: e.key, Pool: e.pool, Name: name, Features: ceph.FeatureLayering}
 }
 
 // rbd runs the rbd CLI as client.admin.

@@ -58,16 +58,6 @@ func readPidFile(path string) (int, bool) {
 	return pid, true
 }
 
-// writeFileAtomic writes data to path via a temporary file and rename, so
-// a crash never leaves a half-written pid or config file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
 // waitGone polls until pid has exited or ctx ends.
 func waitGone(ctx context.Context, pid int) bool {
 	t := time.NewTicker(25 * time.Millisecond)

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
 // Resolver resolves monitor host names; *net.Resolver implements it.
@@ -28,7 +31,7 @@ type Resolver interface {
 type krbd struct {
 	cfg   Config
 	bus   string // <sysfs>/bus/rbd
-	locks keyedMutex
+	locks keylock.Locks
 
 	mu sync.Mutex
 	// pending holds adds whose sysfs write outlived the caller's deadline.
@@ -55,23 +58,7 @@ func (k *krbd) Name() string { return KRBD }
 
 // Map implements Mapper.
 func (k *krbd) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
-	ctx, cancel := withDeadline(ctx, k.cfg.DefaultTimeout)
-	defer cancel()
-	img, err := checkImage(img)
-	if err != nil {
-		return Device{}, err
-	}
-	extra, err := parseOptions(KRBD, opts.Extra)
-	if err != nil {
-		return Device{}, err
-	}
-	unlock, err := k.locks.Lock(ctx, img.Spec())
-	if err != nil {
-		return Device{}, fmt.Errorf("%w: %w", ErrMapTimeout, err)
-	}
-	defer unlock()
-	dev, err := k.mapLocked(ctx, img, opts, extra)
-	return dev, redact(err, img.Key)
+	return mapImage(ctx, k.cfg.DefaultTimeout, mapSteps{name: KRBD, locks: &k.locks, mapLocked: k.mapLocked}, img, opts)
 }
 
 func (k *krbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
@@ -181,10 +168,10 @@ func (k *krbd) checkFeatures(img Image, readOnly bool) error {
 		return fmt.Errorf("%w: parsing %s/supported_features %q: %v", ErrMapFailed, k.bus, strings.TrimSpace(string(raw)), err)
 	}
 	missing, unknown := missingFeatures(img.Features, supported, readOnly)
-	if len(unknown) > 0 {
-		klog.V(2).InfoS("krbd: image has features unknown to the driver; leaving the decision to the kernel", "image", img.Spec(), "features", unknown)
+	if unknown != 0 {
+		klog.V(2).InfoS("krbd: image has features unknown to the driver; leaving the decision to the kernel", "image", img.Spec(), "features", fmt.Sprintf("0x%x", uint64(unknown)))
 	}
-	if len(missing) > 0 {
+	if missing != 0 {
 		return unsupportedFeaturesError(img, missing, supported)
 	}
 	return nil
@@ -492,8 +479,9 @@ func (k *krbd) Check(_ context.Context, dev Device) (bool, string) {
 
 // krbdDeviceAttrs validates a Device from the caller's state file.
 func krbdDeviceAttrs(dev Device) (string, Image, error) {
-	if dev.Mapper != KRBD {
-		return "", Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, KRBD)
+	img, err := deviceImage(dev, KRBD, nil, "")
+	if err != nil {
+		return "", Image{}, err
 	}
 	id := dev.Attrs[AttrDevID]
 	if id == "" && dev.Path != "" {
@@ -502,21 +490,7 @@ func krbdDeviceAttrs(dev Device) (string, Image, error) {
 	if n, err := strconv.Atoi(id); id != "" && (err != nil || n < 0 || strconv.Itoa(n) != id) {
 		return "", Image{}, fmt.Errorf("%w: krbd device %s has invalid id attribute %q", ErrInvalidDevice, dev.Path, id)
 	}
-	img := Image{Pool: dev.Attrs[AttrPool], RadosNamespace: dev.Attrs[AttrNamespace], Name: dev.Attrs[AttrImage]}
-	if err := validateNames(img); err != nil {
-		return "", Image{}, fmt.Errorf("%w: krbd device %s: %v", ErrInvalidDevice, dev.Path, err)
-	}
 	return id, img, nil
-}
-
-func validateNames(img Image) error {
-	if err := validateName("pool", img.Pool, false); err != nil {
-		return err
-	}
-	if err := validateName("rados namespace", img.RadosNamespace, true); err != nil {
-		return err
-	}
-	return validateName("image name", img.Name, false)
 }
 
 // kernelMsgr returns the messenger protocol the kernel client speaks to
@@ -526,10 +500,10 @@ func validateNames(img Image) error {
 func kernelMsgr(extra []option) string {
 	for _, o := range extra {
 		if o.Name == "ms_mode" && o.Value != "legacy" {
-			return msgrV2
+			return ceph.MsgrV2
 		}
 	}
-	return msgrV1
+	return ceph.MsgrV1
 }
 
 // krbdMonitors parses the monitor addresses for the kernel. The kernel
@@ -537,15 +511,15 @@ func kernelMsgr(extra []option) string {
 // kernelMsgr), so the v1:/v2: prefixes are stripped and an address pinned
 // to the other protocol is left out: it cannot answer the kernel. When no
 // address is left the map fails at once instead of timing out.
-func krbdMonitors(mons []string, extra []option) ([]monitorAddr, error) {
+func krbdMonitors(mons []string, extra []option) ([]ceph.MonitorAddr, error) {
 	want := kernelMsgr(extra)
-	var out, skipped []monitorAddr
+	var out, skipped []ceph.MonitorAddr
 	for _, m := range mons {
 		a, err := parseMonitor(m)
 		if err != nil {
 			return nil, err
 		}
-		if a.msgr != "" && a.msgr != want {
+		if a.Msgr != "" && a.Msgr != want {
 			skipped = append(skipped, a)
 			continue
 		}
@@ -561,7 +535,7 @@ func krbdMonitors(mons []string, extra []option) ([]monitorAddr, error) {
 }
 
 func msgrMismatchError(mons []string, kernel string) error {
-	if kernel == msgrV1 {
+	if kernel == ceph.MsgrV1 {
 		return fmt.Errorf("%w: every monitor address %v is pinned to msgr2 (v2:), but the kernel client speaks msgr1 unless the map options set ms_mode: add ms_mode=prefer-crc (kernel >= 5.11) to the StorageClass's map options, or list the monitors' v1 addresses",
 			ErrInvalidOptions, mons)
 	}
@@ -571,15 +545,15 @@ func msgrMismatchError(mons []string, kernel string) error {
 
 // resolveMonitors turns monitor host names into IP addresses: the kernel
 // parses only numeric addresses.
-func resolveMonitors(ctx context.Context, r Resolver, mons []monitorAddr) ([]string, error) {
+func resolveMonitors(ctx context.Context, r Resolver, mons []ceph.MonitorAddr) ([]string, error) {
 	var out []string
 	for _, m := range mons {
-		ips, err := lookupHost(ctx, r, m.host)
+		ips, err := lookupHost(ctx, r, m.Host)
 		if err != nil {
 			return nil, err
 		}
 		for _, ip := range ips {
-			out = append(out, joinHostPort(ip, m.port))
+			out = append(out, joinHostPort(ip, m.Port))
 		}
 	}
 	return out, nil

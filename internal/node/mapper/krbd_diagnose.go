@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 // kernelLogTimeout bounds reading the kernel log after a failed map; the
@@ -169,7 +171,6 @@ func kernelFeatureAdvice(img Image, line string) string {
 	if err != nil {
 		return line
 	}
-	missing := featureNames(mask)
 	return fmt.Sprintf("the kernel refused %s because it uses feature(s) %s (0x%x) that this kernel's rbd driver does not support; fix: %s",
-		img.Spec(), strings.Join(missing, ", "), mask, featureFix(img, missing))
+		img.Spec(), strings.Join(mask.Names(), ", "), uint64(mask), featureFix(img, mask&ceph.KnownFeatures))
 }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 // krbdRig is a krbd mapper wired to a fake kernel, a recording executor
@@ -72,7 +72,7 @@ func krbdImage(name string) Image {
 		Key:      testKey,
 		Pool:     "kube",
 		Name:     name,
-		Features: []string{"layering"},
+		Features: ceph.FeatureLayering,
 	}
 }
 
@@ -220,7 +220,7 @@ func TestKRBDMapRefusesAccessModeConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := rig.mapper(t).Map(ctx, img, MapOptions{ReadOnly: false})
-	if !errors.Is(err, ErrMappingConflict) || GRPCCode(err) != codes.FailedPrecondition {
+	if !errors.Is(err, ErrMappingConflict) {
 		t.Errorf("read-write Map over read-only mapping: %v, want ErrMappingConflict", err)
 	}
 }
@@ -301,7 +301,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 	tests := []struct {
 		name       string
 		supported  string
-		features   []string
+		features   ceph.Features
 		readOnly   bool
 		wantErr    bool
 		wantInMsg  []string
@@ -311,7 +311,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:      "old kernel, default features: names them and offers feature disable",
 			supported: "0x1",
-			features:  []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"},
+			features:  ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff | ceph.FeatureDeepFlatten,
 			wantErr:   true,
 			wantInMsg: []string{
 				"exclusive-lock, object-map, fast-diff, deep-flatten",
@@ -322,7 +322,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:      "journaling is not supported by krbd",
 			supported: "0x3d",
-			features:  []string{"layering", "exclusive-lock", "journaling"},
+			features:  ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureJournaling,
 			wantErr:   true,
 			wantInMsg: []string{"journaling", "rbd feature disable kube/img journaling", "mounter: rbd-nbd"},
 			notInMsg:  []string{"exclusive-lock,"},
@@ -330,7 +330,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:      "data-pool cannot be disabled: no feature-disable advice",
 			supported: "0x3d",
-			features:  []string{"layering", "data-pool"},
+			features:  ceph.FeatureLayering | ceph.FeatureDataPool,
 			wantErr:   true,
 			wantInMsg: []string{"data-pool", "imageFeatures=layering", "mounter: rbd-nbd"},
 			notInMsg:  []string{"rbd feature disable"},
@@ -338,20 +338,20 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 		{
 			name:       "read-only map only needs the read-incompatible features",
 			supported:  "0x3d",
-			features:   []string{"layering", "exclusive-lock", "journaling"},
+			features:   ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureJournaling,
 			readOnly:   true,
 			wantWrites: 1,
 		},
 		{
 			name:       "all features supported",
 			supported:  "0xbd",
-			features:   []string{"layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten", "data-pool"},
+			features:   ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff | ceph.FeatureDeepFlatten | ceph.FeatureDataPool,
 			wantWrites: 1,
 		},
 		{
 			name:       "unknown feature names are left to the kernel",
 			supported:  "0x3d",
-			features:   []string{"layering", "some-future-feature"},
+			features:   ceph.FeatureLayering | ceph.Features(1<<20),
 			wantWrites: 1,
 		},
 	}
@@ -365,7 +365,7 @@ func TestKRBDRefusesFeaturesTheKernelLacks(t *testing.T) {
 				t.Fatalf("Map error = %v, want error %v", err, tc.wantErr)
 			}
 			if tc.wantErr {
-				if !errors.Is(err, ErrUnsupportedFeatures) || GRPCCode(err) != codes.FailedPrecondition {
+				if !errors.Is(err, ErrUnsupportedFeatures) {
 					t.Errorf("error %v is not ErrUnsupportedFeatures/FailedPrecondition", err)
 				}
 				for _, s := range tc.wantInMsg {
@@ -402,9 +402,6 @@ func TestKRBDMapTimeoutDiagnosesCrushTunables(t *testing.T) {
 	if !errors.Is(err, ErrClusterIncompatible) || !errors.Is(err, ErrMapTimeout) {
 		t.Fatalf("Map: %v, want ErrClusterIncompatible wrapping ErrMapTimeout", err)
 	}
-	if GRPCCode(err) != codes.FailedPrecondition {
-		t.Errorf("GRPCCode = %v, want FailedPrecondition", GRPCCode(err))
-	}
 	for _, s := range []string{
 		"CRUSH_TUNABLES5", "ceph osd crush tunables hammer", "rebalance",
 		"upgrade the node kernel", "mounter: rbd-nbd", "feature set mismatch",
@@ -427,7 +424,7 @@ func TestKRBDRetryAfterTimeoutReusesLateMapping(t *testing.T) {
 	m := rig.mapper(t)
 	img := krbdImage("img")
 	_, err := m.Map(ctxTimeout(t, 200*time.Millisecond), img, MapOptions{})
-	if !errors.Is(err, ErrMapTimeout) || GRPCCode(err) != codes.DeadlineExceeded {
+	if !errors.Is(err, ErrMapTimeout) {
 		t.Fatalf("Map: %v, want ErrMapTimeout/DeadlineExceeded", err)
 	}
 	if !strings.Contains(err.Error(), "192.168.1.1:6789") {
@@ -497,8 +494,8 @@ func TestKRBDRejectsUnsafeInputBeforeTouchingTheKernel(t *testing.T) {
 			img, opts := krbdImage("img"), MapOptions{}
 			tc.modify(&img, &opts)
 			_, err := rig.mapper(t).Map(ctxTimeout(t, time.Second), img, opts)
-			if GRPCCode(err) != codes.InvalidArgument {
-				t.Fatalf("Map: %v (code %v), want InvalidArgument", err, GRPCCode(err))
+			if !errors.Is(err, ErrInvalidImage) && !errors.Is(err, ErrInvalidOptions) {
+				t.Fatalf("Map: %v, want ErrInvalidImage or ErrInvalidOptions", err)
 			}
 			if strings.Contains(err.Error(), testKey) {
 				t.Error("the error contains the key")
@@ -531,7 +528,7 @@ func TestKRBDCheck(t *testing.T) {
 	if healthy, _ := m.Check(ctx, bad); healthy {
 		t.Error("Check accepted a malformed id")
 	}
-	if err := m.Unmap(ctx, bad); GRPCCode(err) != codes.InvalidArgument {
+	if err := m.Unmap(ctx, bad); !errors.Is(err, ErrInvalidDevice) {
 		t.Errorf("Unmap with malformed id: %v, want InvalidArgument", err)
 	}
 }
@@ -565,34 +562,33 @@ func TestClassifyMapFailure(t *testing.T) {
 		werr  error
 		lines []string
 		want  error
-		code  codes.Code
 		in    []string
 	}{
 		{"feature mismatch after timeout", timeout,
 			[]string{"libceph: mon0 (1)10.0.0.1:6789 feature set mismatch, my 2b84a042aca < server's 2f84a042aca, missing 400000000000000"},
-			ErrClusterIncompatible, codes.FailedPrecondition, []string{"CRUSH_TUNABLES5", "tunables hammer"}},
+			ErrClusterIncompatible, []string{"CRUSH_TUNABLES5", "tunables hammer"}},
 		{"feature mismatch with errno", &os.PathError{Err: syscall.EIO},
 			[]string{"libceph: mon0 missing required protocol features"},
-			ErrClusterIncompatible, codes.FailedPrecondition, []string{"upgrade the node kernel"}},
+			ErrClusterIncompatible, []string{"upgrade the node kernel"}},
 		{"straw2 and upmap bits are named", timeout,
 			[]string{"libceph: mon0 feature set mismatch, my 1 < server's 2, missing 1000000200000"},
-			ErrClusterIncompatible, codes.FailedPrecondition, []string{"CRUSH_V4 (straw2", "OSDMAP_PG_UPMAP"}},
+			ErrClusterIncompatible, []string{"CRUSH_V4 (straw2", "OSDMAP_PG_UPMAP"}},
 		{"kernel says unsupported image features", &os.PathError{Err: syscall.ENXIO},
 			[]string{"rbd: image img: image uses unsupported features: 0x38"},
-			ErrUnsupportedFeatures, codes.FailedPrecondition, []string{"object-map, fast-diff, deep-flatten", "rbd feature disable"}},
-		{"no such image", &os.PathError{Err: syscall.ENOENT}, nil, ErrImageNotFound, codes.NotFound, []string{"kube/img"}},
+			ErrUnsupportedFeatures, []string{"object-map, fast-diff, deep-flatten", "rbd feature disable"}},
+		{"no such image", &os.PathError{Err: syscall.ENOENT}, nil, ErrImageNotFound, []string{"kube/img"}},
 		{"auth failure", &os.PathError{Err: syscall.EACCES}, []string{"libceph: auth protocol 'cephx' auth failed: -13"},
-			ErrAccessDenied, codes.PermissionDenied, []string{"client.csi-rbd", "auth failed"}},
-		{"bad option", &os.PathError{Err: syscall.EINVAL}, nil, ErrInvalidOptions, codes.InvalidArgument, nil},
-		{"kernel mount_timeout", &os.PathError{Err: syscall.ETIMEDOUT}, nil, ErrMapTimeout, codes.DeadlineExceeded, []string{"192.168.1.1:6789"}},
-		{"plain timeout", timeout, []string{"unrelated: eth0 up"}, ErrMapTimeout, codes.DeadlineExceeded, []string{"reach the monitors"}},
-		{"other errno", &os.PathError{Err: syscall.EIO}, nil, ErrMapFailed, codes.Internal, nil},
+			ErrAccessDenied, []string{"client.csi-rbd", "auth failed"}},
+		{"bad option", &os.PathError{Err: syscall.EINVAL}, nil, ErrInvalidOptions, nil},
+		{"kernel mount_timeout", &os.PathError{Err: syscall.ETIMEDOUT}, nil, ErrMapTimeout, []string{"192.168.1.1:6789"}},
+		{"plain timeout", timeout, []string{"unrelated: eth0 up"}, ErrMapTimeout, []string{"reach the monitors"}},
+		{"other errno", &os.PathError{Err: syscall.EIO}, nil, ErrMapFailed, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := classifyMapFailure(img, tc.werr, relevantKernelLines(tc.lines), nil)
-			if !errors.Is(err, tc.want) || GRPCCode(err) != tc.code {
-				t.Fatalf("got %v (code %v), want %v (%v)", err, GRPCCode(err), tc.want, tc.code)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 			for _, s := range tc.in {
 				if !strings.Contains(err.Error(), s) {

@@ -20,7 +20,7 @@
 // gets Config.DefaultTimeout.
 //
 // Errors are wrapped around the sentinel errors in errors.go; use errors.Is
-// or GRPCCode to classify them.
+// to classify them.
 package mapper
 
 import (
@@ -29,8 +29,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 // Mapper names accepted by New.
@@ -48,15 +49,8 @@ const DefaultTimeout = 2 * time.Minute
 // Key is a cephx secret: it is never logged, never put into process
 // arguments or errors, and never left in a file after a call returns.
 type Image struct {
-	// Monitors are the monitor addresses as "host:port" (IPv6 as
-	// "[addr]:port"); the port may be omitted. An address may start with
-	// "v1:" or "v2:" to pin the messenger protocol, as
-	// clusterconfig.ValidateMonitor allows (needed when a monitor listens
-	// on a non-standard port, where librados would guess the protocol).
-	// rbd-nbd and fuse hand the addresses to librados as given. krbd strips
-	// the prefix: the kernel speaks msgr1 to every monitor unless the map
-	// options set ms_mode (then msgr2), so it leaves out the addresses
-	// pinned to the other protocol and refuses to map when none is left.
+	// Monitors are addresses as ceph.ParseMonitor accepts them; krbd leaves
+	// out those pinned (v1:/v2:) to a protocol the kernel will not speak.
 	Monitors []string
 	// User is the cephx user without the "client." prefix.
 	User string
@@ -66,11 +60,9 @@ type Image struct {
 	Key string
 	// Pool, RadosNamespace (may be empty) and Name locate the image.
 	Pool, RadosNamespace, Name string
-	// Features are the image's features as rbd names (layering,
-	// exclusive-lock, object-map, fast-diff, deep-flatten, journaling,
-	// data-pool, ...), filled by the caller from librbd. krbd refuses
-	// images with features the kernel does not support.
-	Features []string
+	// Features are the image's feature bits, read by the caller from
+	// librbd. krbd refuses images with features the kernel does not support.
+	Features ceph.Features
 	// ClusterFSID optionally names the cluster (its fsid UUID). When set,
 	// krbd only treats an existing mapping as this image's if the kernel
 	// reports the same cluster_fsid, which matters when a node mounts
@@ -150,17 +142,9 @@ type Mapper interface {
 }
 
 // Refresher is implemented by mappers whose device does not follow an
-// image resize by itself. After the image grew, Refresh makes the device
-// show the image's current size, so that the filesystem on it can be
-// grown. It is idempotent and bounded by ctx.
-//
-// Only the fuse mapper implements it: its loop device keeps the size it
-// was attached with until told (`losetup -c`). krbd and rbd-nbd do not
-// need it: the kernel rbd driver refreshes the image header, and with it
-// the device size, when librbd notifies watchers of the resize (before
-// that notification is acknowledged, i.e. before the resizing client's
-// call returns); rbd-nbd's update watch resizes the nbd device moments
-// after the same notification.
+// image resize by itself (fuse: a loop device keeps its size until
+// `losetup -c`; krbd and rbd-nbd follow librbd's resize notification).
+// Refresh is idempotent and bounded by ctx.
 type Refresher interface {
 	Refresh(ctx context.Context, dev Device) error
 }
@@ -264,11 +248,9 @@ func New(name string, cfg Config) (Mapper, error) {
 	}
 }
 
-// Names lists the mapper names New accepts.
+// Names lists the mapper names New accepts, the default (krbd) first.
 func Names() []string {
-	n := []string{KRBD, RBDNBD, Fuse}
-	sort.Strings(n)
-	return n
+	return []string{KRBD, RBDNBD, Fuse}
 }
 
 // withDeadline gives ctx a deadline when it has none, so that nothing this

@@ -1,7 +1,6 @@
 package mapper
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
 func TestValidateMapOptions(t *testing.T) {
@@ -109,58 +108,33 @@ func TestValidateImage(t *testing.T) {
 }
 
 func TestMissingFeatures(t *testing.T) {
+	const future = ceph.Features(1 << 20)
 	tests := []struct {
-		features  []string
-		supported uint64
+		features  ceph.Features
+		supported ceph.Features
 		readOnly  bool
-		missing   []string
-		unknown   []string
+		missing   ceph.Features
+		unknown   ceph.Features
 	}{
-		{[]string{"layering"}, 0x1, false, nil, nil},
-		{[]string{"fast-diff", "layering", "object-map", "exclusive-lock"}, 0x1, false, []string{"exclusive-lock", "object-map", "fast-diff"}, nil},
-		{[]string{"Layering", " journaling "}, 0x3d, false, []string{"journaling"}, nil},
-		{[]string{"journaling", "data-pool"}, 0x3d, true, []string{"data-pool"}, nil},
-		{[]string{"layering", "shiny"}, 0x3d, false, nil, []string{"shiny"}},
+		{ceph.FeatureLayering, 0x1, false, 0, 0},
+		{ceph.FeatureFastDiff | ceph.FeatureLayering | ceph.FeatureObjectMap | ceph.FeatureExclusiveLock, 0x1, false, ceph.FeatureExclusiveLock | ceph.FeatureObjectMap | ceph.FeatureFastDiff, 0},
+		{ceph.FeatureLayering | ceph.FeatureJournaling, 0x3d, false, ceph.FeatureJournaling, 0},
+		{ceph.FeatureJournaling | ceph.FeatureDataPool, 0x3d, true, ceph.FeatureDataPool, 0},
+		{ceph.FeatureLayering | future, 0x3d, false, 0, future},
 	}
 	for _, tc := range tests {
 		missing, unknown := missingFeatures(tc.features, tc.supported, tc.readOnly)
-		if !slices.Equal(missing, tc.missing) || !slices.Equal(unknown, tc.unknown) {
-			t.Errorf("missingFeatures(%v, %#x, ro=%v) = %v, %v; want %v, %v", tc.features, tc.supported, tc.readOnly, missing, unknown, tc.missing, tc.unknown)
+		if missing != tc.missing || unknown != tc.unknown {
+			t.Errorf("missingFeatures(%v, %#x, ro=%v) = %v, %#x; want %v, %#x", tc.features, uint64(tc.supported), tc.readOnly, missing, uint64(unknown), tc.missing, uint64(tc.unknown))
 		}
 	}
-	for in, want := range map[string]uint64{"0x3d\n": 0x3d, "3d": 0x3d, "0X1": 1} {
+	for in, want := range map[string]ceph.Features{"0x3d\n": 0x3d, "3d": 0x3d, "0X1": 1} {
 		if got, err := parseFeatureMask(in); err != nil || got != want {
-			t.Errorf("parseFeatureMask(%q) = %#x, %v", in, got, err)
+			t.Errorf("parseFeatureMask(%q) = %#x, %v", in, uint64(got), err)
 		}
 	}
 	if _, err := parseFeatureMask("zz"); err == nil {
 		t.Error("parseFeatureMask accepted junk")
-	}
-}
-
-func TestGRPCCode(t *testing.T) {
-	tests := map[error]codes.Code{
-		nil:                    codes.OK,
-		ErrInvalidImage:        codes.InvalidArgument,
-		ErrInvalidOptions:      codes.InvalidArgument,
-		ErrInvalidDevice:       codes.InvalidArgument,
-		ErrUnsupportedFeatures: codes.FailedPrecondition,
-		ErrUnsupported:         codes.FailedPrecondition,
-		ErrClusterIncompatible: codes.FailedPrecondition,
-		ErrDeviceBusy:          codes.FailedPrecondition,
-		ErrMappingConflict:     codes.FailedPrecondition,
-		ErrImageNotFound:       codes.NotFound,
-		ErrAccessDenied:        codes.PermissionDenied,
-		ErrMapTimeout:          codes.DeadlineExceeded,
-		ErrMapFailed:           codes.Internal,
-		ErrUnmapFailed:         codes.Internal,
-		context.Canceled:       codes.Canceled,
-		errors.New("surprise"): codes.Internal,
-	}
-	for err, want := range tests {
-		if got := GRPCCode(err); got != want {
-			t.Errorf("GRPCCode(%v) = %v, want %v", err, got, want)
-		}
 	}
 }
 
@@ -261,32 +235,6 @@ func TestKmsgLogReadsWithoutBlocking(t *testing.T) {
 	future, err := KmsgLog{}.Since(ctxTimeout(t, 5*time.Second), time.Now().Add(time.Hour))
 	if err != nil || len(future) != 0 {
 		t.Errorf("Since(future) = %d lines, %v", len(future), err)
-	}
-}
-
-func TestKeyedMutexHonoursContext(t *testing.T) {
-	var km keyedMutex
-	unlock, err := km.Lock(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.Lock(ctxTimeout(t, 50*time.Millisecond), "a"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("second Lock = %v, want DeadlineExceeded", err)
-	}
-	other, err := km.Lock(ctxTimeout(t, time.Second), "b")
-	if err != nil {
-		t.Fatalf("Lock of another key blocked: %v", err)
-	}
-	other()
-	unlock()
-	unlock() // idempotent
-	again, err := km.Lock(ctxTimeout(t, time.Second), "a")
-	if err != nil {
-		t.Fatalf("Lock after unlock: %v", err)
-	}
-	again()
-	if len(km.entries) != 0 {
-		t.Errorf("keyedMutex leaks entries: %v", km.entries)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"k8s.io/klog/v2"
+
+	"github.com/rbd-csi/rbd-csi/internal/keylock"
 )
 
 // nbd maps images with the rbd-nbd tool: userspace librbd served to the
@@ -22,7 +24,7 @@ import (
 // returns (the daemon keeps the key in memory).
 type nbd struct {
 	cfg   Config
-	locks keyedMutex
+	locks keylock.Locks
 }
 
 var nbdDevRe = regexp.MustCompile(`^/dev/nbd[0-9]+$`)
@@ -48,23 +50,7 @@ func (m nbdMapped) is(img Image) bool {
 
 // Map implements Mapper.
 func (n *nbd) Map(ctx context.Context, img Image, opts MapOptions) (Device, error) {
-	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
-	defer cancel()
-	img, err := checkImage(img)
-	if err != nil {
-		return Device{}, err
-	}
-	extra, err := parseOptions(RBDNBD, opts.Extra)
-	if err != nil {
-		return Device{}, err
-	}
-	unlock, err := n.locks.Lock(ctx, img.Spec())
-	if err != nil {
-		return Device{}, fmt.Errorf("%w: %w", ErrMapTimeout, err)
-	}
-	defer unlock()
-	dev, err := n.mapLocked(ctx, img, opts, extra)
-	return dev, redact(err, img.Key)
+	return mapImage(ctx, n.cfg.DefaultTimeout, mapSteps{name: RBDNBD, locks: &n.locks, mapLocked: n.mapLocked}, img, opts)
 }
 
 func (n *nbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
@@ -204,7 +190,7 @@ func (n *nbd) classify(img Image, doing string, err error) error {
 func (n *nbd) Unmap(ctx context.Context, dev Device) error {
 	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
 	defer cancel()
-	img, err := nbdDeviceImage(dev)
+	img, err := deviceImage(dev, RBDNBD, nbdDevRe, "an nbd device")
 	if err != nil {
 		return err
 	}
@@ -278,7 +264,7 @@ func (n *nbd) stillOurs(ctx context.Context, img Image, dev Device) (bool, error
 func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 	ctx, cancel := withDeadline(ctx, n.cfg.DefaultTimeout)
 	defer cancel()
-	img, err := nbdDeviceImage(dev)
+	img, err := deviceImage(dev, RBDNBD, nbdDevRe, "an nbd device")
 	if err != nil {
 		return false, err.Error()
 	}
@@ -295,20 +281,6 @@ func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 		return false, fmt.Sprintf("the rbd-nbd process serving %s (%s) is gone, so I/O on it stalls; it is re-attached when the volume is staged again (NodeStageVolume) within the reattach timeout", dev.Path, img.Spec())
 	}
 	return false, fmt.Sprintf("%s (%s) is no longer mapped; restage the volume", dev.Path, img.Spec())
-}
-
-func nbdDeviceImage(dev Device) (Image, error) {
-	if dev.Mapper != RBDNBD {
-		return Image{}, fmt.Errorf("%w: device %s was mapped by %q, not %q", ErrInvalidDevice, dev.Path, dev.Mapper, RBDNBD)
-	}
-	if dev.Path != "" && !nbdDevRe.MatchString(dev.Path) {
-		return Image{}, fmt.Errorf("%w: %q is not an nbd device path", ErrInvalidDevice, dev.Path)
-	}
-	img := Image{Pool: dev.Attrs[AttrPool], RadosNamespace: dev.Attrs[AttrNamespace], Name: dev.Attrs[AttrImage]}
-	if err := validateNames(img); err != nil {
-		return Image{}, fmt.Errorf("%w: rbd-nbd device %s: %v", ErrInvalidDevice, dev.Path, err)
-	}
-	return img, nil
 }
 
 func (n *nbd) listMapped(ctx context.Context) ([]nbdMapped, error) {

@@ -128,6 +128,23 @@ func ValidateMapOptions(mapperName, extra string) error {
 	return err
 }
 
+// ValidateMapOptionsForAny accepts map options that at least one mapper
+// accepts, for a StorageClass that leaves the mapper to the node's
+// default; the error is the default mapper's (krbd).
+func ValidateMapOptionsForAny(extra string) error {
+	var first error
+	for _, name := range Names() {
+		err := ValidateMapOptions(name, extra)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return fmt.Errorf("%w; no mapper accepts these options (set parameter mounter to choose one)", first)
+}
+
 // parseOptions validates extra against the mapper's allowlist and returns
 // the options in their given order.
 func parseOptions(mapperName, extra string) ([]option, error) {
