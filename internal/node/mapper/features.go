@@ -71,8 +71,8 @@ func unsupportedFeaturesError(img Image, missing []string, supported uint64) err
 // every missing feature can be disabled.
 func featureFix(img Image, missing []string) string {
 	var fix []string
-	if allDisablable(missing) {
-		fix = append(fix, fmt.Sprintf("disable them on the image: `rbd feature disable %s %s`", img.Spec(), strings.Join(reverseDependencyOrder(missing), " ")))
+	if cmd, ok := FeatureDisableCommand(img.Spec(), missing); ok {
+		fix = append(fix, fmt.Sprintf("disable them on the image: `%s`", cmd))
 	}
 	fix = append(fix,
 		"create new volumes from a StorageClass with parameter imageFeatures=layering",
