@@ -47,4 +47,3 @@ func (b *Backend) PoolInit(ctx context.Context, cr ceph.Credentials, cl ceph.Clu
 		return rbd.PoolInit(io, false)
 	})
 }
-
