@@ -242,3 +242,17 @@ func Command(words ...string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// FSID is the cluster's fsid.
+func (c *Client) FSID(ctx context.Context) (string, error) {
+	var f struct {
+		FSID string `json:"fsid"`
+	}
+	if err := c.Mon(ctx, map[string]any{"prefix": "fsid"}, &f); err != nil {
+		return "", err
+	}
+	if f.FSID == "" {
+		return "", errors.New("fsid: empty reply")
+	}
+	return f.FSID, nil
+}
