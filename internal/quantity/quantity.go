@@ -76,4 +76,3 @@ func Format(n int64) string {
 	}
 	return strconv.FormatInt(n, 10)
 }
-
