@@ -45,28 +45,25 @@ func (c Caps) Equal(o Caps) bool {
 	return c.Diff(o) == nil
 }
 
-// Diff lists, per service, how have (c) differs from want: one line each,
-// "-osd 'old'" and "+osd 'new'", as an operator reads a diff.
+// Diff lists, per service in order, how have (c) differs from want: the
+// old grant as "-svc 'old'", then the new as "+svc 'new'", as an operator
+// reads a diff.
 func (c Caps) Diff(want Caps) []string {
+	svcs := append(c.services(), want.services()...)
+	slices.Sort(svcs)
+	svcs = slices.Compact(svcs)
 	var out []string
-	seen := map[string]bool{}
-	for _, svc := range append(c.services(), want.services()...) {
-		if seen[svc] {
+	for _, svc := range svcs {
+		if normGrants(c[svc]) == normGrants(want[svc]) {
 			continue
 		}
-		seen[svc] = true
-		have, wanted := normGrants(c[svc]), normGrants(want[svc])
-		if have == wanted {
-			continue
-		}
-		if have != "" {
+		if c[svc] != "" {
 			out = append(out, fmt.Sprintf("-%s '%s'", svc, c[svc]))
 		}
-		if wanted != "" {
+		if want[svc] != "" {
 			out = append(out, fmt.Sprintf("+%s '%s'", svc, want[svc]))
 		}
 	}
-	slices.Sort(out)
 	return out
 }
 

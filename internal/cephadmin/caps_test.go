@@ -35,7 +35,7 @@ func TestJudgeUnderstandsBothDriverCapForms(t *testing.T) {
 func TestDiffShowsOnlyServicesThatDiffer(t *testing.T) {
 	have := Caps{"mon": "profile  rbd", "osd": "allow rwx pool=kube"}
 	got := have.Diff(RecommendedCaps("kube"))
-	want := []string{"+mgr 'profile rbd pool=kube'", "+osd 'profile rbd pool=kube'", "-osd 'allow rwx pool=kube'"}
+	want := []string{"+mgr 'profile rbd pool=kube'", "-osd 'allow rwx pool=kube'", "+osd 'profile rbd pool=kube'"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Diff = %q, want %q", got, want)
 	}

@@ -85,13 +85,23 @@ func (c *Client) Applications(ctx context.Context, pool string) ([]string, error
 	return out, nil
 }
 
-// Quota is the pool's byte quota, 0 for none.
+// Quota is the pool's byte quota, 0 for none. It comes from the osdmap
+// (`osd pool ls detail`): `osd pool get-quota` needs the pool's usage
+// stats, which a pool just created does not have yet.
 func (c *Client) Quota(ctx context.Context, pool string) (uint64, error) {
-	var q struct {
+	var pools []struct {
+		Name     string `json:"pool_name"`
 		MaxBytes uint64 `json:"quota_max_bytes"`
 	}
-	err := c.Mon(ctx, map[string]any{"prefix": "osd pool get-quota", "pool": pool}, &q)
-	return q.MaxBytes, err
+	if err := c.Mon(ctx, map[string]any{"prefix": "osd pool ls", "detail": "detail"}, &pools); err != nil {
+		return 0, err
+	}
+	for _, p := range pools {
+		if p.Name == pool {
+			return p.MaxBytes, nil
+		}
+	}
+	return 0, fmt.Errorf("pool %s: %w", pool, ceph.ErrNotFound)
 }
 
 // Usage is the pool's capacity as the driver sees it.

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -79,6 +80,12 @@ func checkQuota(ctx context.Context, c *cephadmin.Client, pool string, warnAt fl
 		warnAt = 0.8
 	}
 	u, err := c.Usage(ctx, pool)
+	if errors.Is(err, ceph.ErrUnavailable) || errors.Is(err, ceph.ErrNotFound) {
+		// A pool created moments ago has no usage stats yet.
+		r.add(Finding{Check: "pool-quota", Severity: Warn, Subject: pool, Message: "no usage figures for the pool yet: " + err.Error(),
+			Fix: []string{"run rbd-csi doctor again in a minute"}})
+		return
+	}
 	if err != nil {
 		r.add(queryFailed("pool-quota", pool, err))
 		return
