@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -45,8 +46,19 @@ func (m Manifest) Validate() error {
 	if _, err := params.ParseVolume(m.storageClassParams()); err != nil {
 		return fmt.Errorf("StorageClass: %w", err)
 	}
+	for _, n := range []struct{ what, name string }{
+		{"--namespace", m.Namespace}, {"--configmap", m.ConfigMap}, {"--secret-name", m.Secret},
+		{"--storageclass", m.StorageClass}, {"--snapshotclass", m.SnapshotClass}, {"--driver-name", m.Driver},
+	} {
+		if !kubeName.MatchString(n.name) || len(n.name) > 63 {
+			return fmt.Errorf("%s %q: a Kubernetes name is 1 to 63 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", n.what, n.name)
+		}
+	}
 	return nil
 }
+
+// kubeName is a DNS-1123 name, which every object printed here accepts.
+var kubeName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 
 func (m Manifest) storageClassParams() map[string]string {
 	p := map[string]string{
