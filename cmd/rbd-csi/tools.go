@@ -231,6 +231,7 @@ type setupFlags struct {
 	configMap, secret              string
 	storageClass, snapshotClass    string
 	fsType                         string
+	format                         string
 }
 
 func runSetup(args []string, stdout, stderr io.Writer) int {
@@ -250,6 +251,7 @@ func runSetup(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&s.snapshotClass, "snapshotclass", "rbd", "name of the VolumeSnapshotClass")
 	fs.StringVar(&c.imageFeatures, "image-features", "layering", "imageFeatures of the StorageClass")
 	fs.StringVar(&s.fsType, "fstype", "ext4", "filesystem of the StorageClass's volumes")
+	fs.StringVar(&s.format, "format", "manifests", "what to print: manifests (kubectl apply -f) or helm-values (helm upgrade --values; with the chart installed, its ConfigMap is the chart's to write)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: rbd-csi setup --pool POOL --user USER [flags] > rbd-csi-ceph.yaml
 
@@ -306,7 +308,11 @@ Flags:
 		fmt.Fprintln(stderr, err)
 		return exitError
 	}
-	if err := m.Write(stdout); err != nil {
+	write := m.Write
+	if s.format == "helm-values" {
+		write = m.WriteHelmValues
+	}
+	if err := write(stdout); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitError
 	}
@@ -334,6 +340,9 @@ func setupOptions(c common, s setupFlags) (setup.Options, setup.Manifest, error)
 	}
 	if err := o.Validate(); err != nil {
 		return o, setup.Manifest{}, err
+	}
+	if s.format != "manifests" && s.format != "helm-values" {
+		return o, setup.Manifest{}, fmt.Errorf("--format %q: use manifests or helm-values", s.format)
 	}
 	features, err := ceph.ParseFeatures(c.imageFeatures)
 	if err != nil {

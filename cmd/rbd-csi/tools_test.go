@@ -87,6 +87,7 @@ func TestSubcommandsRefuseBadFlagsWithUsageStatus(t *testing.T) {
 		{"--pool", "kube", "--user", "kube", "-o", "yaml"},
 		{"--pool", "kube", "--user", "admin"},
 		{"--pool", "kube", "--user", "kube", "extra"},
+		{"--pool", "kube", "--user", "kube", "--format", "json"},
 	} {
 		var out, errOut bytes.Buffer
 		if rc := runSetup(args, &out, &errOut); rc != exitUsage || errOut.Len() == 0 {

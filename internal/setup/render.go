@@ -179,3 +179,34 @@ func writeMap(b *strings.Builder, indent string, m map[string]string) {
 		fmt.Fprintf(b, "%s%s: %s\n", indent, q(k), q(m[k]))
 	}
 }
+
+// WriteHelmValues prints the same objects as chart values (clusters,
+// secrets, storageClasses, volumeSnapshotClasses) for `helm upgrade
+// --values`: with the chart installed, its ConfigMap is the chart's to
+// write, and an upgrade would undo a ConfigMap applied by hand.
+func (m Manifest) WriteHelmValues(w io.Writer) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# rbd-csi setup: pool %s, user client.%s. Give to helm with --values\n", m.Pool, m.User)
+	b.WriteString("# (the lists replace the chart's: with several clusters, merge them).\n")
+	fmt.Fprintf(&b, "driverName: %s\nclusters:\n  - clusterID: %s\n    monitors:\n", q(m.Driver), q(m.ClusterID))
+	for _, mon := range m.Monitors {
+		fmt.Fprintf(&b, "      - %s\n", q(mon))
+	}
+	if m.Key == "" {
+		fmt.Fprintf(&b, "# secrets: not printed (client.%s's key); rerun with --with-secret, or make\n# Secret %s/%s as the comment of the manifests output says.\n", m.User, m.Namespace, m.Secret)
+	} else {
+		fmt.Fprintf(&b, "secrets:\n  - name: %s\n    namespace: %s\n    userID: %s\n    userKey: %s\n", q(m.Secret), q(m.Namespace), q(m.User), q(m.Key))
+	}
+	fmt.Fprintf(&b, "storageClasses:\n  - name: %s\n    secretRef: {name: %s, namespace: %s}\n    parameters:\n", q(m.StorageClass), q(m.Secret), q(m.Namespace))
+	writeMap(&b, "      ", map[string]string{
+		params.KeyClusterID: m.ClusterID, params.KeyPool: m.Pool,
+		params.KeyImageFeatures: m.Features.String(), params.KeyFsTypeCSI: m.FsType,
+	})
+	fmt.Fprintf(&b, "volumeSnapshotClasses:\n  - name: %s\n    secretRef: {name: %s, namespace: %s}\n    parameters:\n", q(m.SnapshotClass), q(m.Secret), q(m.Namespace))
+	writeMap(&b, "      ", map[string]string{params.KeyClusterID: m.ClusterID})
+	_, err := io.WriteString(w, b.String())
+	return err
+}

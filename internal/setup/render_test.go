@@ -45,6 +45,31 @@ func TestManifestMatchesTheGoldenFileChartCheckValidates(t *testing.T) {
 	}
 }
 
+// The chart's ci/ values are linted (helm lint --strict, values.schema.json)
+// and rendered through kubeconform by e2e/k8s/chart-check.sh; this one is
+// what `rbd-csi setup --format helm-values --with-secret` prints.
+func TestHelmValuesMatchTheChartCIValuesFile(t *testing.T) {
+	m := sampleManifest()
+	m.Key = "AQBsampleNotARealKey0000000000000000000=="
+	var b bytes.Buffer
+	if err := m.WriteHelmValues(&b); err != nil {
+		t.Fatal(err)
+	}
+	const golden = "../../charts/rbd-csi/ci/setup-values.yaml"
+	if *update {
+		if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./internal/setup -update)", err)
+	}
+	if b.String() != string(want) {
+		t.Errorf("helm values differ from %s (rerun with -update if intended):\n%s", golden, b.String())
+	}
+}
+
 func TestManifestPrintsNoSecretWithoutAKey(t *testing.T) {
 	var b bytes.Buffer
 	if err := sampleManifest().Write(&b); err != nil {
