@@ -95,3 +95,21 @@ func TestSubcommandsRefuseBadFlagsWithUsageStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestSetupDryRunPrintsOnlyTheCommandsAndChangesNothing(t *testing.T) {
+	c := cephadmintest.Client(t)
+	pool, user := cephadmintest.Name("setup"), cephadmintest.Name("user")
+	cephadmintest.RemovePoolAndUser(t, c, pool, user)
+	var out, errOut bytes.Buffer
+	if rc := runSetup([]string{"--pool", pool, "--user", user, "--quota", "1Gi", "--dry-run"}, &out, &errOut); rc != exitOK {
+		t.Fatalf("exit %d: %s", rc, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{"ceph osd pool create " + pool, "rbd pool init " + pool, "ceph osd pool set-quota " + pool + " max_bytes 1073741824"}
+	if len(lines) != 4 || strings.Join(lines[:3], "\n") != strings.Join(want, "\n") || !strings.HasPrefix(lines[3], "ceph auth get-or-create client."+user+" ") {
+		t.Errorf("stdout:\n%s", out.String())
+	}
+	if exists, err := c.PoolExists(context.Background(), pool); err != nil || exists {
+		t.Errorf("--dry-run made the pool: %v %v", exists, err)
+	}
+}
