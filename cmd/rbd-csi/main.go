@@ -57,7 +57,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "rbd-csi %s: CSI driver for Ceph RBD\n\nUsage: rbd-csi [flags]\n\nFlags:\n", version.Version)
+		fmt.Fprintf(fs.Output(), "rbd-csi %s: CSI driver for Ceph RBD\n\nUsage: rbd-csi [flags]\n       rbd-csi setup --pool POOL --user USER [flags]   wire a Ceph cluster in (see rbd-csi setup --help)\n       rbd-csi doctor [flags]                         check a cluster and the nodes' kernels (see rbd-csi doctor --help)\n\nFlags:\n", version.Version)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -70,6 +70,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		if sub, ok := subcommands[os.Args[1]]; ok {
+			os.Exit(sub(os.Args[2:], os.Stdout, os.Stderr))
+		}
+	}
 	c, err := parseFlags(flag.CommandLine, os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

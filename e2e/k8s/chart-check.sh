@@ -5,7 +5,13 @@
 #   chart-check.sh kubeconform   helm template of the same value sets,
 #                                validated by kubeconform -strict against
 #                                schemas generated from Kubernetes $K8S_VERSION
-#   chart-check.sh all           both
+#   chart-check.sh setup [FILE...]
+#                                what `rbd-csi setup` prints, validated the
+#                                same way: the golden file its unit test keeps
+#                                equal to its output (internal/setup/testdata),
+#                                and the FILEs given (the e2e scenario's live
+#                                output)
+#   chart-check.sh all           lint, kubeconform and setup
 # Builds helm, kubeconform and the schemas first when they are not cached.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -55,9 +61,25 @@ validate() {
   done
 }
 
+SETUP_GOLDEN=$REPO_ROOT/internal/setup/testdata/manifests.golden.yaml
+
+validate_setup() {
+  "$E2E_K8S_DIR/build-tools.sh" kubeconform schemas >/dev/null
+  local f out
+  for f in "$SETUP_GOLDEN" "$@"; do
+    out=$("$KUBECONFORM" -strict -summary -output text \
+      -schema-location "$SCHEMA_DIR/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$f" 2>&1) || {
+      echo "$out" >&2
+      die "kubeconform failed: rbd-csi setup output $f"
+    }
+    log "kubeconform (rbd-csi setup, $(basename "$f")): $(echo "$out" | tail -n 1)"
+  done
+}
+
 case $ACTION in
   lint) lint ;;
   kubeconform) validate ;;
-  all) lint; validate ;;
-  *) die "usage: chart-check.sh [lint|kubeconform|all]" ;;
+  setup) shift; validate_setup "$@" ;;
+  all) lint; validate; validate_setup ;;
+  *) die "usage: chart-check.sh [lint|kubeconform|setup [FILE...]|all]" ;;
 esac

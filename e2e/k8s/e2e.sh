@@ -22,6 +22,12 @@
 #                first, the restore still readable; nothing left behind
 #   7 readme     README.md's Installation steps as written: its cephx user and
 #                Secret commands, its StorageClass, its PVC and pod
+#   8 setup      `rbd-csi setup` (built on the host) with the lab's ceph.conf and
+#                admin keyring: a new pool with a quota and a new user; its YAML
+#                validated by kubeconform (chart-check.sh setup) and applied as
+#                printed; a PVC of its StorageClass bound, written and read by a
+#                pod, then deleted with nothing left in the pool; a second run
+#                changes nothing; `rbd-csi doctor` on the result passes
 # Reported as well: install (helm install, the controller's privileges, the
 # metrics endpoints) first and stable (no driver container restarted, no
 # sidecar request refused by RBAC) last.
@@ -645,6 +651,59 @@ scenario_readme() {
   kc delete secret -n "$NS" ceph-rbd >/dev/null
 }
 
+# --- 8: rbd-csi setup -------------------------------------------------------------------
+SETUP_POOL=e2e-setup
+SETUP_USER=e2e-setup
+SETUP_CLASS=e2e-setup
+SETUP_BIN=$LAB_DIR/rbd-csi-host
+# rbd_csi_setup ARGS...: as an operator runs it, with ceph.conf and the admin
+# keyring (not the env file's key), for the lab's release
+rbd_csi_setup() {
+  env -u CEPH_MON_HOST -u CEPH_ADMIN_KEY "$SETUP_BIN" setup --ceph-conf "$CEPH_CONF" --keyring "$CEPH_KEYRING" \
+    --pool "$SETUP_POOL" --user "$SETUP_USER" --quota 1Gi --cluster-id "$CLUSTER_ID" --namespace "$NS" \
+    --configmap "$RELEASE-config" --driver-name "$DRIVER" --storageclass "$SETUP_CLASS" --snapshotclass "$SETUP_CLASS" \
+    --node-mapper fuse "$@"
+}
+scenario_setup() {
+  local out=$ARTIFACTS/setup.yaml err=$ARTIFACTS/setup.stderr pv img
+  (cd "$REPO_ROOT" && go build -tags "${GO_TAGS:-pacific}" -o "$SETUP_BIN" ./cmd/rbd-csi) || { log "  FAIL: go build ./cmd/rbd-csi"; return 1; }
+  # the Secret with the key is asked for: the file is the operator's to guard
+  (umask 077 && rbd_csi_setup --with-secret >"$out" 2>"$err") || { cat "$err" >&2; log "  FAIL: rbd-csi setup"; return 1; }
+  check "rbd-csi setup made the pool, its quota and the user" grep -q "^done: ceph auth get-or-create client.$SETUP_USER " "$err"
+  check "its YAML is valid against the Kubernetes schemas" "$E2E_K8S_DIR/chart-check.sh" setup "$out"
+  second_run_idle() { rbd_csi_setup 2>&1 >/dev/null | grep -q '^nothing to change'; }
+  check "a second run changes nothing" second_run_idle
+  kc apply -f "$out" >/dev/null || { log "  FAIL: kubectl apply of the setup YAML"; return 1; }
+  log "  ok: the setup YAML applied as printed"
+  claim setup-data "$SETUP_CLASS" 64Mi
+  until_true "$TIMEOUT" "PVC setup-data Bound through StorageClass $SETUP_CLASS" pvc_is_bound setup-data
+  busybox_pod setup-app setup-data fs 'echo wired > /data/hello && sync' >/dev/null
+  until_true "$TIMEOUT" "pod setup-app Running" pod_ready setup-app
+  check "the pod wrote and read /data/hello" [ "$(pod_exec setup-app 'cat /data/hello')" = wired ]
+  pv=$(pv_of setup-data)
+  img=$(POOL=$SETUP_POOL image_of_pvc setup-data) || { log "  FAIL: no image in $SETUP_POOL for $TNS/setup-data"; return 1; }
+  log "  ok: image $SETUP_POOL/$img made as client.$SETUP_USER"
+  doctor_clean() { env -u CEPH_MON_HOST -u CEPH_ADMIN_KEY "$SETUP_BIN" doctor --ceph-conf "$CEPH_CONF" --keyring "$CEPH_KEYRING" \
+    --pool "$SETUP_POOL" --user "$SETUP_USER" --kernels "$(uname -r)" --node-mapper fuse >"$ARTIFACTS/doctor.txt" 2>&1; }
+  check "rbd-csi doctor finds nothing that would fail" doctor_clean
+  kc delete pod -n "$TNS" setup-app --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
+  kc delete pvc -n "$TNS" setup-data --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  setup_pool_empty() { [ -z "$(rbdc ls "$SETUP_POOL")" ] && [ -z "$(rbdc trash ls "$SETUP_POOL")" ]; }
+  until_true "$TIMEOUT" "nothing left in pool $SETUP_POOL" setup_pool_empty
+  setup_teardown
+}
+# setup_teardown: what the setup scenario made (also after a failure)
+setup_teardown() {
+  kc delete storageclass "$SETUP_CLASS" --ignore-not-found >/dev/null 2>&1
+  kc delete volumesnapshotclass "$SETUP_CLASS" --ignore-not-found >/dev/null 2>&1
+  kc delete secret -n "$NS" "rbd-csi-$SETUP_USER" --ignore-not-found >/dev/null 2>&1
+  cephc osd pool delete "$SETUP_POOL" "$SETUP_POOL" --yes-i-really-really-mean-it >/dev/null 2>&1
+  cephc auth del "client.$SETUP_USER" >/dev/null 2>&1
+  rm -f "$ARTIFACTS/setup.yaml"
+  return 0
+}
+
 # --- teardown: pods first, then the kubelet must unmount, then the driver may go -------------
 teardown() {
   [ "${E2E_KEEP:-0}" = 1 ] && { log "E2E_KEEP=1: leaving the release and test objects"; return 0; }
@@ -664,6 +723,7 @@ teardown() {
   # what the readme scenario made, if it stopped half way
   kc delete storageclass rbd --ignore-not-found >/dev/null 2>&1
   kc delete secret -n "$NS" ceph-rbd --ignore-not-found >/dev/null 2>&1
+  setup_teardown
   rbdc rm --no-progress "$POOL/$STATIC_IMAGE" >/dev/null 2>&1 || true
   local left
   left=$(grep -cF "$KUBELET_DIR/p" /proc/self/mountinfo)
@@ -671,15 +731,15 @@ teardown() {
 }
 
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block snapshot readme)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block snapshot readme setup)
 T0=$SECONDS
 log "Ceph mon $CEPH_MON_HOST, pool $POOL; lab $LAB_DIR; artifacts $ARTIFACTS"
 run_scenario install install_driver
 if [ "$FAILED" -eq 0 ]; then
   for s in "${SCENARIOS[@]}"; do
     case $s in
-      static | dynamic | expand | cleanup | block | snapshot | readme) run_scenario "$s" "scenario_$s" ;;
-      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block, snapshot, readme)" ;;
+      static | dynamic | expand | cleanup | block | snapshot | readme | setup) run_scenario "$s" "scenario_$s" ;;
+      *) die "unknown scenario $s (static, dynamic, expand, cleanup, block, snapshot, readme, setup)" ;;
     esac
   done
   run_scenario stable check_stable

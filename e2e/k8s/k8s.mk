@@ -26,9 +26,11 @@ k8s-images:
 helm-lint:
 	$(K8S_ENV) bash $(K8S_DIR)/chart-check.sh lint
 
-## kubeconform: the rendered chart validated against Kubernetes' own schemas
+## kubeconform: the rendered chart and what `rbd-csi setup` prints, validated
+## against Kubernetes' own schemas
 kubeconform:
 	$(K8S_ENV) bash $(K8S_DIR)/chart-check.sh kubeconform
+	$(K8S_ENV) bash $(K8S_DIR)/chart-check.sh setup
 
 chart-check: helm-lint kubeconform check-deploy
 

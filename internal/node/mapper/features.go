@@ -2,7 +2,6 @@ package mapper
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -41,13 +40,8 @@ func unsupportedFeaturesError(img Image, missing, supported ceph.Features) error
 // every missing feature can be disabled.
 func featureFix(img Image, missing ceph.Features) string {
 	var fix []string
-	if missing != 0 && missing&^ceph.DisablableFeatures == 0 {
-		// Descending bit order is dependents first, the order `rbd feature
-		// disable` accepts: journaling, deep-flatten, fast-diff, object-map,
-		// exclusive-lock.
-		names := missing.Names()
-		slices.Reverse(names)
-		fix = append(fix, fmt.Sprintf("disable them on the image: `rbd feature disable %s %s`", img.Spec(), strings.Join(names, " ")))
+	if cmd, ok := FeatureDisableCommand(img.Spec(), missing); ok {
+		fix = append(fix, fmt.Sprintf("disable them on the image: `%s`", cmd))
 	}
 	fix = append(fix,
 		"create new volumes from a StorageClass with parameter imageFeatures=layering",

@@ -140,10 +140,17 @@ func clusterIncompatibleAdvice(line string) string {
 	}
 	return "the cluster requires protocol features this node's kernel (libceph) does not support (missing " + names + "). " +
 		"Usually the cluster's CRUSH tunables or bucket types are newer than this kernel understands. Fix one of: " +
-		"(1) lower the cluster's requirements to what this kernel supports, e.g. `ceph osd crush tunables hammer` (kernel >= 4.1) or `ceph osd crush tunables firefly` (kernel >= 3.15); " +
+		"(1) lower the cluster's requirements to what this kernel supports, e.g. " + tunablesExample("hammer") + " or " + tunablesExample("firefly") + "; " +
 		"changing tunables starts a rebalance that moves a large share of the data (I/O impact for hours on big clusters) and gives up the newer profile's better placement; " +
 		"(2) upgrade the node kernel; " +
 		"(3) use StorageClass parameter mounter: rbd-nbd (or fuse), which use userspace librbd and do not depend on the kernel's feature set"
+}
+
+// tunablesExample is one way out of clusterIncompatibleAdvice, with the
+// kernel the profile needs (from tunablesSince).
+func tunablesExample(profile string) string {
+	v, _ := TunablesSince(profile)
+	return fmt.Sprintf("`ceph osd crush tunables %s` (kernel >= %s)", profile, v)
 }
 
 func describeCephFeatures(mask uint64) string {
