@@ -267,6 +267,13 @@ func (k *krbd) writeAdd(ctx context.Context, img Image, req []byte) error {
 	}
 }
 
+// hasPending reports whether an add of key is still in the kernel.
+func (k *krbd) hasPending(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.pending[key] != nil
+}
+
 // waitPending waits for an add of this image left over from an earlier
 // timed-out call. succeeded reports that there was one and the kernel
 // accepted it, so the device exists.

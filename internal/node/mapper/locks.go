@@ -19,14 +19,20 @@ type keyedEntry struct {
 	refs int
 }
 
-// Lock takes the lock for key or fails when ctx ends first.
+// Lock takes the lock for key or fails when ctx ends first. A free lock
+// is always taken: select would pick at random between a free lock and an
+// expired ctx, and the caller's next step reports the deadline anyway.
 func (k *keyedMutex) Lock(ctx context.Context, key string) (unlock func(), err error) {
 	e := k.acquireEntry(key)
 	select {
 	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		k.releaseEntry(key, e)
-		return nil, fmt.Errorf("waiting for another operation on %s: %w", key, ctx.Err())
+	default:
+		select {
+		case e.sem <- struct{}{}:
+		case <-ctx.Done():
+			k.releaseEntry(key, e)
+			return nil, fmt.Errorf("waiting for another operation on %s: %w", key, ctx.Err())
+		}
 	}
 	var once sync.Once
 	return func() {
