@@ -47,11 +47,17 @@ demo: build csictl
 chaos: build
 	GO_TAGS=$(GO_TAGS) RBD_CSI_BIN=$(CURDIR)/bin/rbd-csi bash e2e/chaos.sh
 
+## test-kernel: the node path (krbd, rbd-nbd) on a real kernel: node e2e,
+## csi-sanity and the node chaos scenarios in QEMU guests running Debian's
+## stock kernel, each with its own Ceph (e2e/kernel/README.md)
+test-kernel:
+	GO_TAGS=$(GO_TAGS) bash e2e/kernel/test-kernel.sh
+
 ## fuzz: every fuzz target for FUZZTIME each (default 10s); no finding allowed
 fuzz:
 	GO_TAGS=$(GO_TAGS) bash e2e/fuzz.sh
 
-.PHONY: chaos fuzz
+.PHONY: chaos fuzz test-kernel
 
 clean:
 	rm -rf bin
