@@ -34,9 +34,17 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l cmd internal e2e proto-tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: driver vs raw go-ceph (controller) and driver vs raw commands (node)
+## bench: driver vs raw go-ceph (controller) and driver vs raw commands (node,
+## fuse), then bench-kernel (BENCH_KERNEL=0 skips it)
+BENCH_KERNEL ?= 1
 bench: build
 	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh
+	if [ "$(BENCH_KERNEL)" = 1 ]; then $(MAKE) bench-kernel; fi
+
+## bench-kernel: the node phases with krbd and rbd-nbd (stage+publish and
+## throughput, driver against by hand) in a guest with Debian's kernel
+bench-kernel:
+	GO_TAGS=$(GO_TAGS) KERNEL_SUITES=bench bash e2e/kernel/test-kernel.sh
 
 ## demo: a local Ceph, the driver, and one volume walked through its life
 demo: build csictl
@@ -57,7 +65,7 @@ test-kernel:
 fuzz:
 	GO_TAGS=$(GO_TAGS) bash e2e/fuzz.sh
 
-.PHONY: chaos fuzz test-kernel
+.PHONY: chaos fuzz test-kernel bench-kernel
 
 clean:
 	rm -rf bin

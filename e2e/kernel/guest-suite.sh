@@ -41,6 +41,7 @@ gotest() { # gotest BINARY TIMEOUT_SEC [ARGS...]
 
 setup_kernel() {
   modprobe rbd && modprobe nbd nbds_max=16 || { say "modprobe rbd/nbd failed"; return 1; }
+  modprobe fuse 2>/dev/null # the mapper package's real-Ceph tests check /dev/fuse
   # rbd map (the by-hand steps of the bench) waits for udev's event
   /lib/systemd/systemd-udevd --daemon --resolve-names=never >/dev/null 2>&1 &&
     udevadm trigger --action=add >/dev/null 2>&1 && udevadm settle -t 60
@@ -113,9 +114,13 @@ suite_chaos() {
   done
 }
 
+# bench: the node phases of e2e/bench with krbd and rbd-nbd, driver against
+# the same steps by hand, and throughput through each (fio)
 suite_bench() {
-  part bench-node $((300 * SLOW)) RBDCSI_E2E_MAPPER="$MAPPERS" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
-    "$KERNEL_BIN/bench" -section node-kernel
+  local m=${MAPPERS// /,}
+  part bench-node $((300 * SLOW)) -- "$KERNEL_BIN/bench" -node-only -node-mappers "$m" \
+    -node-count "${KERNEL_BENCH_COUNT:-3}" -io-mib "${KERNEL_BENCH_MIB:-64}"
+  cp "$GUEST_OUT/bench-node.log" "$GUEST_OUT/bench.figures"
 }
 
 say "suites $KERNEL_SUITE"

@@ -37,7 +37,7 @@ command -v go >/dev/null || die "go not found (looked in PATH and /usr/local/go/
 [ "$(id -u)" -eq 0 ] || die "run as root: the guest's root is this machine's / shared over 9p, and the packages may need installing"
 
 log "packages"
-"$ROOT/e2e/ceph/install.sh" qemu-system-x86 linux-image-amd64 busybox-static
+"$ROOT/e2e/ceph/install.sh" qemu-system-x86 linux-image-amd64 busybox-static fio
 "$HERE/run-guest.sh" --check || die "qemu cannot run a guest here (see above); make test-kernel needs one"
 
 log "build (driver and test binaries, on this machine; the guest runs them from the shared root)"
