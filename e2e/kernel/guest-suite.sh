@@ -89,8 +89,14 @@ suite_smoke() {
   part smoke-map $((30 * SLOW)) -- bash -c 'rbd create kube/s --size 64M --image-feature layering && d=$(rbd map kube/s) && echo "mapped $d" && ls /sys/bus/rbd/devices && rbd unmap "$d"'
 }
 
+# facts: what the real kernel and tools answer where the unit tests use fakes
+suite_facts() {
+  part facts $((60 * SLOW)) -- bash "$(dirname "${BASH_SOURCE[0]}")/kernel-facts.sh"
+}
+
 suite_node() {
   local m
+  part mapper-kernel $((120 * SLOW)) -- $(gotest mapper.test $((120 * SLOW)) -test.run 'TestRealKRBD')
   for m in $MAPPERS; do
     part "node-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- $(gotest node.test $((300 * SLOW)))
   done

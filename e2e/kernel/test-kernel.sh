@@ -7,8 +7,8 @@
 #
 # Settings (environment):
 #   KERNEL_SUITES   guests to boot, each a comma-separated list of suites
-#                   sharing one guest and one Ceph (default "node,sanity chaos";
-#                   suites: node, sanity, chaos, bench, smoke)
+#                   sharing one guest and one Ceph (default "facts,node,sanity chaos";
+#                   suites: facts, node, sanity, chaos, bench, smoke)
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
 #   KERNEL_RUN      a -test.run pattern for the suites' test binaries
 #   KERNEL_BASE     work directory (default /tmp/rbdcsi-kernel): binaries,
@@ -24,7 +24,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SUITES=${KERNEL_SUITES:-node,sanity chaos}
+SUITES=${KERNEL_SUITES:-facts,node,sanity chaos}
 BASE=${KERNEL_BASE:-/tmp/rbdcsi-kernel}
 GO_TAGS=${GO_TAGS:-pacific}
 export KERNEL_BASE=$BASE
