@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,13 +71,13 @@ func (f *fixture) secrets() map[string]string {
 }
 
 func (f *fixture) capability() *csi.VolumeCapability {
-	c := &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: f.mode}}
 	if f.fs == "" {
-		c.AccessType = &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}
-	} else {
-		c.AccessType = &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: f.fs}}
+		return blockCapability()
 	}
-	return c
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: f.fs}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: f.mode},
+	}
 }
 
 func (f *fixture) staging() string { return filepath.Join(f.dir, "staging") }
@@ -359,51 +358,16 @@ func TestRawBlockVolumeKeepsDataAcrossRestage(t *testing.T) {
 	f := newFixture(t, "")
 	f.create(t, 256<<20)
 	f.stagePublish(t)
-	want := writeDevice(t, f.target(), 1<<20)
+	// The device is unmapped in between: the read cannot come from the
+	// first mapping's page cache.
+	want := writeRandom(t, f.target(), 1<<20)
 	f.unpublishUnstage(t)
 
 	f.stagePublish(t)
-	if got := readDevice(t, f.target(), 1<<20); got != want {
+	if got := readHead(t, f.target(), 1<<20); got != want {
 		t.Fatalf("checksum of the block device after restage %s, written %s", got, want)
 	}
 	f.unpublishUnstage(t)
-}
-
-// writeDevice writes n random bytes at the start of a block device and
-// syncs them; returns their checksum. The device is unmapped before it is
-// read again, so the read cannot come from this mapping's page cache.
-func writeDevice(t *testing.T, dev string, n int) string {
-	t.Helper()
-	data := make([]byte, n)
-	_, _ = rand.Read(data)
-	fh, err := os.OpenFile(dev, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	if _, err := fh.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := fh.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
-}
-
-func readDevice(t *testing.T, dev string, n int) string {
-	t.Helper()
-	fh, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	data := make([]byte, n)
-	if _, err := io.ReadFull(fh, data); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
 }
 
 // An unstage while a process still holds the device open must fail with
