@@ -115,7 +115,7 @@ suite_sanity() {
 suite_chaos() {
   local m
   for m in $MAPPERS; do
-    part "chaos-$m" $((180 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_CHAOS=1 RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
+    part "chaos-$m" $((180 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_CHAOS=1 RBDCSI_CHAOS_FIGURES="$GUEST_OUT/chaos.figures" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
       $(gotest chaos.test $((180 * SLOW)) -test.run 'TestChaosNode')
   done
 }

@@ -70,7 +70,13 @@ for suite in $SUITES; do
     --env KERNEL_MAPPERS="${KERNEL_MAPPERS:-krbd rbd-nbd}" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
     --env KERNEL_RUN="${KERNEL_RUN:-}" || rc=$?
   [ "$rc" -eq 0 ] || guest_failed+=("$suite (exit $rc)")
-  [ ! -s "$run/parts.txt" ] || sed "s/^/  $suite: /" "$run/parts.txt"
+  if [ -s "$run/parts.txt" ]; then
+    # "PART EXIT SECONDS" per part; "STEP SECONDS" for set-up steps
+    awk -v s="$suite" 'NF == 3 {printf "  %s: %-22s exit %s in %ss\n", s, $1, $2, $3} NF == 2 {printf "  %s: %-22s %ss\n", s, $1, $2}' "$run/parts.txt"
+    while read -r part prc _; do
+      guest_failed+=("$suite/$part (exit $prc)")
+    done < <(awk 'NF == 3 && $2 != 0' "$run/parts.txt")
+  fi
   for f in "$run"/*.figures; do [ -e "$f" ] && cat "$f"; done
 done
 
