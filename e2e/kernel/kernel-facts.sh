@@ -46,7 +46,8 @@ fact "krbd: journaling image, direct write to add_single_major"
 n0=$(dmesg | wc -l)
 mon=${CEPH_MON_HOST%%,*}
 echo "$mon name=admin,secret=$CEPH_ADMIN_KEY $P facts-j -" >/sys/bus/rbd/add_single_major 2>/tmp/facts.err
-echo "[write exit $?] $(sed "s/$CEPH_ADMIN_KEY/KEY/g" /tmp/facts.err)"
+rc=$? err=$(cat /tmp/facts.err)
+echo "[write exit $rc] ${err//"$CEPH_ADMIN_KEY"/KEY}"
 echo "dmesg: $(dmesg | tail -n +$((n0 + 1)))"
 
 fact "rbd-nbd: map, list-mapped --format json"
@@ -62,6 +63,6 @@ exec 3<&-
 rbd-nbd list-mapped | grep -q "$dev" && run rbd-nbd unmap "$dev"
 
 fact "rbd-nbd: map of a missing image"
-run rbd-nbd map "$P/no-such-image"
+run rbd-nbd map "$P/no-such-image" 2>&1
 
 rbd rm --no-progress "$P/facts" "$P/facts-j" 2>/dev/null || { rbd rm --no-progress "$P/facts"; rbd rm --no-progress "$P/facts-j"; }
