@@ -285,6 +285,9 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return nil, err
 	}
 	size, err := waitDeviceSize(ctx, st.Device.Path, req.GetCapacityRange().GetRequiredBytes())
+	if err != nil && st.Mapper == mapper.RBDNBD {
+		return nil, status.Errorf(codes.Unavailable, "%s; rbd-nbd releases without the fix for https://tracker.ceph.com/issues/64139 (Pacific's among them) never resize a device mapped over netlink: the volume gets its new size when it is staged again (restart the pod)", status.Convert(err).Message())
+	}
 	if err != nil {
 		return nil, err
 	}
