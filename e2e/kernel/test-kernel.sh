@@ -15,6 +15,7 @@
 #                   initramfs, one results directory per guest under out/
 #   KERNEL_MEM      guest memory in MiB (default 2560)
 #   KERNEL_SLOW     timeout factor inside the guest (default 8)
+#   KERNEL_GUEST_TIMEOUT  seconds one guest may run (default 5400)
 #   KERNEL_ACCEL    auto (default), tcg or kvm: see run-guest.sh
 #   GO_TAGS         build tags (default pacific)
 # Prints each part's result and a "N passed, N failed, N skipped" line;
@@ -65,7 +66,7 @@ for suite in $SUITES; do
   log "suite $suite: booting a guest ($run)"
   rc=0
   "$HERE/run-guest.sh" --rundir "$run" --payload "$run/recipe/guest-suite.sh" \
-    --timeout "${KERNEL_GUEST_TIMEOUT:-3600}" --mem "${KERNEL_MEM:-2560}" \
+    --timeout "${KERNEL_GUEST_TIMEOUT:-5400}" --mem "${KERNEL_MEM:-2560}" \
     --env KERNEL_SUITE="$suite" --env KERNEL_BIN="$BIN" --env RBDCSI_REPO="$ROOT" \
     --env KERNEL_MAPPERS="${KERNEL_MAPPERS:-krbd rbd-nbd}" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
     --env KERNEL_RUN="${KERNEL_RUN:-}" || rc=$?
