@@ -48,9 +48,17 @@ vet: build-deps
 fmt-check:
 	@out=$$(gofmt -l cmd internal e2e proto-tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: driver vs raw go-ceph (controller) and driver vs raw commands (node)
+## bench: driver vs raw go-ceph (controller) and driver vs raw commands (node,
+## fuse), then bench-kernel (BENCH_KERNEL=0 skips it)
+BENCH_KERNEL ?= 1
 bench: deps build
 	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh
+	if [ "$(BENCH_KERNEL)" = 1 ]; then $(MAKE) bench-kernel; fi
+
+## bench-kernel: the node phases with krbd and rbd-nbd (stage+publish and
+## throughput, driver against by hand) in a guest with Debian's kernel
+bench-kernel:
+	GO_TAGS=$(GO_TAGS) KERNEL_SUITES=bench bash e2e/kernel/test-kernel.sh
 
 ## demo: a local Ceph, the driver, and one volume walked through its life
 demo: deps build csictl
@@ -61,11 +69,17 @@ demo: deps build csictl
 chaos: deps build
 	GO_TAGS=$(GO_TAGS) RBD_CSI_BIN=$(CURDIR)/bin/rbd-csi bash e2e/chaos.sh
 
+## test-kernel: the node path (krbd, rbd-nbd) on a real kernel: node e2e,
+## csi-sanity and the node chaos scenarios in QEMU guests running Debian's
+## stock kernel, each with its own Ceph (e2e/kernel/README.md)
+test-kernel:
+	GO_TAGS=$(GO_TAGS) bash e2e/kernel/test-kernel.sh
+
 ## fuzz: every fuzz target for FUZZTIME each (default 10s); no finding allowed
 fuzz: deps build-deps
 	GO_TAGS=$(GO_TAGS) bash e2e/fuzz.sh
 
-.PHONY: chaos fuzz
+.PHONY: chaos fuzz test-kernel bench-kernel
 
 clean:
 	rm -rf bin

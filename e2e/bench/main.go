@@ -8,6 +8,12 @@
 // and CreateVolume from a snapshot against raw snapshot create and clone
 // (snapshot.go); then the time a DeleteVolume of a 100 GiB thin image takes.
 //
+// Node phases (node.go, throughput.go; root): NodeStage+NodePublish and the
+// reverse against the same steps by hand, per mapper (-node-mappers; krbd
+// and rbd-nbd run in make test-kernel's guest), and with -io-mib the
+// sequential and random throughput through a driver-published volume
+// against a hand-attached one.
+//
 // At the end the driver's metrics endpoint is scraped and the number of
 // observations in each RPC method's latency histogram printed (metrics.go).
 package main
@@ -42,6 +48,9 @@ type config struct {
 	concurrency []int
 	bigGiB      int
 	nodeCount   int
+	nodeMappers []string
+	nodeOnly    bool
+	ioMiB       int
 	monitors    string
 	key         string
 	pool        string
@@ -54,7 +63,11 @@ func main() {
 	flag.StringVar(&conc, "concurrency", "1,16", "comma-separated concurrency levels")
 	flag.IntVar(&c.bigGiB, "big-gib", 100, "size of the thin image whose deletion is timed")
 	flag.IntVar(&c.nodeCount, "node-count", 10, "volumes staged and published in the node phases (0 skips them; needs root)")
+	mappers := flag.String("node-mappers", "fuse", "comma-separated mappers the node phases run with (krbd and rbd-nbd need the kernel's rbd and nbd modules: make test-kernel)")
+	flag.BoolVar(&c.nodeOnly, "node-only", false, "run only the node phases")
+	flag.IntVar(&c.ioMiB, "io-mib", 0, "MiB each throughput phase moves through a published volume, driver against by hand (0 skips them)")
 	flag.Parse()
+	c.nodeMappers = strings.Split(*mappers, ",")
 	for _, s := range strings.Split(conc, ",") {
 		var n int
 		if _, err := fmt.Sscan(s, &n); err != nil || n < 1 {
@@ -112,6 +125,9 @@ func run(c config) error {
 	}
 	defer stop()
 
+	if c.nodeOnly {
+		return b.runNodePhases()
+	}
 	fmt.Printf("rbd-csi bench: %d volumes of 1 GiB per phase, pool %s, monitors %s\n", c.count, c.pool, c.monitors)
 	for _, n := range c.concurrency {
 		if err := b.controllerPhases(n); err != nil {
@@ -142,7 +158,12 @@ func (b *bench) runNodePhases() error {
 		fmt.Println("node phases skipped: they mount filesystems and attach loop devices, run as root")
 		return nil
 	}
-	return b.nodePhases(b.cfg.nodeCount)
+	for _, m := range b.cfg.nodeMappers {
+		if err := b.nodePhases(b.cfg.nodeCount, m); err != nil {
+			return fmt.Errorf("node phases with %s: %w", m, err)
+		}
+	}
+	return b.throughputPhases()
 }
 
 func rawConn(c config) (*rados.Conn, error) {
@@ -203,9 +224,19 @@ func (b *bench) secrets() map[string]string {
 }
 
 func (b *bench) createReq(name string, size int64) *csi.CreateVolumeRequest {
+	return b.createReqWith(name, size, "")
+}
+
+// createReqWith names the mapper the volume stages with (StorageClass
+// parameter mounter; "" for the driver's default).
+func (b *bench) createReqWith(name string, size int64, mapper string) *csi.CreateVolumeRequest {
+	params := map[string]string{"clusterID": "bench", "pool": b.cfg.pool, "imageFeatures": "layering"}
+	if mapper != "" {
+		params["mounter"] = mapper
+	}
 	return &csi.CreateVolumeRequest{
 		Name: name, CapacityRange: &csi.CapacityRange{RequiredBytes: size},
-		Parameters: map[string]string{"clusterID": "bench", "pool": b.cfg.pool, "imageFeatures": "layering"},
+		Parameters: params,
 		Secrets:    b.secrets(),
 		VolumeCapabilities: []*csi.VolumeCapability{{
 			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,63 +14,93 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 )
 
-// nodePhases times the node path: NodeStageVolume+NodePublishVolume and
-// NodeUnpublishVolume+NodeUnstageVolume through the driver (fuse mapper)
-// against the same steps done by hand with the same tools: rbd-fuse,
-// losetup --direct-io=on, mkfs.ext4 with the driver's options, mount, bind
-// mount; then the reverse.
-func (b *bench) nodePhases(n int) error {
-	drvUp, drvDown, err := b.driverNodeRuns(n)
+// nodePhases times the node path with one mapper: NodeStageVolume+
+// NodePublishVolume and NodeUnpublishVolume+NodeUnstageVolume through the
+// driver against the same steps done by hand with the same tools (fuse:
+// rbd-fuse and losetup --direct-io=on; krbd: rbd map; rbd-nbd: rbd-nbd
+// map), mkfs.ext4 with the driver's options, mount, bind mount; then the
+// reverse.
+func (b *bench) nodePhases(n int, mapper string) error {
+	drvUp, drvDown, err := b.driverNodeRuns(n, mapper)
 	if err != nil {
 		return fmt.Errorf("driver node path: %w", err)
 	}
-	rawUp, rawDown, err := b.rawNodeRuns(n)
+	rawUp, rawDown, err := b.rawNodeRuns(n, mapper)
 	if err != nil {
 		return fmt.Errorf("raw node path: %w", err)
 	}
-	report("Stage+Publish", 1, drvUp, rawUp, "by hand")
-	report("Unpub+Unstage", 1, drvDown, rawDown, "by hand")
+	report("Stage+Publish", 1, drvUp, rawUp, "by hand "+mapper)
+	report("Unpub+Unstage", 1, drvDown, rawDown, "by hand "+mapper)
 	return nil
 }
 
-func (b *bench) driverNodeRuns(n int) (up, down result, err error) {
+func mountCapability() *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+	}
+}
+
+// driverVolume is a volume created, staged and published by the driver.
+type driverVolume struct {
+	vol             *csi.Volume
+	staging, target string
+}
+
+func (b *bench) createVolume(name, work, mapper string) (driverVolume, error) {
+	resp, err := b.client.CreateVolume(context.Background(), b.createReqWith(name, 1<<30, mapper))
+	if err != nil {
+		return driverVolume{}, err
+	}
+	v := driverVolume{vol: resp.Volume, staging: filepath.Join(work, name+"-staging"), target: filepath.Join(work, name+"-pod")}
+	return v, os.MkdirAll(v.staging, 0o750)
+}
+
+func (b *bench) stagePublish(v driverVolume) error {
+	capab := mountCapability()
+	if _, err := b.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: b.secrets(), VolumeContext: v.vol.VolumeContext}); err != nil {
+		return err
+	}
+	_, err := b.node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
+	return err
+}
+
+func (b *bench) unpublishUnstage(v driverVolume) error {
+	if _, err := b.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: v.vol.VolumeId, TargetPath: v.target}); err != nil {
+		return err
+	}
+	_, err := b.node.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging})
+	return err
+}
+
+func (b *bench) deleteVolume(v driverVolume) error {
+	_, err := b.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: v.vol.VolumeId, Secrets: b.secrets()})
+	return err
+}
+
+func (b *bench) driverNodeRuns(n int, mapper string) (up, down result, err error) {
 	up.latencies, down.latencies = make([]time.Duration, n), make([]time.Duration, n)
 	work, err := os.MkdirTemp("", "rbd-csi-bench-node")
 	if err != nil {
 		return up, down, err
 	}
 	defer os.RemoveAll(work)
-	capab := &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
-	}
 	for i := range n {
-		resp, err := b.client.CreateVolume(context.Background(), b.createReq(fmt.Sprintf("bench-node-%d", i), 1<<30))
+		v, err := b.createVolume(fmt.Sprintf("bench-node-%s-%d", mapper, i), work, mapper)
 		if err != nil {
 			return up, down, err
 		}
-		vol := resp.Volume
-		staging, target := filepath.Join(work, fmt.Sprintf("staging-%d", i)), filepath.Join(work, fmt.Sprintf("pod-%d", i))
-		if err := os.MkdirAll(staging, 0o750); err != nil {
-			return up, down, err
-		}
 		t := time.Now()
-		if _, err := b.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging, VolumeCapability: capab, Secrets: b.secrets(), VolumeContext: vol.VolumeContext}); err != nil {
-			return up, down, err
-		}
-		if _, err := b.node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging, TargetPath: target, VolumeCapability: capab, VolumeContext: vol.VolumeContext}); err != nil {
+		if err := b.stagePublish(v); err != nil {
 			return up, down, err
 		}
 		up.latencies[i] = time.Since(t)
 		t = time.Now()
-		if _, err := b.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.VolumeId, TargetPath: target}); err != nil {
-			return up, down, err
-		}
-		if _, err := b.node.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging}); err != nil {
+		if err := b.unpublishUnstage(v); err != nil {
 			return up, down, err
 		}
 		down.latencies[i] = time.Since(t)
-		if _, err := b.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId, Secrets: b.secrets()}); err != nil {
+		if err := b.deleteVolume(v); err != nil {
 			return up, down, err
 		}
 	}
@@ -77,23 +108,19 @@ func (b *bench) driverNodeRuns(n int) (up, down result, err error) {
 	return up, down, nil
 }
 
-func (b *bench) rawNodeRuns(n int) (up, down result, err error) {
+func (b *bench) rawNodeRuns(n int, mapper string) (up, down result, err error) {
 	up.latencies, down.latencies = make([]time.Duration, n), make([]time.Duration, n)
 	work, err := os.MkdirTemp("", "rbd-csi-bench-raw")
 	if err != nil {
 		return up, down, err
 	}
 	defer os.RemoveAll(work)
-	conf := filepath.Join(work, "ceph.conf")
-	keyring := filepath.Join(work, "keyring")
-	if err := os.WriteFile(conf, []byte("[global]\nmon_host = "+b.cfg.monitors+"\n"), 0o600); err != nil {
-		return up, down, err
-	}
-	if err := os.WriteFile(keyring, []byte("[client.admin]\n\tkey = "+b.cfg.key+"\n"), 0o600); err != nil {
+	conf, keyring, err := b.clientFiles(work)
+	if err != nil {
 		return up, down, err
 	}
 	for i := range n {
-		name := fmt.Sprintf("bench-raw-node-%d", i)
+		name := fmt.Sprintf("bench-raw-node-%s-%d", mapper, i)
 		opts := rbd.NewRbdImageOptions()
 		_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
 		_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
@@ -102,7 +129,7 @@ func (b *bench) rawNodeRuns(n int) (up, down result, err error) {
 		if err != nil {
 			return up, down, err
 		}
-		h := handAttach{dir: filepath.Join(work, name), conf: conf, keyring: keyring, pool: b.cfg.pool, image: name}
+		h := handAttach{mapper: mapper, dir: filepath.Join(work, name), conf: conf, keyring: keyring, pool: b.cfg.pool, image: name}
 		t := time.Now()
 		if err := h.up(); err != nil {
 			h.down()
@@ -122,22 +149,64 @@ func (b *bench) rawNodeRuns(n int) (up, down result, err error) {
 	return up, down, nil
 }
 
+// clientFiles writes a ceph.conf and an admin keyring for the CLI tools.
+func (b *bench) clientFiles(work string) (conf, keyring string, err error) {
+	conf, keyring = filepath.Join(work, "ceph.conf"), filepath.Join(work, "keyring")
+	if err := os.WriteFile(conf, []byte("[global]\nmon_host = "+b.cfg.monitors+"\n"), 0o600); err != nil {
+		return "", "", err
+	}
+	return conf, keyring, os.WriteFile(keyring, []byte("[client.admin]\n\tkey = "+b.cfg.key+"\n"), 0o600)
+}
+
 // handAttach is the node path done by hand, the baseline of nodePhases.
 type handAttach struct {
+	mapper                          string
 	dir, conf, keyring, pool, image string
 	proc                            *exec.Cmd
-	loop                            string
+	dev                             string
 }
 
 func (h *handAttach) mnt() string     { return filepath.Join(h.dir, "fuse") }
 func (h *handAttach) staging() string { return filepath.Join(h.dir, "staging") }
 func (h *handAttach) target() string  { return filepath.Join(h.dir, "pod") }
 
+// cephArgs are the rbd and rbd-nbd arguments naming the cluster and user.
+func (h *handAttach) cephArgs() []string {
+	return []string{"-c", h.conf, "--id", "admin", "--keyring", h.keyring}
+}
+
 func (h *handAttach) up() error {
 	for _, d := range []string{h.mnt(), h.staging(), h.target()} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return err
 		}
+	}
+	if err := h.attach(); err != nil {
+		return err
+	}
+	if _, err := cmd("mkfs.ext4", "-q", "-F", "-m0", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", h.dev); err != nil {
+		return err
+	}
+	if _, err := cmd("mount", "-t", "ext4", h.dev, h.staging()); err != nil {
+		return err
+	}
+	_, err := cmd("mount", "-o", "bind", h.staging(), h.target())
+	return err
+}
+
+// attach makes the image a block device (h.dev) the way an operator
+// would with the mapper's own tool.
+func (h *handAttach) attach() error {
+	spec := h.pool + "/" + h.image
+	switch h.mapper {
+	case "krbd":
+		out, err := cmd("rbd", append(h.cephArgs(), "map", spec)...)
+		h.dev = strings.TrimSpace(out)
+		return err
+	case "rbd-nbd":
+		out, err := cmd("rbd-nbd", append(h.cephArgs(), "map", spec)...)
+		h.dev = strings.TrimSpace(out)
+		return err
 	}
 	h.proc = exec.Command("rbd-fuse", "-f", "-c", h.conf, "--poolname="+h.pool, "--image="+h.image, h.mnt())
 	h.proc.Env = append(os.Environ(), "CEPH_ARGS=--id admin --keyring "+h.keyring)
@@ -156,17 +225,7 @@ func (h *handAttach) up() error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	out, err := cmd("losetup", "-f", "--show", "--direct-io=on", file)
-	if err != nil {
-		return err
-	}
-	h.loop = strings.TrimSpace(out)
-	if _, err := cmd("mkfs.ext4", "-q", "-F", "-m0", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1", h.loop); err != nil {
-		return err
-	}
-	if _, err := cmd("mount", "-t", "ext4", h.loop, h.staging()); err != nil {
-		return err
-	}
-	_, err = cmd("mount", "-o", "bind", h.staging(), h.target())
+	h.dev = strings.TrimSpace(out)
 	return err
 }
 
@@ -181,16 +240,28 @@ func (h *handAttach) down() error {
 	keep(err)
 	_, err = cmd("umount", h.staging())
 	keep(err)
-	if h.loop != "" {
-		_, err = cmd("losetup", "-d", h.loop)
-		keep(err)
-	}
-	_, err = cmd("umount", h.mnt())
-	keep(err)
-	if h.proc != nil {
-		keep(h.proc.Wait())
-	}
+	keep(h.detach())
 	return firstErr
+}
+
+func (h *handAttach) detach() error {
+	if h.dev == "" {
+		return nil
+	}
+	switch h.mapper {
+	case "krbd":
+		_, err := cmd("rbd", append(h.cephArgs(), "unmap", h.dev)...)
+		return err
+	case "rbd-nbd":
+		_, err := cmd("rbd-nbd", "unmap", h.dev)
+		return err
+	}
+	_, err := cmd("losetup", "-d", h.dev)
+	_, uerr := cmd("umount", h.mnt())
+	if h.proc != nil {
+		uerr = errors.Join(uerr, h.proc.Wait())
+	}
+	return errors.Join(err, uerr)
 }
 
 func cmd(name string, args ...string) (string, error) {

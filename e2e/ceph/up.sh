@@ -12,6 +12,8 @@
 #   CEPH_STORE          memstore (default, data in RAM) | bluestore (sparse file)
 #   CEPH_OSD_GB         OSD capacity in GiB (default 8)
 #   CEPH_MGR            1 (default) start a ceph-mgr | 0 none (no rbd_support)
+#   CEPH_MGR_WAIT       seconds to wait for the mgr (default 60); 0 = start it
+#                       and return at once (slow emulated guests, e2e/kernel)
 #   CEPH_MGR_MODULES    minimal (default: only the always-on modules, faster
 #                       start) | all (every installed mgr module)
 #   CEPH_POOL           RBD pool (default kube; empty = none)
@@ -35,6 +37,7 @@ CEPH_STORE=${CEPH_STORE:-memstore}
 CEPH_OSD_GB=${CEPH_OSD_GB:-8}
 CEPH_MGR=${CEPH_MGR:-1}
 CEPH_MGR_MODULES=${CEPH_MGR_MODULES:-minimal}
+CEPH_MGR_WAIT=${CEPH_MGR_WAIT:-60}
 CEPH_POOL=${CEPH_POOL-kube}
 CEPH_DATA_POOL=${CEPH_DATA_POOL:-1}
 CEPH_DATA_POOL_NAME=${CEPH_DATA_POOL_NAME:-kube-data}
@@ -334,8 +337,10 @@ else
 fi
 
 # --- mgr: active, with the rbd_support module answering (trash purge tasks) --
-if [ "$CEPH_MGR" = 1 ]; then
-  wait_for 60 "the mgr and its rbd_support module" timeout 10 ceph rbd task list
+if [ "$CEPH_MGR" = 1 ] && [ "$CEPH_MGR_WAIT" = 0 ]; then
+  say "mgr started, not waited for (CEPH_MGR_WAIT=0)"
+elif [ "$CEPH_MGR" = 1 ]; then
+  wait_for "$CEPH_MGR_WAIT" "the mgr and its rbd_support module" timeout 10 ceph rbd task list
   say "mgr active, rbd_support ready"
 fi
 

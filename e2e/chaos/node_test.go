@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"hash"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,8 +37,9 @@ func (v *nodeVolume) publishReq() *csi.NodePublishVolumeRequest {
 }
 
 // Scenario 3: the node plugin is SIGKILLed while volumes are staged and
-// published (fuse mapper: a userspace process per image, the mapper with
-// the most state to lose). After the restart, the data written before the
+// published (fuse mapper by default: a userspace process per image, the
+// mapper with the most state to lose; e2e/kernel runs it with krbd and
+// rbd-nbd, $RBDCSI_E2E_MAPPER). After the restart, the data written before the
 // kill reads back in place, unpublish and unstage succeed, nothing is left
 // mounted, attached or running under the test's directories, and a fresh
 // stage reads the same data back from Ceph.
@@ -45,12 +48,9 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the node path mounts filesystems and attaches loop devices: run as root")
 	}
-	p := harness.NewPool(t, clusterID)
-	d := harness.Start(t, p.Dir, []string{
-		"--mode=all", "--nodeid=chaos-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=chaos-node",
-		"--mapper=fuse", "--state-dir=" + filepath.Join(p.Dir, "state"), "-v=10",
-	})
+	p, d := startNodePlugin(t)
 	fig := newFigure("node-plugin-killed")
+	fig.set("mapper", harness.Mapper(t))
 	defer fig.print(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -68,7 +68,7 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 	fig.set("volumes", len(vols))
 	fig.zero(t, "corrupt_in_place", countCorrupt(t, vols))
 	fig.zero(t, "teardown_failed", tearDown(ctx, d, vols))
-	left := harness.Leftovers(p.Dir)
+	left := append(harness.Leftovers(p.Dir), kernelLeftovers(t, vols)...)
 	fig.zero(t, "leftovers", len(left), left)
 	for _, v := range vols {
 		if err := stagePublish(ctx, p, d, v); err != nil {
@@ -85,12 +85,36 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 	}
 }
 
+// startNodePlugin starts a plugin serving controller and node with the
+// mapper the run asks for.
+func startNodePlugin(t *testing.T) (*harness.Pool, *harness.Driver) {
+	t.Helper()
+	p := harness.NewPool(t, clusterID)
+	d := harness.Start(t, p.Dir, []string{
+		"--mode=all", "--nodeid=chaos-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=chaos-node",
+		"--mapper=" + harness.Mapper(t), "--state-dir=" + filepath.Join(p.Dir, "state"), "-v=10",
+	})
+	return p, d
+}
+
+// kernelLeftovers lists krbd and rbd-nbd mappings of the volumes' images
+// (they live outside the pool's directory).
+func kernelLeftovers(t *testing.T, vols []*nodeVolume) []string {
+	t.Helper()
+	var out []string
+	for _, v := range vols {
+		out = append(out, harness.KernelMappings(v.vol.VolumeContext["imageName"])...)
+	}
+	return out
+}
+
 // setUpVolume creates, stages and publishes volume i and writes 1 MiB of
 // random data through it, synced to the image.
 func setUpVolume(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, i int) *nodeVolume {
 	t.Helper()
 	req := p.CreateReq(fmt.Sprintf("pvc-node-%d", i))
 	req.CapacityRange.RequiredBytes = 256 << 20
+	req.Parameters["mounter"] = harness.Mapper(t)
 	req.VolumeCapabilities = []*csi.VolumeCapability{mountCap("ext4")}
 	resp, err := d.Controller().CreateVolume(ctx, req)
 	if err != nil {
@@ -178,4 +202,160 @@ func dropPageCache(t *testing.T) {
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		t.Fatalf("drop the page cache: %v", err)
 	}
+}
+
+// Scenario 3b: an application keeps writing (and fsyncing) to a published
+// volume while the node plugin is SIGKILLed and restarted. The mapping
+// must not depend on the plugin process: with krbd the kernel serves I/O,
+// with rbd-nbd and fuse a daemon the plugin started does, and that daemon
+// must outlive the plugin. Figures: writes before, during and after the
+// plugin's absence, failed writes, the longest stall, and whether what the
+// writer wrote reads back from Ceph after a restage.
+func TestChaosNodeWriterKeepsWritingAcrossPluginRestart(t *testing.T) {
+	requireChaos(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the node path mounts filesystems and attaches devices: run as root")
+	}
+	p, d := startNodePlugin(t)
+	fig := newFigure("node-writer-across-plugin-restart")
+	defer fig.print(t)
+	fig.set("mapper", harness.Mapper(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	v := setUpVolume(ctx, t, p, d, 0)
+
+	w := startWriter(filepath.Join(v.target, "writer.bin"))
+	w.waitWrites(20)
+	before := w.count()
+	d.Kill()
+	killed := w.count()
+	time.Sleep(3 * time.Second) // the application runs on without a plugin
+	d.Restart()
+	restarted := w.count()
+	w.waitWrites(restarted + 20)
+	sum, errs, stall := w.stop()
+
+	fig.set("writes_before_kill", before)
+	fig.set("writes_while_plugin_dead", restarted-killed)
+	fig.set("writes_after_restart", w.count()-restarted)
+	fig.set("max_stall_ms", stall.Milliseconds())
+	fig.zero(t, "write_errors", errs, w.firstErr)
+	if restarted == killed {
+		t.Errorf("no write completed during the 3 s the plugin was dead")
+	}
+	fig.zero(t, "teardown_failed", tearDown(ctx, d, []*nodeVolume{v}))
+	if err := stagePublish(ctx, p, d, v); err != nil {
+		t.Fatalf("restage: %v", err)
+	}
+	dropPageCache(t)
+	data, err := os.ReadFile(filepath.Join(v.target, "writer.bin"))
+	corrupt := 0
+	if got := sha256.Sum256(data); err != nil || got != sum {
+		corrupt = 1
+	}
+	fig.zero(t, "writer_data_corrupt_after_restage", corrupt, err)
+	fig.zero(t, "teardown_failed_after_restage", tearDown(ctx, d, []*nodeVolume{v}))
+	left := append(harness.Leftovers(p.Dir), kernelLeftovers(t, []*nodeVolume{v})...)
+	fig.zero(t, "leftovers", len(left), left)
+	if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(v.vol.VolumeId)); err != nil {
+		t.Errorf("clean-up: %v", err)
+	}
+}
+
+// writer appends 64 KiB blocks to a file, each followed by fsync, until
+// stopped; it records failures and the longest gap between two completed
+// writes.
+type writer struct {
+	mu       sync.Mutex
+	n        int
+	errs     int
+	firstErr error
+	stall    time.Duration
+	hash     hash.Hash
+	quit     chan struct{}
+	done     chan struct{}
+	progress chan struct{}
+}
+
+func startWriter(path string) *writer {
+	w := &writer{hash: sha256.New(), quit: make(chan struct{}), done: make(chan struct{}), progress: make(chan struct{}, 1)}
+	go w.run(path)
+	return w
+}
+
+func (w *writer) run(path string) {
+	defer close(w.done)
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	defer fh.Close()
+	block := make([]byte, 64<<10)
+	last := time.Now()
+	for {
+		select {
+		case <-w.quit:
+			return
+		default:
+		}
+		_, _ = rand.Read(block)
+		if _, err := fh.Write(block); err != nil {
+			w.fail(err)
+			return
+		}
+		if err := fh.Sync(); err != nil {
+			w.fail(err)
+			return
+		}
+		now := time.Now()
+		w.mu.Lock()
+		w.n++
+		w.hash.Write(block)
+		w.stall = max(w.stall, now.Sub(last))
+		w.mu.Unlock()
+		last = now
+		select {
+		case w.progress <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.errs++
+	if w.firstErr == nil {
+		w.firstErr = err
+	}
+}
+
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n
+}
+
+// waitWrites waits until n writes completed or the writer stopped.
+func (w *writer) waitWrites(n int) {
+	for w.count() < n {
+		select {
+		case <-w.progress:
+		case <-w.done:
+			return
+		}
+	}
+}
+
+// stop ends the writer and returns the checksum of what it wrote, its
+// failures and its longest stall.
+func (w *writer) stop() ([32]byte, int, time.Duration) {
+	close(w.quit)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sum [32]byte
+	copy(sum[:], w.hash.Sum(nil))
+	return sum, w.errs, w.stall
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -76,20 +77,32 @@ func loopsUnder(root string) []string {
 }
 
 func mapperProcsUnder(root string) []string {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	var found []string
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
+	for _, p := range mapperProcs("rbd-fuse", "rbd-nbd") {
+		if strings.Contains(strings.Join(p.args, " "), root) {
+			found = append(found, "process "+p.pid+": "+strings.Join(p.args, " "))
+		}
+	}
+	return found
+}
+
+type proc struct {
+	pid  string // /proc/PID
+	args []string
+}
+
+// mapperProcs lists the running processes whose program is one of names.
+func mapperProcs(names ...string) []proc {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var found []proc
+	for _, c := range cmdlines {
+		data, err := os.ReadFile(c)
 		if err != nil || len(data) == 0 {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
-		name := filepath.Base(args[0])
-		if name != "rbd-fuse" && name != "rbd-nbd" {
-			continue
-		}
-		if strings.Contains(strings.Join(args, " "), root) {
-			found = append(found, "process "+filepath.Dir(p)+": "+strings.Join(args, " "))
+		if slices.Contains(names, filepath.Base(args[0])) {
+			found = append(found, proc{pid: filepath.Dir(c), args: args})
 		}
 	}
 	return found

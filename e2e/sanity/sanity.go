@@ -1,5 +1,6 @@
 // Package sanity runs the upstream csi-sanity suite in-process against the
-// real driver (go-ceph backend, fuse mapper) and a real Ceph cluster. Ginkgo
+// real driver (go-ceph backend, the mapper harness.Mapper names: fuse unless
+// $RBDCSI_E2E_MAPPER says krbd or rbd-nbd) and a real Ceph cluster. Ginkgo
 // runs one suite per process, so each access type has its own test package
 // (mount/, block/) calling Run.
 package sanity
@@ -23,6 +24,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 // Run runs every csi-sanity spec with volumes of the given access type
@@ -61,12 +63,13 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	mapperName := harness.Mapper(t)
 	backend := librbd.New(librbd.Options{OpTimeout: 20 * time.Second})
 	defer backend.Close()
 	d, err := driver.New(driver.Options{
 		Mode: driver.ModeAll, NodeID: "sanity-node", InstanceID: "sanity-" + accessType + "-" + filepath.Base(dir),
 		Clusters: clusters, Backend: backend,
-		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: "fuse"},
+		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: mapperName},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +89,7 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	cfg.TestVolumeAccessType = accessType
 	cfg.TestVolumeSize = 1 << 30
 	cfg.TestVolumeExpandSize = 2 << 30
-	cfg.TestVolumeParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool}
+	cfg.TestVolumeParameters = map[string]string{"clusterID": "sanity", "pool": env.Pool, "mounter": mapperName}
 	maps.Copy(cfg.TestVolumeParameters, extra)
 	// VolumeSnapshotClass parameters: the snapshot images go to the same
 	// pool; the snapshot, clone and restore specs run because the driver
@@ -106,6 +109,13 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	sc.Finalize()
 	for _, l := range harness.Leftovers(dir) {
 		t.Errorf("left behind after the suite: %s", l)
+	}
+	if mapperName != mapper.Fuse {
+		// krbd and rbd-nbd devices live outside dir; the suite runs alone
+		// on its node (e2e/kernel's guest), so any mapping is its own.
+		for _, l := range harness.KernelMappings("") {
+			t.Errorf("left behind after the suite: %s", l)
+		}
 	}
 }
 

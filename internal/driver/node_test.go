@@ -1169,6 +1169,24 @@ func TestNodeExpandVolumeRefreshesTheDeviceBeforeResizing(t *testing.T) {
 	}
 }
 
+func TestNodeExpandVolumeWaitsForTheDeviceToReachTheRequestedSize(t *testing.T) {
+	e := newNodeEnv(t)
+	e.m.devSize = 1 << 20
+	e.stage(t, fsCap("ext4", modeSNW))
+	e.publish(t, e.target("a"), fsCap("ext4", modeSNW))
+	req := &csi.NodeExpandVolumeRequest{VolumeId: e.volID, VolumePath: e.target("a"), StagingTargetPath: e.staging,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 3 << 20}}
+	// The device never shows the new size (a mapper that has not seen the
+	// resize): growing the filesystem would grow nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := e.d.NodeExpandVolume(ctx, req)
+	wantCode(t, err, codes.Unavailable, "not picked up the new image size")
+	if e.mnt.Resized != 0 {
+		t.Fatal("resized a filesystem whose device had not grown")
+	}
+}
+
 // --- Locks ---
 
 func TestNodeCallsWaitForTheVolumeLockNoLongerThanTheirDeadline(t *testing.T) {

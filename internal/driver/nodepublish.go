@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -283,9 +284,12 @@ func (d *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandV
 	if err := d.refreshDevice(ctx, st); err != nil {
 		return nil, err
 	}
-	size, err := mounter.DeviceSize(st.Device.Path)
+	size, err := waitDeviceSize(ctx, st.Device.Path, req.GetCapacityRange().GetRequiredBytes())
+	if err != nil && st.Mapper == mapper.RBDNBD {
+		return nil, status.Errorf(codes.Unavailable, "%s; rbd-nbd releases without the fix for https://tracker.ceph.com/issues/64139 (Pacific's among them) never resize a device mapped over netlink: the volume gets its new size when it is staged again (restart the pod)", status.Convert(err).Message())
+	}
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "size of %s: %v", st.Device.Path, err)
+		return nil, err
 	}
 	if st.Block || req.GetVolumeCapability().GetBlock() != nil {
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
@@ -294,6 +298,34 @@ func (d *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandV
 		return nil, statusOf(err, "grow filesystem of volume "+req.GetVolumeId())
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
+}
+
+// deviceGrowWait bounds how long NodeExpandVolume waits for the device to
+// show the size the controller gave the image. krbd and rbd-nbd learn of a
+// resize from the image header's watch, asynchronously; growing the
+// filesystem before then grows nothing (rbd-nbd on Debian's 6.1 kernel,
+// make test-kernel).
+const deviceGrowWait = 30 * time.Second
+
+// waitDeviceSize returns the device's size once it is at least want (any
+// size when want is 0), or Unavailable, which the caller retries.
+func waitDeviceSize(ctx context.Context, dev string, want int64) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, deviceGrowWait)
+	defer cancel()
+	for {
+		size, err := mounter.DeviceSize(dev)
+		if err != nil {
+			return 0, status.Errorf(codes.Internal, "size of %s: %v", dev, err)
+		}
+		if size >= want {
+			return size, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, status.Errorf(codes.Unavailable, "device %s is still %d bytes but the volume was expanded to %d: the mapper has not picked up the new image size yet; retry", dev, size, want)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // refresher is implemented by mappers whose device does not follow an

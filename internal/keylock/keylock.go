@@ -21,14 +21,21 @@ type slot struct {
 }
 
 // Lock takes the lock for key and returns its unlock function, which may be
-// called more than once. When ctx ends first, the error wraps ctx.Err().
+// called more than once. When ctx ends first, the error wraps ctx.Err(). A
+// free lock is always taken, even with ctx already ended: select would pick
+// at random between the two, and the caller's next step reports the
+// deadline anyway.
 func (l *Locks) Lock(ctx context.Context, key string) (unlock func(), err error) {
 	s := l.join(key)
 	select {
 	case s.ch <- struct{}{}:
-	case <-ctx.Done():
-		l.leave(key, s)
-		return nil, fmt.Errorf("waiting for another operation on %s: %w", key, ctx.Err())
+	default:
+		select {
+		case s.ch <- struct{}{}:
+		case <-ctx.Done():
+			l.leave(key, s)
+			return nil, fmt.Errorf("waiting for another operation on %s: %w", key, ctx.Err())
+		}
 	}
 	var once sync.Once
 	return func() {

@@ -56,3 +56,19 @@ func TestLockCanceledWaiterReportsCanceled(t *testing.T) {
 		t.Fatalf("Held() = %d with one holder, want 1", n)
 	}
 }
+
+// A free lock is taken even when the caller's context has already ended:
+// a random choice between the two would make a retry after a timeout
+// flaky (TestKRBDRetryAfterTimeoutReusesLateMapping failed that way).
+func TestLockTakesAFreeLockWhateverTheContext(t *testing.T) {
+	var l Locks
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 200; i++ {
+		unlock, err := l.Lock(ctx, "a")
+		if err != nil {
+			t.Fatalf("attempt %d: Lock of a free key with an ended context = %v, want it taken", i, err)
+		}
+		unlock()
+	}
+}

@@ -19,6 +19,12 @@ import (
 // served by goroutines, so the mapper under test does real open/write
 // syscalls, and a write blocks exactly like a kernel that cannot reach the
 // cluster when the "kernel" is not serving.
+//
+// One difference from the real kernel (checked on Debian's 6.1 by
+// TestRealKRBDDeviceExistsWhenTheAddWriteReturns): the kernel's add write
+// returns once devices/N exists, a FIFO write as soon as the request is in
+// the pipe, before the fake has handled it. Tests that look at the result
+// of an add they did not wait for in Map wait with waitWrites.
 type fakeKernel struct {
 	t       *testing.T
 	sysfs   string

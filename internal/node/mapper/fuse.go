@@ -483,6 +483,19 @@ func (f *fuse) teardown(ctx context.Context, img Image, p fusePaths, recovering 
 			return err
 		}
 	}
+	if !recovering {
+		// losetup -d of a loop device that a process still holds open
+		// (not mounted, not O_EXCL: the probe above cannot see it) only
+		// sets autoclear. Stopping rbd-fuse now would fail that process's
+		// I/O: refuse until it lets go; the kernel then frees the device.
+		open, err := loopsStillOpen(f.cfg.SysfsRoot, p.file)
+		if err != nil {
+			return fmt.Errorf("%w: listing loop devices: %v", ErrUnmapFailed, err)
+		}
+		if len(open) > 0 {
+			return fmt.Errorf("%w: %s (%s) is still in use (held open by a process); stop it first (the device was detached and goes away once closed)", ErrDeviceBusy, strings.Join(open, ", "), img.Spec())
+		}
+	}
 	pid, hasPid := readPidFile(p.pid)
 	if err := f.unmountFuse(p.mnt, recovering); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnmapFailed, err)

@@ -254,6 +254,13 @@ func (k *krbd) writeAdd(ctx context.Context, img Image, req []byte) error {
 	}
 }
 
+// hasPending reports whether an add of key is still in the kernel.
+func (k *krbd) hasPending(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.pending[key] != nil
+}
+
 // waitPending waits for an add of this image left over from an earlier
 // timed-out call. succeeded reports that there was one and the kernel
 // accepted it, so the device exists.
@@ -435,13 +442,32 @@ func (k *krbd) unmapByImage(ctx context.Context, img Image, force bool) error {
 	return k.remove(ctx, img, id, force)
 }
 
+// busyGrace is how long a remove that meets EBUSY keeps trying. udev
+// probes a block device whenever a writer closes it (its watch rule turns
+// the close into a change event, and blkid opens the device), so an
+// unstage right after the last write of a raw block volume can find the
+// device open for a moment; seen on Debian's 6.1 kernel with udevd
+// running (make test-kernel). A real user holds it longer and gets
+// ErrDeviceBusy.
+const busyGrace = 5 * time.Second
+
 func (k *krbd) remove(ctx context.Context, img Image, id string, force bool) error {
 	req := id
 	if force {
 		req += " force"
 	}
-	err := writeSysfsCtx(ctx, k.controlFile("remove"), []byte(req))
-	return k.removeResult(img, id, force, err, ctx.Err())
+	deadline := time.Now().Add(busyGrace)
+	for {
+		err := writeSysfsCtx(ctx, k.controlFile("remove"), []byte(req))
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return k.removeResult(img, id, force, err, ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+			return k.removeResult(img, id, force, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // removeResult classifies the outcome of a remove write.

@@ -423,21 +423,35 @@ func TestKRBDRetryAfterTimeoutReusesLateMapping(t *testing.T) {
 	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d", stallAdd: true})
 	m := rig.mapper(t)
 	img := krbdImage("img")
-	_, err := m.Map(ctxTimeout(t, 200*time.Millisecond), img, MapOptions{})
+	// The first call's deadline ends once its add write is in flight (and
+	// stuck: the kernel is not serving), whatever the machine's load.
+	ctx, cancel := context.WithCancel(ctxTimeout(t, time.Minute))
+	go func() {
+		waitFor(t, func() bool { return m.(*krbd).hasPending(img.Spec()) })
+		cancel()
+	}()
+	_, err := m.Map(ctx, img, MapOptions{})
 	if !errors.Is(err, ErrMapTimeout) {
 		t.Fatalf("Map: %v, want ErrMapTimeout/DeadlineExceeded", err)
 	}
 	if !strings.Contains(err.Error(), "192.168.1.1:6789") {
 		t.Errorf("timeout error does not name the monitors: %v", err)
 	}
-	// While the first add is still blocked, a retry with a short deadline
-	// waits for it rather than adding again.
+	// While the first add is still blocked, a retry waits for it rather
+	// than adding again, until its own deadline.
 	_, err = m.Map(ctxTimeout(t, 200*time.Millisecond), img, MapOptions{})
 	if !errors.Is(err, ErrMapTimeout) || !strings.Contains(err.Error(), "still waiting for the kernel") {
 		t.Fatalf("retry while pending: %v, want ErrMapTimeout about the pending map", err)
 	}
-	rig.kernel.serveAdd() // the kernel completes the first add
-	dev, err := m.Map(ctxTimeout(t, 5*time.Second), img, MapOptions{})
+	// The kernel completes the first add. Like the real kernel, whose add
+	// write returns only once /sys/bus/rbd/devices/N exists, the retry
+	// below starts after the device exists (a FIFO write returns before
+	// the fake handles it, so wait for the fake).
+	rig.kernel.serveAdd()
+	if n := len(rig.kernel.waitWrites(1, time.Minute)); n != 1 {
+		t.Fatalf("kernel got %d add writes after serving, want 1", n)
+	}
+	dev, err := m.Map(ctxTimeout(t, time.Minute), img, MapOptions{})
 	if err != nil {
 		t.Fatalf("retry after the kernel finished: %v", err)
 	}
@@ -446,6 +460,14 @@ func TestKRBDRetryAfterTimeoutReusesLateMapping(t *testing.T) {
 	}
 	if n := len(rig.kernel.Writes()); n != 1 {
 		t.Errorf("kernel got %d add writes, want 1", n)
+	}
+}
+
+// waitFor polls cond until it holds; the test's own timeout bounds it.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -24,6 +24,18 @@ var loopDevRe = regexp.MustCompile(`^/dev/loop[0-9]+$`)
 // kernel frees it when its last user closes it), so they are nobody's
 // mapping any more, e.g. the old device of a recovered rbd-fuse.
 func loopsBacking(sysfs, file string) ([]string, error) {
+	return loopsOn(sysfs, file, false)
+}
+
+// loopsStillOpen lists the loop devices on file that were detached but
+// are still open by someone (autoclear set, backing file still bound).
+func loopsStillOpen(sysfs, file string) ([]string, error) {
+	return loopsOn(sysfs, file, true)
+}
+
+// loopsOn lists the loop devices on file that are attached (detaching
+// false) or on their way out (detaching true).
+func loopsOn(sysfs, file string, detaching bool) ([]string, error) {
 	dirs, err := filepath.Glob(filepath.Join(sysfs, "block", "loop*"))
 	if err != nil {
 		return nil, err
@@ -36,8 +48,8 @@ func loopsBacking(sysfs, file string) ([]string, error) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(d, "loop", "backing_file"))
-		if err != nil || loopDetaching(sysfs, name) {
-			continue // not attached, or on its way out
+		if err != nil || loopDetaching(sysfs, name) != detaching {
+			continue // not attached, or not in the state asked for
 		}
 		// The kernel appends " (deleted)" when the file was unlinked.
 		if strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") == file {

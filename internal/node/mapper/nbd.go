@@ -208,6 +208,14 @@ func (n *nbd) Unmap(ctx context.Context, dev Device) error {
 	if err != nil || !ours {
 		return err
 	}
+	// rbd-nbd unmap disconnects a device even while a process holds it
+	// open, failing that process's I/O: refuse instead, as krbd does.
+	holder, err := waitUnopened(ctx, filepath.Join(n.cfg.DevRoot, filepath.Base(dev.Path)), "rbd-nbd")
+	if err != nil {
+		klog.V(2).InfoS("rbd-nbd: cannot look for processes holding the device", "device", dev.Path, "err", err)
+	} else if holder != "" {
+		return fmt.Errorf("%w: %s (%s) is still in use (held open by process %s); stop it first", ErrDeviceBusy, dev.Path, img.Spec(), holder)
+	}
 	_, err = runTool(ctx, n.cfg.Exec, Command{Path: n.cfg.RBDNBDPath, Args: []string{"unmap", dev.Path}})
 	switch {
 	case err == nil:
