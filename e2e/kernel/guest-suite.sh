@@ -107,7 +107,8 @@ suite_sanity() {
   local m a
   for m in $MAPPERS; do
     for a in mount block; do
-      part "sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" -- $(gotest "sanity-$a.test" $((240 * SLOW)))
+      part "sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_IDEMPOTENT_COUNT="${KERNEL_SANITY_IDEMPOTENT:-10}" -- \
+        $(gotest "sanity-$a.test" $((240 * SLOW)))
     done
   done
 }

@@ -11,6 +11,8 @@
 #                   suites: facts, node, sanity, chaos, bench, smoke)
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
 #   KERNEL_RUN      a -test.run pattern for the suites' test binaries
+#   KERNEL_SANITY_IDEMPOTENT  csi-sanity's repeats of idempotent calls
+#                   (default 10, as in make test; CI uses 2)
 #   KERNEL_BASE     work directory (default /tmp/rbdcsi-kernel): binaries,
 #                   initramfs, one results directory per guest under out/
 #   KERNEL_MEM      guest memory in MiB (default 2560)
@@ -69,7 +71,7 @@ for suite in $SUITES; do
     --timeout "${KERNEL_GUEST_TIMEOUT:-5400}" --mem "${KERNEL_MEM:-2560}" \
     --env KERNEL_SUITE="$suite" --env KERNEL_BIN="$BIN" --env RBDCSI_REPO="$ROOT" \
     --env KERNEL_MAPPERS="${KERNEL_MAPPERS:-krbd rbd-nbd}" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
-    --env KERNEL_RUN="${KERNEL_RUN:-}" || rc=$?
+    --env KERNEL_RUN="${KERNEL_RUN:-}" --env KERNEL_SANITY_IDEMPOTENT="${KERNEL_SANITY_IDEMPOTENT:-10}" || rc=$?
   [ "$rc" -eq 0 ] || guest_failed+=("$suite (exit $rc)")
   if [ -s "$run/parts.txt" ]; then
     # "PART EXIT SECONDS" per part; "STEP SECONDS" for set-up steps

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,7 +86,7 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	cfg.Address = sock
 	cfg.TargetPath = filepath.Join(dir, "target")
 	cfg.StagingPath = filepath.Join(dir, "staging")
-	cfg.IdempotentCount = 10
+	cfg.IdempotentCount = idempotentCount(t)
 	cfg.TestVolumeAccessType = accessType
 	cfg.TestVolumeSize = 1 << 30
 	cfg.TestVolumeExpandSize = 2 << 30
@@ -149,4 +150,19 @@ func writeSecretsFile(t *testing.T, dir string, secret map[string]string) string
 		t.Fatal(err)
 	}
 	return path
+}
+
+// idempotentCount is how often csi-sanity repeats each idempotent call: 10,
+// or RBDCSI_SANITY_IDEMPOTENT_COUNT (make test-kernel in CI lowers it, as
+// every call costs seconds under emulation; every spec still runs).
+func idempotentCount(t *testing.T) int {
+	v := os.Getenv("RBDCSI_SANITY_IDEMPOTENT_COUNT")
+	if v == "" {
+		return 10
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("RBDCSI_SANITY_IDEMPOTENT_COUNT=%q: want a whole number of at least 1", v)
+	}
+	return n
 }
