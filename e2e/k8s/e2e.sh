@@ -671,7 +671,7 @@ scenario_setup() {
   (umask 077 && rbd_csi_setup --with-secret >"$out" 2>"$err") || { cat "$err" >&2; log "  FAIL: rbd-csi setup"; return 1; }
   check "rbd-csi setup made the pool, its quota and the user" grep -q "^done: ceph auth get-or-create client.$SETUP_USER " "$err"
   check "its YAML is valid against the Kubernetes schemas" "$E2E_K8S_DIR/chart-check.sh" setup "$out"
-  second_run_idle() { rbd_csi_setup 2>&1 >/dev/null | grep -q '^nothing to change'; }
+  second_run_idle() { rbd_csi_setup 2>&1 >/dev/null | matches '^nothing to change'; }
   check "a second run changes nothing" second_run_idle
   kc apply -f "$out" >/dev/null || { log "  FAIL: kubectl apply of the setup YAML"; return 1; }
   log "  ok: the setup YAML applied as printed"
