@@ -48,7 +48,7 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 	p := harness.NewPool(t, clusterID)
 	d := harness.Start(t, p.Dir, []string{
 		"--mode=all", "--nodeid=chaos-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=chaos-node",
-		"--mapper=fuse", "--state-dir=" + filepath.Join(p.Dir, "state"), "-v=10",
+		"--mapper=fuse", "--state-dir=" + filepath.Join(p.Dir, "state"), "--keyring-dir=" + filepath.Join(p.Dir, "keyrings"), "-v=10",
 	})
 	fig := newFigure("node-plugin-killed")
 	defer fig.print(t)

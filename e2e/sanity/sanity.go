@@ -66,7 +66,7 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	d, err := driver.New(driver.Options{
 		Mode: driver.ModeAll, NodeID: "sanity-node", InstanceID: "sanity-" + accessType + "-" + filepath.Base(dir),
 		Clusters: clusters, Backend: backend,
-		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: "fuse"},
+		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), KeyringDir: filepath.Join(dir, "keyrings"), Mapper: "fuse"},
 	})
 	if err != nil {
 		t.Fatal(err)
