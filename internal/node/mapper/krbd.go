@@ -97,7 +97,7 @@ func (k *krbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra 
 	}
 	start := time.Now()
 	if err := k.writeAdd(ctx, img, buildAddRequest(resolved, img, extra, opts.ReadOnly)); err != nil {
-		return Device{}, k.diagnoseMapFailure(ctx, img, start, err)
+		return Device{}, k.diagnoseMapFailure(ctx, img, resolved, start, err)
 	}
 	id, err := k.waitForDevice(ctx, img)
 	if err != nil {
