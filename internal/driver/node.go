@@ -446,7 +446,7 @@ func mapperImage(ref ceph.ImageRef, cr ceph.Credentials, info ceph.ImageInfo) ma
 	return mapper.Image{
 		Monitors: ref.Cluster.Monitors, User: cr.User, Key: cr.Key,
 		Pool: ref.Pool, RadosNamespace: ref.Cluster.RadosNamespace, Name: ref.Name,
-		Features: info.Features,
+		Features: info.Features, ClusterFSID: info.ClusterFSID,
 	}
 }
 

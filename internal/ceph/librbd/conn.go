@@ -103,6 +103,7 @@ type conn struct {
 	// pool and shut down by its last user.
 	broken  bool
 	mgrSeen time.Time // when the mgr was last seen active
+	fsidVal string    // the cluster's fsid, once read
 	// stranded counts calls whose caller gave up at its deadline while
 	// librados still waits (monitor commands have no librados timeout,
 	// see connect). Past maxStranded, new calls fail at once instead of
@@ -263,6 +264,21 @@ func (c *conn) ioctx(pool, ns string) (*rados.IOContext, error) {
 	io.SetNamespace(ns)
 	c.ioctxs[pool] = io
 	return io, nil
+}
+
+// fsid returns the cluster's fsid, read once per connection.
+func (c *conn) fsid() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fsidVal != "" {
+		return c.fsidVal, nil
+	}
+	id, err := c.rc.GetFSID()
+	if err != nil {
+		return "", err
+	}
+	c.fsidVal = id
+	return id, nil
 }
 
 func (c *conn) shutdown() {

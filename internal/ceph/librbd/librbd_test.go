@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -280,5 +281,27 @@ func blocklist(ctx context.Context, t *testing.T, b *Backend, env cephtest.Env, 
 	cmd := map[string]any{"prefix": "osd blocklist", "blocklistop": op, "addr": addr}
 	if _, err := b.MonCommand(ctx, env.Admin, cl, cmd); err != nil {
 		t.Fatalf("osd blocklist %s %s: %v", op, addr, err)
+	}
+}
+
+func TestStatImageReportsTheClusterFSID(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	want := os.Getenv("CEPH_FSID")
+	if want == "" {
+		t.Skip("CEPH_FSID is unset (e2e/run-tests.sh exports it with the cluster)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("librbd-fsid-%d", time.Now().UnixNano())}
+	if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.RemovePartialImage(context.Background(), env.Admin, ref) })
+	info, err := b.StatImage(ctx, env.Admin, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ClusterFSID != want {
+		t.Fatalf("cluster fsid %q, want %q", info.ClusterFSID, want)
 	}
 }

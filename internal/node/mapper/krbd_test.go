@@ -187,6 +187,42 @@ func TestKRBDDiscoversEachImageAmongSeveral(t *testing.T) {
 	}
 }
 
+// A mapping of the same pool/image from another cluster is not this
+// image's; without a known fsid (callers before fsids) it is, as before.
+func TestKRBDMapKeysExistingMappingsByClusterFSID(t *testing.T) {
+	const ours, other = "6bc57004-69bf-4513-b1b7-209960b4bab4", "0d2a0c1e-0000-4000-8000-000000000001"
+	tests := []struct {
+		name              string
+		imageFSID, mapped string // the image's cluster; the existing mapping's
+		wantDevice        string
+		wantAdds          int
+	}{
+		{"same cluster reuses the mapping", ours, ours, "rbd0", 0},
+		{"same cluster, fsid in upper case", strings.ToUpper(ours), ours, "rbd0", 0},
+		{"other cluster's mapping is left alone", ours, other, "rbd1", 1},
+		{"fsid unknown reuses the mapping (compatibility)", "", other, "rbd0", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"}) // new mappings: ours
+			rig.kernel.addDevice(0, "kube", "", "img", "-", "0", "")
+			rig.kernel.writeFile(filepath.Join(rig.kernel.bus, "devices", "0", "cluster_fsid"), tc.mapped+"\n")
+			img := krbdImage("img")
+			img.ClusterFSID = tc.imageFSID
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := filepath.Join(rig.kernel.devRoot, tc.wantDevice); dev.Path != want {
+				t.Errorf("Map = %s, want %s", dev.Path, want)
+			}
+			if n := len(rig.kernel.Writes()); n != tc.wantAdds {
+				t.Errorf("kernel got %d add writes, want %d", n, tc.wantAdds)
+			}
+		})
+	}
+}
+
 func TestKRBDMapWaitsForDeviceNode(t *testing.T) {
 	rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"})
 	// The device entry exists but /dev/rbd0 appears late, as with udev.
