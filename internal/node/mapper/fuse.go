@@ -293,13 +293,13 @@ func recordFuseCluster(p fusePaths, img Image) error {
 // side (mappings made before fsids were recorded) it matches, as before.
 func checkFuseCluster(p fusePaths, img Image) error {
 	b, err := os.ReadFile(p.cluster)
-	if errors.Is(err, os.ErrNotExist) || img.ClusterFSID == "" {
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%w: reading %s: %v", ErrMapFailed, p.cluster, err)
 	}
-	if got := strings.TrimSpace(string(b)); !strings.EqualFold(got, img.ClusterFSID) {
+	if got := strings.TrimSpace(string(b)); !sameCluster(got, img.ClusterFSID) {
 		return fmt.Errorf("%w: %s of cluster %s is already mapped on this node through rbd-fuse, and %s of cluster %s has the same pool and image names; "+
 			"the fuse mapper keeps one per pool and image: unstage the other, or use StorageClass parameter mounter: krbd or rbd-nbd for one of the clusters",
 			ErrMappingConflict, img.Spec(), got, img.Spec(), img.ClusterFSID)

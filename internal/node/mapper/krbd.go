@@ -370,11 +370,8 @@ func (k *krbd) deviceIs(id any, pool, ns, name, fsid string) bool {
 	if gotNS, _ := attr("pool_ns"); gotNS != ns {
 		return false
 	}
-	if fsid == "" {
-		return true
-	}
-	gotFSID, ok := attr("cluster_fsid")
-	return !ok || strings.EqualFold(gotFSID, fsid)
+	gotFSID, _ := attr("cluster_fsid") // absent on old kernels: ""
+	return sameCluster(gotFSID, fsid)
 }
 
 // Unmap implements Mapper.

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
@@ -67,6 +68,14 @@ type Image struct {
 	// reports the same cluster_fsid, which matters when a node mounts
 	// images from two clusters with identical pool and image names.
 	ClusterFSID string
+}
+
+// sameCluster is the one rule by which every mapper matches an existing
+// mapping's cluster fsid with Image.ClusterFSID. Either may be unknown
+// (""): a mapping made before fsids were recorded, or a caller without
+// one, matches by pool, namespace and image alone, as before.
+func sameCluster(a, b string) bool {
+	return a == "" || b == "" || strings.EqualFold(a, b)
 }
 
 // Spec returns "pool/[namespace/]image", the usual rbd image spec. It
