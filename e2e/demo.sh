@@ -46,7 +46,7 @@ run() { local what=$1; shift; "$@" >/dev/null; step "$what"; }
 echo "== rbd-csi demo: Ceph at $CEPH_MON_HOST, pool $CEPH_POOL, work dir $WORK"
 printf '[{"clusterID":"demo","monitors":["%s"]}]\n' "$CEPH_MON_HOST" >"$WORK/clusters.json"
 "$BIN/rbd-csi" --endpoint "unix://$SOCK" --mode=all --nodeid=demo-node --mapper=fuse \
-  --cluster-config="$WORK/clusters.json" --state-dir="$WORK/state" --instance-id=demo >"$WORK/driver.log" 2>&1 &
+  --cluster-config="$WORK/clusters.json" --state-dir="$WORK/state" --keyring-dir="$WORK/keyrings" --instance-id=demo >"$WORK/driver.log" 2>&1 &
 DRIVER_PID=$!
 for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 step "driver started (pid $DRIVER_PID, log $WORK/driver.log)"

@@ -19,6 +19,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
 	"github.com/rbd-csi/rbd-csi/internal/metrics"
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/version"
 )
 
@@ -34,6 +35,7 @@ type config struct {
 	idleTimeout   time.Duration
 	mapper        string
 	stateDir      string
+	keyringDir    string
 	maxDepth      int
 	metricsAddr   string
 	showVersion   bool
@@ -53,6 +55,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.mapper, "mapper", "krbd", "node: default way to attach images when the StorageClass has no mounter parameter: krbd, rbd-nbd or fuse")
 	fs.IntVar(&c.maxDepth, "max-clone-depth", driver.DefaultMaxCloneDepth, "controller: most ancestors (snapshots, restores, clones) an image may read through; a deeper one is flattened before use")
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/rbd-csi", "node: directory for per-volume state and mapper working files; must survive plugin restarts")
+	fs.StringVar(&c.keyringDir, "keyring-dir", mapper.DefaultKeyringDir, "node: private directory (created 0700; mount a tmpfs there) for the keyring files rbd-nbd and rbd-fuse read while mapping; each is removed when its map call returns, leftovers of a killed plugin at start-up")
 	fs.StringVar(&c.metricsAddr, "metrics-address", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz: 503 while no configured cluster is reachable) over HTTP on host:port; off when empty")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
@@ -148,7 +151,7 @@ func driverOptions(c config, mode driver.Mode, clusters *clusterconfig.Config, b
 	opts := driver.Options{
 		Name: c.driverName, NodeID: c.nodeID, Mode: mode, InstanceID: c.instanceID,
 		Clusters: clusters, Backend: b, SecretsDir: c.secretsDir,
-		Node:          driver.NodeOptions{StateDir: c.stateDir, Mapper: c.mapper},
+		Node:          driver.NodeOptions{StateDir: c.stateDir, KeyringDir: c.keyringDir, Mapper: c.mapper},
 		MaxCloneDepth: c.maxDepth,
 	}
 	if m != nil {

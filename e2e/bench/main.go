@@ -194,7 +194,7 @@ func (b *bench) startDriver() (func(), error) {
 	d, err := driver.New(driver.Options{
 		Mode: driver.ModeAll, NodeID: "bench", InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()),
 		Clusters: cfg, Backend: b.backend, Observer: m,
-		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: "fuse"},
+		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), KeyringDir: filepath.Join(dir, "keyrings"), Mapper: "fuse"},
 	})
 	if err != nil {
 		return nil, err

@@ -92,7 +92,7 @@ func startNodePlugin(t *testing.T) (*harness.Pool, *harness.Driver) {
 	p := harness.NewPool(t, clusterID)
 	d := harness.Start(t, p.Dir, []string{
 		"--mode=all", "--nodeid=chaos-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=chaos-node",
-		"--mapper=" + harness.Mapper(t), "--state-dir=" + filepath.Join(p.Dir, "state"), "-v=10",
+		"--mapper=" + harness.Mapper(t), "--state-dir=" + filepath.Join(p.Dir, "state"), "--keyring-dir=" + filepath.Join(p.Dir, "keyrings"), "-v=10",
 	})
 	return p, d
 }

@@ -27,7 +27,7 @@ func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
 	p := harness.NewPool(t, clusterID)
 	d := harness.Start(t, p.Dir, []string{
 		"--mode=all", "--nodeid=secrets-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=secrets",
-		"--mapper=fuse", "--state-dir=" + filepath.Join(p.Dir, "state"), "-v=10",
+		"--mapper=fuse", "--state-dir=" + filepath.Join(p.Dir, "state"), "--keyring-dir=" + filepath.Join(p.Dir, "keyrings"), "-v=10",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

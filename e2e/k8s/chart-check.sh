@@ -39,6 +39,26 @@ lint() {
     n=$((n + 1))
   done
   log "helm lint --strict: clean with $n value sets"
+  render_checks
+}
+
+# render_checks: rendered values that keep a node safe by default
+render_checks() {
+  local out
+  expect_arg() { # expect_arg WANT HELM-ARGS...: the node plugin gets WANT
+    local want=$1
+    shift
+    out=$("$HELM" template rbd-csi "$CHART" --kube-version "$K8S_VERSION" --set metrics.enabled=true "$@")
+    grep -qF -- "$want" <<<"$out" || die "helm template $*: no '$want' in the output"
+  }
+  expect_arg "--metrics-address=127.0.0.1:9682"
+  expect_arg "--metrics-address=:9682" --set node.hostNetwork=false
+  expect_arg "--metrics-address=\$(HOST_IP):9682" --set metrics.nodeBindAddress=hostIP
+  grep -qF "fieldPath: status.hostIP" <<<"$out" || die "metrics.nodeBindAddress=hostIP: no HOST_IP from status.hostIP"
+  expect_arg "--metrics-address=0.0.0.0:9682" --set metrics.nodeBindAddress=0.0.0.0
+  expect_arg "--keyring-dir=/run/rbd-csi/keyrings"
+  grep -qF "medium: Memory" <<<"$out" || die "the keyring directory is not an in-memory emptyDir"
+  log "render checks: node metrics on loopback under hostNetwork, keyrings in memory"
 }
 
 # Kinds without a schema offline: the Prometheus Operator publishes its CRDs

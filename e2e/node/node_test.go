@@ -57,7 +57,7 @@ func newFixture(t *testing.T, fs string) *fixture {
 	f := &fixture{env: env, dir: dir, fs: fs, mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, mapper: harness.Mapper(t)}
 	f.drv = harness.Start(t, dir, []string{
 		"--mode=all", "--nodeid=n1", "--cluster-config=" + cfg, "--instance-id=node-" + hex.EncodeToString(id),
-		"--mapper=" + f.mapper, "--state-dir=" + filepath.Join(dir, "state"), "-v=4",
+		"--mapper=" + f.mapper, "--state-dir=" + filepath.Join(dir, "state"), "--keyring-dir=" + filepath.Join(dir, "keyrings"), "-v=4",
 	})
 	t.Cleanup(func() {
 		for _, l := range harness.Leftovers(dir) {

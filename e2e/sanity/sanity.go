@@ -70,7 +70,7 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	d, err := driver.New(driver.Options{
 		Mode: driver.ModeAll, NodeID: "sanity-node", InstanceID: "sanity-" + accessType + "-" + filepath.Base(dir),
 		Clusters: clusters, Backend: backend,
-		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), Mapper: mapperName},
+		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), KeyringDir: filepath.Join(dir, "keyrings"), Mapper: mapperName},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDirFunc(dir); err != nil {
 		return fmt.Errorf("sync directory of %s: %w", path, err)
 	}
 	return nil
@@ -47,6 +47,9 @@ func writeSynced(f *os.File, data []byte, perm os.FileMode) error {
 	}
 	return err
 }
+
+// syncDirFunc is syncDir; tests replace it to see that Write calls it.
+var syncDirFunc = syncDir
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

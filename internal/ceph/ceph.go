@@ -71,6 +71,9 @@ type ImageInfo struct {
 	DataPool string // empty when the image has no separate data pool
 	Metadata map[string]string
 	Parent   *Parent // nil when the image is no clone (or was flattened)
+	// ClusterFSID is the fsid of the cluster holding the image, which tells
+	// apart two clusters with the same pool and image names.
+	ClusterFSID string
 }
 
 // TrashEntry is one image in a pool's RBD trash.

@@ -99,6 +99,9 @@ func TestCreateVolumeRejectsBadRequests(t *testing.T) {
 			r.Parameters["mounter"], r.Parameters["mapOptions"] = "krbd", "io-timeout=30"
 		}, []string{"mapOptions", `"io-timeout"`, "krbd"}},
 		{"map option no mapper accepts", func(r *csi.CreateVolumeRequest) { r.Parameters["mapOptions"] = "turbo=1" }, []string{"mapOptions", `"turbo"`}},
+		{"mount_timeout=0, which waits forever", func(r *csi.CreateVolumeRequest) {
+			r.Parameters["mounter"], r.Parameters["mapOptions"] = "krbd", "mount_timeout=0"
+		}, []string{"mapOptions", `"mount_timeout"`, "from 1 to 600"}},
 		{"unsupported filesystem", func(r *csi.CreateVolumeRequest) {
 			r.VolumeCapabilities[0].GetMount().FsType = "btrfs"
 		}, []string{"btrfs"}},

@@ -25,6 +25,9 @@ import (
 type NodeOptions struct {
 	// StateDir holds the volume index and mapper working files.
 	StateDir string
+	// KeyringDir holds the short-lived keyrings of rbd-nbd and rbd-fuse;
+	// leftovers are swept at start (empty: mapper.DefaultKeyringDir).
+	KeyringDir string
 	// Mapper is the node-wide default mapper (krbd, rbd-nbd, fuse).
 	Mapper string
 	// Mappers overrides the mapper implementations (tests); nil builds the
@@ -57,9 +60,16 @@ func newNodeService(sh *shared) (*nodeService, error) {
 		ns.mounter = mounter.New(0)
 	}
 	if ns.mappers == nil {
+		if n.KeyringDir == "" {
+			n.KeyringDir = mapper.DefaultKeyringDir
+		}
+		// Before any map: the sweep would take a running call's keyring.
+		if err := mapper.PrepareKeyringDir(n.KeyringDir); err != nil {
+			return nil, fmt.Errorf("--keyring-dir: %w", err)
+		}
 		ns.mappers = map[string]mapper.Mapper{}
 		for _, name := range mapper.Names() {
-			m, err := mapper.New(name, mapper.Config{StateDir: filepath.Join(n.StateDir, "mapper")})
+			m, err := mapper.New(name, mapper.Config{StateDir: filepath.Join(n.StateDir, "mapper"), SecretDir: n.KeyringDir})
 			if err != nil {
 				return nil, fmt.Errorf("mapper %s: %w", name, err)
 			}
@@ -436,7 +446,7 @@ func mapperImage(ref ceph.ImageRef, cr ceph.Credentials, info ceph.ImageInfo) ma
 	return mapper.Image{
 		Monitors: ref.Cluster.Monitors, User: cr.User, Key: cr.Key,
 		Pool: ref.Pool, RadosNamespace: ref.Cluster.RadosNamespace, Name: ref.Name,
-		Features: info.Features,
+		Features: info.Features, ClusterFSID: info.ClusterFSID,
 	}
 }
 

@@ -281,6 +281,18 @@ func TestNodeStageVolumeResolvesTheImageFromTheVolumeID(t *testing.T) {
 	}
 }
 
+// Two clusters may have the same pool and image names: the mapper gets the
+// cluster's fsid so that it never takes the other's mapping for this one.
+func TestNodeStageVolumeMapsWithTheClusterFSID(t *testing.T) {
+	e := newNodeEnv(t)
+	if _, err := e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW))); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.m.images[0].ClusterFSID; got != cephfake.FakeFSID {
+		t.Fatalf("mapped with cluster fsid %q, want %q", got, cephfake.FakeFSID)
+	}
+}
+
 func TestNodeStageVolumeOfImageOpenElsewhere(t *testing.T) {
 	tests := []struct {
 		name    string

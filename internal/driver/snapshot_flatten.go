@@ -20,19 +20,27 @@ const DefaultMaxCloneDepth = 8
 // flatten copies every object of the image, so it may take long.
 const flattenTimeout = 2 * time.Hour
 
+// MaxLocalFlattens bounds the flattens the controller runs itself at once
+// (when no ceph-mgr takes them). Each copies a whole image; many at once
+// would saturate the cluster and the controller. An image over the bound is
+// not queued: the next call that needs it (CreateVolume and CreateSnapshot
+// retry while they answer "being flattened") starts it once a slot is free.
+const MaxLocalFlattens = 4
+
 // flattener runs flattens: queued as ceph-mgr tasks (rbd_support persists
 // them and retries them across mgr restarts) where a mgr is active,
-// otherwise in the driver's background, one goroutine per image. Callers
-// learn the outcome by looking at the image again: a flattened image has no
-// parent.
+// otherwise in the driver's background, one goroutine per image, at most
+// limit at once. Callers learn the outcome by looking at the image again: a
+// flattened image has no parent.
 type flattener struct {
 	backend ceph.Backend
+	limit   int
 	mu      sync.Mutex
 	running map[string]bool // local flattens by image
 }
 
 func newFlattener(b ceph.Backend) *flattener {
-	return &flattener{backend: b, running: map[string]bool{}}
+	return &flattener{backend: b, limit: MaxLocalFlattens, running: map[string]bool{}}
 }
 
 // Pending reports the local flattens running, for the metrics.
@@ -61,6 +69,10 @@ func (f *flattener) start(ctx context.Context, creds ceph.Credentials, ref ceph.
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.running[key] {
+		return nil
+	}
+	if len(f.running) >= f.limit {
+		klog.V(2).InfoS("Local flattens at their bound; this one starts on a later call", "image", ref, "running", len(f.running), "bound", f.limit)
 		return nil
 	}
 	f.running[key] = true

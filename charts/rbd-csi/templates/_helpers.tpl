@@ -163,3 +163,15 @@ where the kubelet's probe goes; without hostNetwork, on the pod's addresses.
 {{- define "rbd-csi.livenessBind" -}}
 {{- .c.livenessProbe.bindAddress | default (ternary "127.0.0.1" "" .c.hostNetwork) -}}
 {{- end -}}
+
+{{/*
+The address the node plugin's metrics listen on (metrics.nodeBindAddress).
+With hostNetwork the pod shares every node address, so by default only the
+node's loopback: the metrics are unauthenticated. "hostIP" is the node's
+primary address (status.hostIP, env HOST_IP), where the Service's endpoints
+and a ServiceMonitor scrape; without hostNetwork, the pod's addresses.
+*/}}
+{{- define "rbd-csi.nodeMetricsBind" -}}
+{{- $a := .Values.metrics.nodeBindAddress | default (ternary "127.0.0.1" "" .Values.node.hostNetwork) -}}
+{{- eq $a "hostIP" | ternary "$(HOST_IP)" $a -}}
+{{- end -}}

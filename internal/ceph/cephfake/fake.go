@@ -31,6 +31,8 @@ type Backend struct {
 	Calls map[string]int
 	// Mgr says whether a ceph-mgr takes async trash purges.
 	Mgr bool
+	// FSID is the cluster fsid StatImage reports (New sets FakeFSID).
+	FSID string
 	// Usage is what PoolUsage reports for every pool.
 	Usage ceph.PoolUsage
 	// PartialGrace: RemovePartialImage answers ErrInProgress for an image
@@ -47,12 +49,15 @@ type Backend struct {
 
 var _ ceph.Backend = (*Backend)(nil)
 
+// FakeFSID is the fsid of every fake cluster unless a test sets FSID.
+const FakeFSID = "00000000-0000-4000-8000-0000000000f5"
+
 // New returns a fake cluster with the given pools and one user.
 func New(user, key string, pools ...string) *Backend {
 	b := &Backend{
 		pools: map[string]int64{}, images: map[string]*ceph.ImageInfo{}, trash: map[string]map[string]ceph.TrashEntry{},
 		watchers: map[string][]ceph.Watcher{}, keys: map[string]string{user: key}, Calls: map[string]int{}, Mgr: true,
-		Usage: ceph.PoolUsage{MaxAvail: 100 << 30},
+		Usage: ceph.PoolUsage{MaxAvail: 100 << 30}, FSID: FakeFSID,
 	}
 	for i, p := range pools {
 		b.pools[p] = int64(i + 1)
@@ -192,6 +197,7 @@ func (b *Backend) StatImage(ctx context.Context, cr ceph.Credentials, ref ceph.I
 		return ceph.ImageInfo{}, notFound("stat", ref)
 	}
 	out := *img
+	out.ClusterFSID = b.FSID
 	out.Metadata = maps.Clone(img.Metadata)
 	if img.Parent != nil {
 		p := *img.Parent

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ceph/go-ceph/rados"
@@ -88,17 +89,21 @@ func (b *Backend) OpenConnections() int {
 }
 
 type conn struct {
-	key     string
-	label   string // cluster and user, for errors and logs
-	ready   chan struct{}
-	err     error // set before ready closes
-	rc      *rados.Conn
-	mu      sync.Mutex
-	ioctxs  map[string]*rados.IOContext
-	users   int
-	last    time.Time
-	closed  bool
+	key    string
+	label  string // cluster and user, for errors and logs
+	ready  chan struct{}
+	err    error // set before ready closes
+	rc     *rados.Conn
+	mu     sync.Mutex
+	ioctxs map[string]*rados.IOContext
+	users  int
+	last   time.Time
+	closed bool
+	// broken marks a connection the cluster blocklisted: it is out of the
+	// pool and shut down by its last user.
+	broken  bool
 	mgrSeen time.Time // when the mgr was last seen active
+	fsidVal string    // the cluster's fsid, once read
 	// stranded counts calls whose caller gave up at its deadline while
 	// librados still waits (monitor commands have no librados timeout,
 	// see connect). Past maxStranded, new calls fail at once instead of
@@ -157,7 +162,34 @@ func (b *Backend) release(c *conn) {
 		// A failed connection is never reused: the next call tries afresh.
 		delete(b.conns, c.key)
 	}
+	closeNow := c.broken && c.users == 0
 	b.mu.Unlock()
+	if closeNow {
+		c.shutdown()
+	}
+}
+
+// discard takes a blocklisted connection out of the pool at once, so that
+// the next call connects afresh (a new client instance, not blocklisted)
+// instead of failing until the idle reaper closes it. Calls still running
+// on it finish; the last one shuts it down (release).
+func (b *Backend) discard(c *conn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.broken {
+		return
+	}
+	c.broken = true
+	if b.conns[c.key] == c {
+		delete(b.conns, c.key)
+	}
+	klog.InfoS("Ceph blocklisted this connection; dropped it from the pool, the next call reconnects", "target", c.label)
+}
+
+// blocklisted reports whether err says the cluster blocklisted the client:
+// librados answers EBLOCKLISTED, which is ESHUTDOWN, from then on.
+func blocklisted(err error) bool {
+	return err != nil && syscall.Errno(errno(err)) == syscall.ESHUTDOWN
 }
 
 func (b *Backend) connect(c *conn, cl ceph.Cluster, cr ceph.Credentials) {
@@ -234,6 +266,21 @@ func (c *conn) ioctx(pool, ns string) (*rados.IOContext, error) {
 	return io, nil
 }
 
+// fsid returns the cluster's fsid, read once per connection.
+func (c *conn) fsid() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fsidVal != "" {
+		return c.fsidVal, nil
+	}
+	id, err := c.rc.GetFSID()
+	if err != nil {
+		return "", err
+	}
+	c.fsidVal = id
+	return id, nil
+}
+
 func (c *conn) shutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -302,7 +349,11 @@ func (b *Backend) run(ctx context.Context, op, target string, cl ceph.Cluster, c
 	done := make(chan error, 1)
 	go func() {
 		defer b.release(c)
-		done <- fn(c)
+		err := fn(c)
+		if blocklisted(err) {
+			b.discard(c)
+		}
+		done <- err
 		if !state.CompareAndSwap(running, finished) {
 			c.addStranded(-1)
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,5 +205,103 @@ func TestStrandedCallsAreBoundedAndDrain(t *testing.T) {
 			t.Fatalf("calls still refused after the stuck ones returned: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A connection the cluster blocklists must leave the pool at once: the next
+// call gets a fresh client instead of failing until the idle reaper runs.
+func TestBlocklistedConnectionIsReplaced(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	admin := New(Options{})
+	t.Cleanup(admin.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("librbd-blocklist-%d", time.Now().UnixNano())}
+	if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.RemovePartialImage(context.Background(), env.Admin, ref) })
+	first := onlyConn(t, b)
+	addr, err := first.rc.GetAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = clientAddr(addr)
+	blocklist(ctx, t, admin, env, cl, "add", addr)
+	t.Cleanup(func() { blocklist(context.Background(), t, admin, env, cl, "rm", addr) })
+
+	// The first call after the blocklist may fail (it is how the client
+	// learns); the one after it must succeed on a new connection.
+	var errs []error
+	for i := 0; i < 2; i++ {
+		if _, err := b.StatImage(ctx, env.Admin, ref); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(errs) > 1 {
+			t.Fatalf("more than one call failed after the blocklist: %v", errs)
+		}
+		if got := onlyConn(t, b); got == first {
+			t.Fatal("StatImage succeeded on the blocklisted connection")
+		}
+		t.Logf("after blocklisting %s: errors %v, then success on a new connection", addr, errs)
+		return
+	}
+	t.Fatalf("no call succeeded after the blocklist: %v", errs)
+}
+
+func onlyConn(t *testing.T, b *Backend) *conn {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.conns) != 1 {
+		t.Fatalf("%d pooled connections, want 1", len(b.conns))
+	}
+	for _, c := range b.conns {
+		return c
+	}
+	return nil
+}
+
+// clientAddr turns rados_getaddrs' "[v2:ip:port/nonce,v1:...]" into the
+// "ip:port/nonce" that `osd blocklist` takes.
+func clientAddr(addrs string) string {
+	a := strings.Trim(addrs, "[]")
+	a, _, _ = strings.Cut(a, ",")
+	if i := strings.Index(a, ":"); i >= 0 && strings.HasPrefix(a, "v") {
+		a = a[i+1:]
+	}
+	return a
+}
+
+func blocklist(ctx context.Context, t *testing.T, b *Backend, env cephtest.Env, cl ceph.Cluster, op, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := map[string]any{"prefix": "osd blocklist", "blocklistop": op, "addr": addr}
+	if _, err := b.MonCommand(ctx, env.Admin, cl, cmd); err != nil {
+		t.Fatalf("osd blocklist %s %s: %v", op, addr, err)
+	}
+}
+
+func TestStatImageReportsTheClusterFSID(t *testing.T) {
+	b, env, cl := testBackend(t, Options{})
+	want := os.Getenv("CEPH_FSID")
+	if want == "" {
+		t.Skip("CEPH_FSID is unset (e2e/run-tests.sh exports it with the cluster)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ref := ceph.ImageRef{Cluster: cl, Pool: env.Pool, Name: fmt.Sprintf("librbd-fsid-%d", time.Now().UnixNano())}
+	if err := b.CreateImage(ctx, env.Admin, ref, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.RemovePartialImage(context.Background(), env.Admin, ref) })
+	info, err := b.StatImage(ctx, env.Admin, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ClusterFSID != want {
+		t.Fatalf("cluster fsid %q, want %q", info.ClusterFSID, want)
 	}
 }

@@ -132,6 +132,9 @@ func statImage(c *conn, io *rados.IOContext, img *rbd.Image) (ceph.ImageInfo, er
 	if info.Parent, err = parentOf(img); err != nil {
 		return info, err
 	}
+	if info.ClusterFSID, err = c.fsid(); err != nil {
+		return info, fmt.Errorf("cluster fsid: %w", err)
+	}
 	return info, nil
 }
 

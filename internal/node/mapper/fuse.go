@@ -85,19 +85,23 @@ func (f *fuse) Name() string { return Fuse }
 // fusePaths are the per-image state paths.
 type fusePaths struct {
 	dir, mnt, file, pid, log, conf, lock string
+	// cluster records the fsid of the cluster rbd-fuse serves (absent for
+	// mappings made before fsids were recorded, or without one).
+	cluster string
 }
 
 func (f *fuse) paths(pool, image string) fusePaths {
 	dir := filepath.Join(f.root, pool, image)
 	mnt := filepath.Join(dir, "mnt")
 	return fusePaths{
-		dir:  dir,
-		mnt:  mnt,
-		file: filepath.Join(mnt, image),
-		pid:  filepath.Join(dir, "rbd-fuse.pid"),
-		log:  filepath.Join(dir, "rbd-fuse.log"),
-		conf: filepath.Join(dir, "ceph.conf"),
-		lock: filepath.Join(f.lockDir, pool+"@"+image+".lock"),
+		dir:     dir,
+		mnt:     mnt,
+		file:    filepath.Join(mnt, image),
+		pid:     filepath.Join(dir, "rbd-fuse.pid"),
+		log:     filepath.Join(dir, "rbd-fuse.log"),
+		conf:    filepath.Join(dir, "ceph.conf"),
+		lock:    filepath.Join(f.lockDir, pool+"@"+image+".lock"),
+		cluster: filepath.Join(dir, "cluster-fsid"),
 	}
 }
 
@@ -128,6 +132,11 @@ func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly b
 	state, err := f.inspect(ctx, p)
 	if err != nil {
 		return Device{}, err
+	}
+	if state == fuseAlive || state == fuseUnresponsive {
+		if err := checkFuseCluster(p, img); err != nil {
+			return Device{}, err
+		}
 	}
 	switch state {
 	case fuseAlive:
@@ -243,6 +252,9 @@ func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths) (err er
 	if err := atomicfile.Write(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
 		return fmt.Errorf("%w: writing %s: %v", ErrMapFailed, p.conf, err)
 	}
+	if err := recordFuseCluster(p, img); err != nil {
+		return err
+	}
 	kr, err := writeTempKeyring(f.cfg.SecretDir, img.User, img.Key)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMapFailed, err)
@@ -258,6 +270,41 @@ func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths) (err er
 		}
 	}()
 	return f.waitServing(ctx, img, p, proc)
+}
+
+// recordFuseCluster notes which cluster the rbd-fuse about to start serves:
+// the state directory is keyed by pool and image only, which two clusters
+// may share.
+func recordFuseCluster(p fusePaths, img Image) error {
+	if img.ClusterFSID == "" {
+		if err := os.Remove(p.cluster); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: removing %s: %v", ErrMapFailed, p.cluster, err)
+		}
+		return nil
+	}
+	if err := atomicfile.Write(p.cluster, []byte(strings.ToLower(img.ClusterFSID)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("%w: %v", ErrMapFailed, err)
+	}
+	return nil
+}
+
+// checkFuseCluster refuses to take a running rbd-fuse of the same pool and
+// image for img's when it serves another cluster. Without an fsid on either
+// side (mappings made before fsids were recorded) it matches, as before.
+func checkFuseCluster(p fusePaths, img Image) error {
+	b, err := os.ReadFile(p.cluster)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: reading %s: %v", ErrMapFailed, p.cluster, err)
+	}
+	if got := strings.TrimSpace(string(b)); !sameCluster(got, img.ClusterFSID) {
+		return fmt.Errorf("%w: %s of cluster %s is already mapped on this node through rbd-fuse, and %s of cluster %s has the same pool and image names; "+
+			"the fuse mapper keeps one per pool and image: unstage the other, or use StorageClass parameter mounter: krbd or rbd-nbd for one of the clusters",
+			ErrMappingConflict, img.Spec(), got, img.Spec(), img.ClusterFSID)
+	}
+	return nil
 }
 
 // fuseConf is rbd-fuse's ceph.conf. It holds no secret: the keyring path
@@ -556,7 +603,7 @@ func (f *fuse) removeState(p fusePaths) error {
 		return fmt.Errorf("%w: %s is still mounted (%q) after unmount: %v", ErrUnmapFailed, p.mnt, fstype, err)
 	}
 	// ".tmp" files are what a crashed older version left behind.
-	files := []string{p.pid, p.conf, p.conf + ".tmp", p.pid + ".tmp", p.log}
+	files := []string{p.pid, p.conf, p.conf + ".tmp", p.pid + ".tmp", p.log, p.cluster}
 	temps, _ := filepath.Glob(filepath.Join(p.dir, atomicfile.TempPrefix+"*"))
 	for _, file := range append(files, temps...) {
 		if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -694,3 +694,43 @@ func TestFuseMapFailuresLeaveNothing(t *testing.T) {
 		})
 	}
 }
+
+// The fuse state is kept per pool and image: a running rbd-fuse is reused
+// only for the cluster it serves, and without an fsid as before.
+func TestFuseKeysItsMappingByClusterFSID(t *testing.T) {
+	env := needCeph(t)
+	fsid := os.Getenv("CEPH_FSID")
+	if fsid == "" {
+		t.Skip("CEPH_FSID is unset (e2e/run-tests.sh exports it with the cluster)")
+	}
+	rig := newFuseRig(t)
+	img := env.image(env.createImage(t, 32))
+	img.ClusterFSID = fsid
+	dev := rig.mapFor(t, img, MapOptions{})
+	ctx := ctxT(t, time.Minute)
+	tests := []struct {
+		name    string
+		fsid    string
+		wantErr error
+	}{
+		{"same cluster reuses it", strings.ToUpper(fsid), nil},
+		{"fsid unknown reuses it (compatibility)", "", nil},
+		{"another cluster with the same names is refused", "0d2a0c1e-0000-4000-8000-000000000001", ErrMappingConflict},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			other := img
+			other.ClusterFSID = tc.fsid
+			got, err := rig.mapper(t).Map(ctx, other, MapOptions{})
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Map = %v, want %v", err, tc.wantErr)
+			}
+			if err == nil && got.Path != dev.Path {
+				t.Fatalf("Map = %s, want the existing %s", got.Path, dev.Path)
+			}
+			if err != nil && !strings.Contains(err.Error(), "mounter: krbd or rbd-nbd") {
+				t.Errorf("the conflict gives no way out: %v", err)
+			}
+		})
+	}
+}

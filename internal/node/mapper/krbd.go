@@ -97,7 +97,7 @@ func (k *krbd) mapLocked(ctx context.Context, img Image, opts MapOptions, extra 
 	}
 	start := time.Now()
 	if err := k.writeAdd(ctx, img, buildAddRequest(resolved, img, extra, opts.ReadOnly)); err != nil {
-		return Device{}, k.diagnoseMapFailure(ctx, img, start, err)
+		return Device{}, k.diagnoseMapFailure(ctx, img, resolved, start, err)
 	}
 	id, err := k.waitForDevice(ctx, img)
 	if err != nil {
@@ -377,11 +377,8 @@ func (k *krbd) deviceIs(id any, pool, ns, name, fsid string) bool {
 	if gotNS, _ := attr("pool_ns"); gotNS != ns {
 		return false
 	}
-	if fsid == "" {
-		return true
-	}
-	gotFSID, ok := attr("cluster_fsid")
-	return !ok || strings.EqualFold(gotFSID, fsid)
+	gotFSID, _ := attr("cluster_fsid") // absent on old kernels: ""
+	return sameCluster(gotFSID, fsid)
 }
 
 // Unmap implements Mapper.

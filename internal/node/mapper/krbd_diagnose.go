@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,26 +22,76 @@ import (
 const kernelLogTimeout = 3 * time.Second
 
 // diagnoseMapFailure explains a failed or timed-out add write using the
-// kernel log, where libceph and rbd say what really went wrong.
-func (k *krbd) diagnoseMapFailure(ctx context.Context, img Image, start time.Time, werr error) error {
+// kernel log, where libceph and rbd say what really went wrong. mons are
+// the monitor addresses the add named.
+func (k *krbd) diagnoseMapFailure(ctx context.Context, img Image, mons []string, start time.Time, werr error) error {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kernelLogTimeout)
 	defer cancel()
 	lines, lerr := k.cfg.KernelLog.Since(lctx, start)
 	if lerr != nil {
 		klog.V(2).InfoS("krbd: kernel log unavailable for diagnosis", "err", lerr)
 	}
-	return classifyMapFailure(img, werr, relevantKernelLines(lines), lerr)
+	return classifyMapFailure(img, werr, ownKernelLines(lines, img, mons), lerr)
 }
 
-// relevantKernelLines keeps the rbd and libceph messages.
-func relevantKernelLines(lines []string) []string {
+var (
+	kernelImageRe  = regexp.MustCompile(`rbd: image ([^:]*):`)
+	kernelDeviceRe = regexp.MustCompile(`rbd: rbd[0-9]+:`)
+	kernelAddrRe   = regexp.MustCompile(`(?:[0-9]{1,3}\.){3}[0-9]{1,3}:[0-9]+|\[[0-9A-Fa-f:.]+\]:[0-9]+`)
+	kernelFSIDRe   = regexp.MustCompile(`fsid ([0-9A-Fa-f-]{36})`)
+)
+
+// ownKernelLines keeps the rbd and libceph messages of this mapping only.
+// A map error becomes an Event any user of the namespace can read, so a
+// line that names another image, a mapped device, another address or
+// another cluster (other volumes' mappings, logged meanwhile) must not get
+// in. Lines that name nothing (e.g. "missing required protocol features")
+// stay: they tell the operator most and reveal no other volume.
+func ownKernelLines(lines []string, img Image, mons []string) []string {
 	var out []string
 	for _, l := range lines {
-		if strings.Contains(l, "libceph") || strings.Contains(l, "rbd") {
-			out = append(out, strings.TrimSpace(l))
+		l = strings.TrimSpace(l)
+		if (strings.Contains(l, "libceph") || strings.Contains(l, "rbd")) && isOwnKernelLine(l, img, mons) {
+			out = append(out, l)
 		}
 	}
 	return out
+}
+
+func isOwnKernelLine(l string, img Image, mons []string) bool {
+	// An echoed map option may hold another map's secret; one holding
+	// this map's key is ours (and redacted before it goes anywhere).
+	if strings.Contains(l, "bad option") {
+		return img.Key != "" && strings.Contains(l, img.Key)
+	}
+	if kernelDeviceRe.MatchString(l) {
+		return false // a mapped device: not this failed map
+	}
+	if m := kernelImageRe.FindStringSubmatch(l); m != nil && m[1] != img.Name {
+		return false
+	}
+	if m := kernelFSIDRe.FindStringSubmatch(l); m != nil && !strings.EqualFold(m[1], img.ClusterFSID) {
+		return false
+	}
+	for _, a := range kernelAddrRe.FindAllString(l, -1) {
+		if !slices.ContainsFunc(mons, func(m string) bool { return addrHost(m) == addrHost(a) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// addrHost is the host of "ip:port", "[ip6]:port" or a bare address.
+func addrHost(a string) string {
+	if strings.HasPrefix(a, "[") {
+		h, _, _ := strings.Cut(a[1:], "]")
+		return h
+	}
+	if strings.Count(a, ":") == 1 {
+		h, _, _ := strings.Cut(a, ":")
+		return h
+	}
+	return a
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,6 +184,42 @@ func TestKRBDDiscoversEachImageAmongSeveral(t *testing.T) {
 	}
 	if n := len(rig.kernel.Writes()); n != 3 {
 		t.Errorf("kernel got %d add writes, want 3 (re-Map must not add)", n)
+	}
+}
+
+// A mapping of the same pool/image from another cluster is not this
+// image's; without a known fsid (callers before fsids) it is, as before.
+func TestKRBDMapKeysExistingMappingsByClusterFSID(t *testing.T) {
+	const ours, other = "6bc57004-69bf-4513-b1b7-209960b4bab4", "0d2a0c1e-0000-4000-8000-000000000001"
+	tests := []struct {
+		name              string
+		imageFSID, mapped string // the image's cluster; the existing mapping's
+		wantDevice        string
+		wantAdds          int
+	}{
+		{"same cluster reuses the mapping", ours, ours, "rbd0", 0},
+		{"same cluster, fsid in upper case", strings.ToUpper(ours), ours, "rbd0", 0},
+		{"other cluster's mapping is left alone", ours, other, "rbd1", 1},
+		{"fsid unknown reuses the mapping (compatibility)", "", other, "rbd0", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newKRBDRig(t, fakeKernelOpts{supportedFeatures: "0x3d"}) // new mappings: ours
+			rig.kernel.addDevice(0, "kube", "", "img", "-", "0", "")
+			rig.kernel.writeFile(filepath.Join(rig.kernel.bus, "devices", "0", "cluster_fsid"), tc.mapped+"\n")
+			img := krbdImage("img")
+			img.ClusterFSID = tc.imageFSID
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := filepath.Join(rig.kernel.devRoot, tc.wantDevice); dev.Path != want {
+				t.Errorf("Map = %s, want %s", dev.Path, want)
+			}
+			if n := len(rig.kernel.Writes()); n != tc.wantAdds {
+				t.Errorf("kernel got %d add writes, want %d", n, tc.wantAdds)
+			}
+		})
 	}
 }
 
@@ -576,6 +613,68 @@ func TestKRBDRemoveErrorsAreClassified(t *testing.T) {
 	}
 }
 
+// A map error becomes an Event any namespace user reads: the kernel log
+// lines of other volumes' mappings must never get into it.
+func TestMapErrorsQuoteOnlyTheirOwnKernelLines(t *testing.T) {
+	img := krbdImage("img")
+	img.ClusterFSID = "91291a01-b6fb-458d-86cb-59b9b2501437"
+	mons := []string{"192.168.1.1:6789", "192.168.1.2:6789"}
+	mixed := []string{
+		"libceph: mon0 (1)192.168.1.1:6789 session established",
+		"libceph: client4123 fsid 91291a01-b6fb-458d-86cb-59b9b2501437",
+		"libceph: mon0 (1)10.9.9.9:6789 session established",
+		"libceph: client9 fsid 0d2a0c1e-0000-4000-8000-000000000001",
+		"rbd: image other-pvc: image uses unsupported features: 0x38",
+		"rbd: image img-2: failed to watch: -13",
+		"rbd: rbd3: capacity 1073741824 features 0x1",
+		"libceph: osd2 (1)10.9.9.10:6801 socket closed (con state OPEN)",
+		"libceph: bad option at 'secret=AQBotherkey=='",
+		"rbd: image img: image uses unsupported features: 0x38",
+		"libceph: missing required protocol features",
+		"eth0: link up",
+	}
+	tests := []struct {
+		name string
+		img  Image
+		mons []string
+		want []string
+	}{
+		{"only this image's, this cluster's and unattributed lines", img, mons, []string{
+			"libceph: mon0 (1)192.168.1.1:6789 session established",
+			"libceph: client4123 fsid 91291a01-b6fb-458d-86cb-59b9b2501437",
+			"rbd: image img: image uses unsupported features: 0x38",
+			"libceph: missing required protocol features",
+		}},
+		{"fsid unknown: no fsid line is taken for ours", Image{Name: "img"}, mons, []string{
+			"libceph: mon0 (1)192.168.1.1:6789 session established",
+			"rbd: image img: image uses unsupported features: 0x38",
+			"libceph: missing required protocol features",
+		}},
+		{"another image of the same cluster", Image{Name: "other-pvc", ClusterFSID: img.ClusterFSID}, mons, []string{
+			"libceph: mon0 (1)192.168.1.1:6789 session established",
+			"libceph: client4123 fsid 91291a01-b6fb-458d-86cb-59b9b2501437",
+			"rbd: image other-pvc: image uses unsupported features: 0x38",
+			"libceph: missing required protocol features",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ownKernelLines(mixed, tc.img, tc.mons)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("kept\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+	// End to end through the classifier: nothing of img-2, other-pvc or
+	// the other cluster reaches the error.
+	err := classifyMapFailure(img, &os.PathError{Err: syscall.ENXIO}, ownKernelLines(mixed, img, mons), nil)
+	for _, foreign := range []string{"other-pvc", "img-2", "rbd3", "10.9.9", "0d2a0c1e", "AQBotherkey"} {
+		if strings.Contains(err.Error(), foreign) {
+			t.Errorf("the map error quotes another volume's kernel line (%q): %v", foreign, err)
+		}
+	}
+}
+
 func TestClassifyMapFailure(t *testing.T) {
 	img := krbdImage("img")
 	timeout := fmt.Errorf("%w: deadline", ErrMapTimeout)
@@ -587,7 +686,7 @@ func TestClassifyMapFailure(t *testing.T) {
 		in    []string
 	}{
 		{"feature mismatch after timeout", timeout,
-			[]string{"libceph: mon0 (1)10.0.0.1:6789 feature set mismatch, my 2b84a042aca < server's 2f84a042aca, missing 400000000000000"},
+			[]string{"libceph: mon0 (1)192.168.1.1:6789 feature set mismatch, my 2b84a042aca < server's 2f84a042aca, missing 400000000000000"},
 			ErrClusterIncompatible, []string{"CRUSH_TUNABLES5", "tunables hammer"}},
 		{"feature mismatch with errno", &os.PathError{Err: syscall.EIO},
 			[]string{"libceph: mon0 missing required protocol features"},
@@ -608,7 +707,7 @@ func TestClassifyMapFailure(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := classifyMapFailure(img, tc.werr, relevantKernelLines(tc.lines), nil)
+			err := classifyMapFailure(img, tc.werr, ownKernelLines(tc.lines, img, []string{"192.168.1.1:6789"}), nil)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}

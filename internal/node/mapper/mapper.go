@@ -27,8 +27,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
@@ -68,6 +68,14 @@ type Image struct {
 	// reports the same cluster_fsid, which matters when a node mounts
 	// images from two clusters with identical pool and image names.
 	ClusterFSID string
+}
+
+// sameCluster is the one rule by which every mapper matches an existing
+// mapping's cluster fsid with Image.ClusterFSID. Either may be unknown
+// (""): a mapping made before fsids were recorded, or a caller without
+// one, matches by pool, namespace and image alone, as before.
+func sameCluster(a, b string) bool {
+	return a == "" || b == "" || strings.EqualFold(a, b)
 }
 
 // Spec returns "pool/[namespace/]image", the usual rbd image spec. It
@@ -170,8 +178,9 @@ type Config struct {
 	// required for "fuse".
 	StateDir string
 	// SecretDir is where short-lived keyring files are created, each in its
-	// own 0700 directory. Prefer a tmpfs so keys never reach a disk. When
-	// empty: /dev/shm if it exists, else os.TempDir().
+	// own 0700 directory, removed when the map call returns. Use a private
+	// tmpfs so keys never reach a disk nor the host's /dev/shm; sweep it
+	// with PrepareKeyringDir at start-up. Empty: DefaultKeyringDir.
 	SecretDir string
 	// CephConf is an optional ceph.conf passed to rbd-nbd (-c) for extra
 	// client settings. Monitors and credentials always come from Image.
@@ -200,7 +209,7 @@ func (c Config) withDefaults() Config {
 		c.DevRoot = "/dev"
 	}
 	if c.SecretDir == "" {
-		c.SecretDir = defaultSecretDir()
+		c.SecretDir = DefaultKeyringDir
 	}
 	if c.Exec == nil {
 		c.Exec = OSExecutor{}
@@ -224,13 +233,6 @@ func (c Config) withDefaults() Config {
 		c.LosetupPath = "losetup"
 	}
 	return c
-}
-
-func defaultSecretDir() string {
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		return "/dev/shm"
-	}
-	return os.TempDir()
 }
 
 // New returns the mapper called name ("krbd", "rbd-nbd" or "fuse").

@@ -45,7 +45,8 @@ type nbdMapped struct {
 }
 
 func (m nbdMapped) is(img Image) bool {
-	return m.Pool == img.Pool && m.Namespace == img.RadosNamespace && m.Image == img.Name && (m.Snap == "" || m.Snap == "-")
+	return m.Pool == img.Pool && m.Namespace == img.RadosNamespace && m.Image == img.Name && (m.Snap == "" || m.Snap == "-") &&
+		sameCluster(cookieCluster(m.Cookie), img.ClusterFSID)
 }
 
 // Map implements Mapper.
@@ -100,7 +101,8 @@ func nbdDevice(img Image, path, cookie string, readOnly bool) Device {
 // attached is false when there is nothing to re-attach to.
 func (n *nbd) reattach(ctx context.Context, img Image, opts MapOptions, extra []option, prev Device) (Device, bool, error) {
 	if !nbdDevRe.MatchString(prev.Path) || prev.Attrs[AttrPool] != img.Pool ||
-		prev.Attrs[AttrNamespace] != img.RadosNamespace || prev.Attrs[AttrImage] != img.Name {
+		prev.Attrs[AttrNamespace] != img.RadosNamespace || prev.Attrs[AttrImage] != img.Name ||
+		!sameCluster(cookieCluster(prev.Attrs[AttrCookie]), img.ClusterFSID) {
 		return Device{}, false, nil
 	}
 	st := n.kernelState(prev.Path)
@@ -125,7 +127,7 @@ func (n *nbd) reattach(ctx context.Context, img Image, opts MapOptions, extra []
 }
 
 func (n *nbd) mapNew(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
-	cookie, err := newCookie()
+	cookie, err := newCookie(img.ClusterFSID)
 	if err != nil {
 		return Device{}, fmt.Errorf("%w: %v", ErrMapFailed, err)
 	}
@@ -346,12 +348,28 @@ func lastDeviceLine(out string) string {
 	return ""
 }
 
-func newCookie() (string, error) {
+// newCookie returns 128 random bits in hex, after the cluster's fsid and a
+// dash when it is known: rbd-nbd list-mapped reports the cookie but not the
+// cluster, so the cookie tells two clusters' same-named images apart.
+func newCookie(fsid string) (string, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return "", fmt.Errorf("generating device cookie: %w", err)
 	}
-	return hex.EncodeToString(b), nil
+	if fsid == "" {
+		return hex.EncodeToString(b), nil
+	}
+	return strings.ToLower(fsid) + "-" + hex.EncodeToString(b), nil
+}
+
+// cookieCluster is the fsid newCookie put into cookie; "" for cookies
+// without one (made before, or without a known fsid).
+func cookieCluster(cookie string) string {
+	const fsidLen = 36
+	if len(cookie) != fsidLen+1+32 || cookie[fsidLen] != '-' || !fsidRe.MatchString(cookie[:fsidLen]) {
+		return ""
+	}
+	return cookie[:fsidLen]
 }
 
 func containsAny(s string, subs ...string) bool {

@@ -207,6 +207,45 @@ func TestNBDMapReturnsExistingMapping(t *testing.T) {
 	}
 }
 
+// rbd-nbd list-mapped names no cluster: the cookie carries the fsid, so a
+// same-named image of another cluster is never taken for this one.
+func TestNBDKeysMappingsByClusterFSIDInTheCookie(t *testing.T) {
+	const ours, other = "6bc57004-69bf-4513-b1b7-209960b4bab4", "0d2a0c1e-0000-4000-8000-000000000001"
+	random := strings.Repeat("ab", 16)
+	tests := []struct {
+		name, imageFSID, cookie string
+		wantExisting            bool
+	}{
+		{"same cluster reuses it", ours, ours + "-" + random, true},
+		{"same cluster, fsid in upper case", strings.ToUpper(ours), ours + "-" + random, true},
+		{"other cluster maps anew", ours, other + "-" + random, false},
+		{"cookie from before fsids reuses it (compatibility)", ours, random, true},
+		{"fsid unknown reuses it (compatibility)", "", other + "-" + random, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.setMapped(nbdMapped{PID: 12, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd5", Cookie: tc.cookie})
+			img := nbdImage()
+			img.ClusterFSID = tc.imageFSID
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), img, MapOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			maps := callsOf(rig.exec.Calls(), "map")
+			if got := dev.Path == "/dev/nbd5" && len(maps) == 0; got != tc.wantExisting {
+				t.Fatalf("Map = %s after %d rbd-nbd map calls; want the existing mapping: %t", dev.Path, len(maps), tc.wantExisting)
+			}
+			if !tc.wantExisting {
+				cookie := argAfter(maps[0].Args, "--cookie")
+				if cookieCluster(cookie) != ours || dev.Attrs[AttrCookie] != cookie {
+					t.Errorf("new mapping's cookie %q does not carry the cluster %s", cookie, ours)
+				}
+			}
+		})
+	}
+}
+
 func TestNBDReattachesAfterDaemonDied(t *testing.T) {
 	prev := nbdDevice(nbdImage(), "/dev/nbd3", "cookie-3", false)
 	tests := []struct {

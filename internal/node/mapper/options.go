@@ -35,6 +35,18 @@ const (
 type optSpec struct {
 	kind  optKind
 	enums []string
+	// min and max bound an optUint (inclusive); unit names it in errors.
+	min, max uint64
+	unit     string
+	// pow2 asks an optUint to be a power of two.
+	pow2 bool
+}
+
+// uintIn is an optUint from min to max. The bounds keep a StorageClass from
+// turning a timeout into "wait forever" (0 is infinite for mount_timeout
+// and io-timeout) or into a value no operator means.
+func uintIn(min, max uint64, unit string) optSpec {
+	return optSpec{kind: optUint, min: min, max: max, unit: unit}
 }
 
 // textValueRe is the value charset for free-form options (crush_location
@@ -47,18 +59,22 @@ var textValueRe = regexp.MustCompile(`^[A-Za-z0-9_.:|-]+$`)
 // namespace or the access mode are set by the driver and refused here.
 var krbdOptions = map[string]optSpec{
 	// rbd driver
-	"queue_depth":      {kind: optUint},
-	"alloc_size":       {kind: optUint},
-	"lock_timeout":     {kind: optUint},
+	"queue_depth": uintIn(1, 10240, "requests"), // blk-mq's most
+	"alloc_size":  {kind: optUint, min: 512, max: 32 << 20, unit: "bytes", pow2: true},
+	// 0, the kernel's default, waits for the lock forever; it stays allowed.
+	"lock_timeout":     uintIn(0, 3600, "seconds"),
 	"exclusive":        {kind: optFlag},
 	"lock_on_read":     {kind: optFlag},
 	"notrim":           {kind: optFlag},
 	"compression_hint": {kind: optEnum, enums: []string{"none", "compressible", "incompressible"}},
 	// libceph
-	"mount_timeout":              {kind: optUint},
-	"osdkeepalive":               {kind: optUint},
-	"osd_idle_ttl":               {kind: optUint},
-	"osd_request_timeout":        {kind: optUint},
+	// 0 would wait forever for the monitors, blocking the image's map
+	// until the plugin restarts; the kernel's default is 60.
+	"mount_timeout": uintIn(1, 600, "seconds"),
+	"osdkeepalive":  uintIn(1, 300, "seconds"),
+	"osd_idle_ttl":  uintIn(1, 3600, "seconds"),
+	// 0, the kernel's default, never times a request out; it stays allowed.
+	"osd_request_timeout":        uintIn(0, 3600, "seconds"),
 	"share":                      {kind: optFlag},
 	"noshare":                    {kind: optFlag},
 	"crc":                        {kind: optFlag},
@@ -78,8 +94,9 @@ var krbdOptions = map[string]optSpec{
 
 // nbdOptions is the allowlist for rbd-nbd; each becomes "--NAME[=VALUE]".
 var nbdOptions = map[string]optSpec{
-	"io-timeout":       {kind: optUint},
-	"reattach-timeout": {kind: optUint},
+	// 0 lets an nbd request wait forever on recent kernels.
+	"io-timeout":       uintIn(1, 3600, "seconds"),
+	"reattach-timeout": uintIn(0, 3600, "seconds"),
 	"exclusive":        {kind: optFlag},
 }
 
@@ -215,9 +232,7 @@ func checkValue(o option, spec optSpec) error {
 	}
 	switch spec.kind {
 	case optUint:
-		if _, err := strconv.ParseUint(o.Value, 10, 32); err != nil {
-			return fmt.Errorf("%w: option %q wants a non-negative integer, got %s", ErrInvalidOptions, o.Name, printable(o.Value))
-		}
+		return checkUint(o, spec)
 	case optEnum:
 		if !slices.Contains(spec.enums, o.Value) {
 			return fmt.Errorf("%w: option %q wants one of %v, got %s", ErrInvalidOptions, o.Name, spec.enums, printable(o.Value))
@@ -226,6 +241,17 @@ func checkValue(o option, spec optSpec) error {
 		if !textValueRe.MatchString(o.Value) {
 			return fmt.Errorf("%w: option %q value %s may only contain letters, digits and _ . : | -", ErrInvalidOptions, o.Name, printable(o.Value))
 		}
+	}
+	return nil
+}
+
+func checkUint(o option, spec optSpec) error {
+	n, err := strconv.ParseUint(o.Value, 10, 32)
+	if err != nil || n < spec.min || n > spec.max {
+		return fmt.Errorf("%w: option %q wants an integer from %d to %d (%s), got %s", ErrInvalidOptions, o.Name, spec.min, spec.max, spec.unit, printable(o.Value))
+	}
+	if spec.pow2 && n&(n-1) != 0 {
+		return fmt.Errorf("%w: option %q wants a power of two from %d to %d (%s), got %d", ErrInvalidOptions, o.Name, spec.min, spec.max, spec.unit, n)
 	}
 	return nil
 }
