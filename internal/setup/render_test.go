@@ -3,6 +3,7 @@ package setup
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -10,7 +11,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/manifests.golden.yaml")
+var update = flag.Bool("update", false, "rewrite the golden files (testdata/manifests.golden.yaml, charts/rbd-csi/ci/setup-values.yaml)")
 
 func sampleManifest() Manifest {
 	return Manifest{
@@ -20,53 +21,39 @@ func sampleManifest() Manifest {
 	}
 }
 
-// The golden file is what `rbd-csi setup --with-secret` prints for the
-// sample; e2e/k8s/chart-check.sh validates it against the Kubernetes
-// schemas, so a change here is checked there too.
-func TestManifestMatchesTheGoldenFileChartCheckValidates(t *testing.T) {
-	m := sampleManifest()
-	m.Key = "AQBsampleNotARealKey0000000000000000000=="
-	var b bytes.Buffer
-	if err := m.Write(&b); err != nil {
-		t.Fatal(err)
-	}
-	const golden = "testdata/manifests.golden.yaml"
-	if *update {
-		if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test ./internal/setup -update)", err)
-	}
-	if b.String() != string(want) {
-		t.Errorf("manifest differs from %s (rerun with -update if intended):\n%s", golden, b.String())
-	}
-}
-
-// The chart's ci/ values are linted (helm lint --strict, values.schema.json)
-// and rendered through kubeconform by e2e/k8s/chart-check.sh; this one is
-// what `rbd-csi setup --format helm-values --with-secret` prints.
-func TestHelmValuesMatchTheChartCIValuesFile(t *testing.T) {
-	m := sampleManifest()
-	m.Key = "AQBsampleNotARealKey0000000000000000000=="
-	var b bytes.Buffer
-	if err := m.WriteHelmValues(&b); err != nil {
-		t.Fatal(err)
-	}
-	const golden = "../../charts/rbd-csi/ci/setup-values.yaml"
-	if *update {
-		if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test ./internal/setup -update)", err)
-	}
-	if b.String() != string(want) {
-		t.Errorf("helm values differ from %s (rerun with -update if intended):\n%s", golden, b.String())
+// The golden files are what `rbd-csi setup --with-secret` prints for the
+// sample, as manifests and as chart values. e2e/k8s/chart-check.sh
+// validates both against the Kubernetes schemas (the values through
+// helm lint --strict and a render), so a change here is checked there too.
+func TestOutputMatchesTheGoldenFilesChartCheckValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		golden string
+		write  func(Manifest, io.Writer) error
+	}{
+		{"manifests", "testdata/manifests.golden.yaml", Manifest.Write},
+		{"helm values", "../../charts/rbd-csi/ci/setup-values.yaml", Manifest.WriteHelmValues},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := sampleManifest()
+			m.Key = "AQBsampleNotARealKey0000000000000000000=="
+			var b bytes.Buffer
+			if err := tc.write(m, &b); err != nil {
+				t.Fatal(err)
+			}
+			if *update {
+				if err := os.WriteFile(tc.golden, b.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(tc.golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./internal/setup -update)", err)
+			}
+			if b.String() != string(want) {
+				t.Errorf("%s differs from %s (rerun with -update if intended):\n%s", tc.name, tc.golden, b.String())
+			}
+		})
 	}
 }
 
