@@ -14,6 +14,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -1389,5 +1390,31 @@ func TestNodeStageVolumeRefusedRetryKeepsTheStateOfAnEarlierMap(t *testing.T) {
 	}
 	if e.m.isMapped(e.spec()) {
 		t.Fatal("the earlier mapping was left behind")
+	}
+}
+
+func TestExplainNotGrownOnlyAddsTheRBDNBDBugToADeviceThatDidNotGrow(t *testing.T) {
+	notGrown := status.Error(codes.Unavailable, "device /dev/nbd0 is still 1 bytes")
+	unreadable := status.Error(codes.Internal, "size of /dev/nbd0: no such device")
+	for _, tc := range []struct {
+		name     string
+		mapper   string
+		err      error
+		wantCode codes.Code
+		wantBug  bool
+	}{
+		{"rbd-nbd device not grown names the bug", mapper.RBDNBD, notGrown, codes.Unavailable, true},
+		{"rbd-nbd unreadable size stays Internal", mapper.RBDNBD, unreadable, codes.Internal, false},
+		{"krbd device not grown is left as it is", mapper.KRBD, notGrown, codes.Unavailable, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := explainNotGrown(tc.mapper, tc.err)
+			if status.Code(err) != tc.wantCode {
+				t.Errorf("code %v, want %v (%v)", status.Code(err), tc.wantCode, err)
+			}
+			if got := strings.Contains(err.Error(), "64139"); got != tc.wantBug {
+				t.Errorf("names the rbd-nbd bug: %v, want %v (%v)", got, tc.wantBug, err)
+			}
+		})
 	}
 }

@@ -285,11 +285,8 @@ func (d *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandV
 		return nil, err
 	}
 	size, err := waitDeviceSize(ctx, st.Device.Path, req.GetCapacityRange().GetRequiredBytes())
-	if err != nil && st.Mapper == mapper.RBDNBD {
-		return nil, status.Errorf(codes.Unavailable, "%s; rbd-nbd releases without the fix for https://tracker.ceph.com/issues/64139 (Pacific's among them) never resize a device mapped over netlink: the volume gets its new size when it is staged again (restart the pod)", status.Convert(err).Message())
-	}
 	if err != nil {
-		return nil, err
+		return nil, explainNotGrown(st.Mapper, err)
 	}
 	if st.Block || req.GetVolumeCapability().GetBlock() != nil {
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
@@ -306,6 +303,16 @@ func (d *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandV
 // filesystem before then grows nothing (rbd-nbd on Debian's 6.1 kernel,
 // make test-kernel).
 const deviceGrowWait = 30 * time.Second
+
+// explainNotGrown adds, to a device that did not grow under rbd-nbd, the
+// Ceph bug behind it and the way out; other errors (a size that could not
+// be read) pass through as they are.
+func explainNotGrown(mapperName string, err error) error {
+	if mapperName != mapper.RBDNBD || status.Code(err) != codes.Unavailable {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "%s; rbd-nbd releases without the fix for https://tracker.ceph.com/issues/64139 (Pacific's among them) never resize a device mapped over netlink: the volume gets its new size when it is staged again (restart the pod)", status.Convert(err).Message())
+}
 
 // waitDeviceSize returns the device's size once it is at least want (any
 // size when want is 0), or Unavailable, which the caller retries.
