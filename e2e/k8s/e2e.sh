@@ -85,6 +85,7 @@ check() {
     log "  ok: $what"
   else
     log "  FAIL: $what"
+    FAILED_CHECKS+=("$what")
     return 1
   fi
 }
@@ -368,7 +369,10 @@ check_sidecars() {
   check "both pods run the upstream livenessprobe $LIVENESSPROBE_VERSION" \
     [ "$(tr ' ' '\n' <<<"$images" | grep -cx "local.test/livenessprobe:$LIVENESSPROBE_VERSION")" -eq 2 ]
   for port in "$LIVENESS_PORT" "$LIVENESS_NODE_PORT"; do
-    check "livenessprobe answers on 127.0.0.1:$port/healthz" curl -sf --max-time 15 "http://127.0.0.1:$port/healthz" -o /dev/null
+    # Ready means the container started, not that it listens yet: the
+    # probe gets the time the kubelet's first liveness check would give it
+    healthz() { curl -sf --max-time 5 "http://127.0.0.1:$port/healthz" -o /dev/null; }
+    until_true 30 "livenessprobe answers on 127.0.0.1:$port/healthz" healthz || return 1
     check "livenessprobe listens on the loopback only (port $port)" \
       [ "$(ss -Hltn "sport = :$port" | awk '{print $4}')" = "127.0.0.1:$port" ]
   done
@@ -745,6 +749,7 @@ if [ "$FAILED" -eq 0 ]; then
   run_scenario stable check_stable
 fi
 teardown
+for c in "${FAILED_CHECKS[@]}"; do log "failed check: $c"; done
 log "done in $((SECONDS - T0))s${FAILED_NAMES:+; failed: ${FAILED_NAMES[*]}}"
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -67,12 +67,20 @@ die() { log "error: $*" >&2; exit 1; }
 # then fails although the line was found.
 matches() { grep "$@" >/dev/null; }
 
+# FAILED_CHECKS: what failed, repeated at the end of a run so that the
+# tail of a long log (all a CI report may keep) still names it
+FAILED_CHECKS=()
+
 # wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.25 s
 wait_until() {
   local secs=$1 what=$2 deadline=$((SECONDS + $1))
   shift 2
   until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || { log "timed out after ${secs}s waiting for $what" >&2; return 1; }
+    [ "$SECONDS" -lt "$deadline" ] || {
+      log "timed out after ${secs}s waiting for $what" >&2
+      FAILED_CHECKS+=("timed out after ${secs}s: $what")
+      return 1
+    }
     sleep 0.25
   done
 }
