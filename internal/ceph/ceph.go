@@ -155,6 +155,7 @@ type Backend interface {
 	// PoolName resolves a pool ID; ErrNotFound when the pool does not exist.
 	PoolName(ctx context.Context, cr Credentials, cluster Cluster, id int64) (string, error)
 	SnapshotBackend
+	AttachBackend
 }
 
 // Errors every Backend wraps, so callers can classify failures with errors.Is.

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rbd-csi/rbd-csi/internal/attach"
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
@@ -27,6 +28,14 @@ type errorKind struct {
 // Retryable conditions get codes the sidecars retry (Unavailable,
 // DeadlineExceeded, Aborted).
 var errorKinds = []errorKind{
+	{is: []error{attach.ErrHeld}, code: codes.FailedPrecondition,
+		hint: ": detach it there first (delete the pod using it); if that node is lost, taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute so Kubernetes detaches it, and rbd-csi fences the node before attaching here"},
+	{is: []error{attach.ErrNotAttached}, code: codes.FailedPrecondition,
+		hint: "; this stage belongs to an attachment that ended: Kubernetes retries with the current one"},
+	{is: []error{attach.ErrAttached}, code: codes.FailedPrecondition},
+	{is: []error{attach.ErrIncompatible}, code: codes.AlreadyExists},
+	{is: []error{attach.ErrUnknownNode}, code: codes.NotFound},
+	{is: []error{attach.ErrContended, ceph.ErrConflict}, code: codes.Aborted, hint: "; retry later"},
 	{is: []error{mapper.ErrInvalidImage, mapper.ErrInvalidOptions, mapper.ErrInvalidDevice, params.ErrInvalid}, code: codes.InvalidArgument},
 	{is: []error{
 		mapper.ErrUnsupportedFeatures, mapper.ErrUnsupported, mapper.ErrClusterIncompatible,

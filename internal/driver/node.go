@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/rbd-csi/rbd-csi/internal/attach"
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
@@ -114,11 +116,12 @@ type stageRequest struct {
 	who               identity
 	creds             ceph.Credentials // who.creds
 	ctx               map[string]string
+	publish           map[string]string // publish_context
 	mapperName        string
 }
 
 func (d *nodeService) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
-	r := stageRequest{volumeID: req.GetVolumeId(), staging: req.GetStagingTargetPath(), ctx: req.GetVolumeContext()}
+	r := stageRequest{volumeID: req.GetVolumeId(), staging: req.GetStagingTargetPath(), ctx: req.GetVolumeContext(), publish: req.GetPublishContext()}
 	if r.volumeID == "" {
 		return r, invalid("volume_id is required")
 	}
@@ -247,6 +250,9 @@ func (d *nodeService) restage(st *stageState, r stageRequest) (*csi.NodeStageVol
 func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageState, prevMapped bool) (resp *csi.NodeStageVolumeResponse, err error) {
 	ref, err := d.nodeImage(ctx, r.volumeID, r.ctx, r.creds)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.checkAttached(ctx, r, ref); err != nil {
 		return nil, err
 	}
 	info, err := d.statAndCheckNotInUse(ctx, r, ref, !prevMapped)
@@ -391,6 +397,26 @@ func (d *nodeService) checkNotInUse(ctx context.Context, r stageRequest, ref cep
 		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use by client %d at %s (another node still has it mapped): unmount it there, or wait for a crashed node's watch to expire (about 30 s); `rbd status %s` shows the client", ref, ws[0].Client, ws[0].Addr, ref)
 	}
 	return nil
+}
+
+// checkAttached refuses a stage whose attachment (publish_context) the
+// image's record no longer grants this node: a kubelet acting on a
+// detach-and-attach elsewhere it has not seen yet. Volumes published
+// without records (no publish_context) stage as before.
+func (d *nodeService) checkAttached(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
+	g, ok := r.publish[attach.ContextGeneration]
+	if !ok {
+		return nil
+	}
+	gen, err := strconv.ParseUint(g, 10, 64)
+	if err != nil {
+		return invalid("publish_context %s %q is not a number", attach.ContextGeneration, g)
+	}
+	rec, _, err := attach.Store{Backend: d.opts.Backend, Creds: r.creds}.Load(ctx, ref)
+	if err != nil {
+		return statusOf(err, "read attachments of "+ref.String())
+	}
+	return statusOf(rec.Check(d.opts.NodeID, gen), "volume image "+ref.String())
 }
 
 // nodeImage finds the image: from the volume context (dynamic volumes carry

@@ -122,6 +122,7 @@ var reasons = []struct {
 	{ceph.ErrNoSpace, "no_space"},
 	{ceph.ErrNoManager, "no_manager"},
 	{ceph.ErrInvalid, "invalid"},
+	{ceph.ErrConflict, "conflict"},
 }
 
 // ErrorReason classifies a backend error for the errors counter; an error

@@ -51,6 +51,9 @@ func Run(t *testing.T, env Env) {
 	t.Run("CloneErrors", c.cloneErrors)
 	t.Run("RemovedSnapshotKeepsItsClones", c.removeSnapWithClone)
 	t.Run("WrongKeyIsErrAuth", c.wrongKey)
+	t.Run("AttachRecordCreateSwapRemove", c.attachRecordLifecycle)
+	t.Run("AttachRecordConcurrentSwapsExactlyOneWins", c.attachRecordSwapsRace)
+	t.Run("BlocklistOfAnUnusedAddressSucceeds", c.blocklistUnusedAddress)
 }
 
 type contract struct {

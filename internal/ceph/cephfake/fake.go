@@ -45,6 +45,11 @@ type Backend struct {
 	links      map[string]fakeLink
 	flattening map[string]bool
 	born       map[string]time.Time // by image ID
+
+	// Attachment records (attach.go), by image key, and blocklisted
+	// client addresses with their expiry.
+	records   map[string][]byte
+	blocklist map[string]time.Duration
 }
 
 var _ ceph.Backend = (*Backend)(nil)
