@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,12 +152,19 @@ func (p *Pool) OwnerRecord(t testing.TB, image string) string {
 // Rados opens the test's pool with librados alone, a path that shares
 // nothing with the driver's, for checks that must not trust it.
 func (p *Pool) Rados(t testing.TB) (*rados.Conn, *rados.IOContext) {
+	return p.RadosWith(t, nil)
+}
+
+// RadosWith is Rados with more client options (e.g. rados_osd_op_timeout).
+func (p *Pool) RadosWith(t testing.TB, extra map[string]string) (*rados.Conn, *rados.IOContext) {
 	t.Helper()
 	conn, err := rados.NewConnWithUser(p.Env.Admin.User)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{"mon_host": strings.Join(p.Env.Monitors, ","), "key": p.Env.Admin.Key, "keyring": "", "admin_socket": "", "client_mount_timeout": "20"} {
+	opts := map[string]string{"mon_host": strings.Join(p.Env.Monitors, ","), "key": p.Env.Admin.Key, "keyring": "", "admin_socket": "", "client_mount_timeout": "20"}
+	maps.Copy(opts, extra)
+	for k, v := range opts {
 		if err := conn.SetConfigOption(k, v); err != nil {
 			t.Fatalf("set %s: %v", k, err)
 		}
