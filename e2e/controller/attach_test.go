@@ -55,7 +55,10 @@ func TestAttachCrashAtEachStepThenRetryCompletes(t *testing.T) {
 	}
 	id, img := resp.Volume.VolumeId, harness.ImageName(resp.Volume.VolumeId)
 
-	crashAt(t, d, "publish-before-reply", func() error { _, err := d.Controller().ControllerPublishVolume(ctx, publishReq(f, id, "node-a")); return err })
+	crashAt(t, d, "publish-before-reply", func() error {
+		_, err := d.Controller().ControllerPublishVolume(ctx, publishReq(f, id, "node-a"))
+		return err
+	})
 	pub, err := d.Controller().ControllerPublishVolume(ctx, publishReq(f, id, "node-a"))
 	if err != nil {
 		t.Fatalf("publish retry: %v", err)
@@ -74,7 +77,10 @@ func TestAttachCrashAtEachStepThenRetryCompletes(t *testing.T) {
 	if _, err := lost.WriteAt([]byte("before the fence"), 0); err != nil {
 		t.Fatalf("lost node's write before the fence: %v", err)
 	}
-	crashAt(t, d, "unpublish-after-fence", func() error { _, err := d.Controller().ControllerUnpublishVolume(ctx, unpublishReq(f, id, "node-a")); return err })
+	crashAt(t, d, "unpublish-after-fence", func() error {
+		_, err := d.Controller().ControllerUnpublishVolume(ctx, unpublishReq(f, id, "node-a"))
+		return err
+	})
 	if _, err := d.Controller().ControllerUnpublishVolume(ctx, unpublishReq(f, id, "node-a")); err != nil {
 		t.Fatalf("unpublish retry: %v", err)
 	}
