@@ -43,6 +43,13 @@ func (d *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 	if err := attach.ValidateNodeID(req.GetNodeId()); err != nil {
 		return nil, statusOf(err, "")
 	}
+	if staticVolume(req.GetVolumeId(), req.GetVolumeContext()) {
+		// ControllerUnpublishVolume gets no volume context and could never
+		// find such a claim again: these attach as before, guarded by the
+		// node's watcher check only (README "Single writer across nodes").
+		klog.V(2).InfoS("Attaching a static volume without an attachment record", "volume", req.GetVolumeId(), "node", req.GetNodeId())
+		return &csi.ControllerPublishVolumeResponse{}, nil
+	}
 	var who identity
 	defer explainAuth(&err, &who)
 	ref, unlock, err := d.lockedAttachVolume(ctx, req.GetVolumeId(), req.GetSecrets(), &who)
@@ -70,6 +77,16 @@ func (d *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 		attach.ContextNode:       req.GetNodeId(),
 		attach.ContextGeneration: strconv.FormatUint(got.Generation, 10),
 	}}, nil
+}
+
+// staticVolume reports whether the volume is a static PersistentVolume
+// whose handle is no volume ID of this driver: its volume context names
+// the image.
+func staticVolume(volumeID string, vc map[string]string) bool {
+	if _, err := volid.Decode(volumeID); err == nil {
+		return false
+	}
+	return vc["imageName"] != "" && vc["pool"] != ""
 }
 
 // sharedMode reports whether the access mode lets several nodes hold the

@@ -91,6 +91,19 @@ func TestControllerPublishRejectsBadRequests(t *testing.T) {
 	}
 }
 
+func TestControllerPublishOfAStaticVolumeKeepsNoRecord(t *testing.T) {
+	e := newAttachEnv(t)
+	req := &csi.ControllerPublishVolumeRequest{VolumeId: "ceph-image", NodeId: "node-a", VolumeCapability: mountCap(),
+		VolumeContext: map[string]string{"clusterID": clusterID, "pool": testPool, "imageName": e.ref.Name, "staticVolume": "true"}}
+	resp, err := e.d.ControllerPublishVolume(context.Background(), req)
+	if err != nil || len(resp.PublishContext) != 0 {
+		t.Fatalf("publish of a static volume = %v, %v; want success without publish_context", resp, err)
+	}
+	if h := e.holders(t); len(h) != 0 {
+		t.Fatalf("a record nobody could release was written: %v", h)
+	}
+}
+
 func TestControllerPublishSingleNodeVolume(t *testing.T) {
 	e := newAttachEnv(t)
 	pc := e.mustPublish(t, "node-a", mountCap())
