@@ -67,7 +67,7 @@ func (m Manifest) storageClassParams() map[string]string {
 		params.KeyImageFeatures: m.Features.String(),
 		params.KeyFsTypeCSI:     m.FsType,
 	}
-	for _, op := range []string{"provisioner", "controller-expand", "node-stage"} {
+	for _, op := range []string{"provisioner", "controller-expand", "controller-publish", "node-stage"} {
 		p["csi.storage.k8s.io/"+op+"-secret-name"] = m.Secret
 		p["csi.storage.k8s.io/"+op+"-secret-namespace"] = m.Namespace
 	}
