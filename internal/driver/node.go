@@ -81,6 +81,10 @@ func newNodeService(sh *shared) (*nodeService, error) {
 	if _, ok := ns.mappers[n.Mapper]; !ok {
 		return nil, fmt.Errorf("--mapper %q: want one of %s", n.Mapper, strings.Join(mapper.Names(), ", "))
 	}
+	if err := attach.ValidateNodeID(sh.opts.NodeID); err != nil {
+		// Not fatal: without attach (attachRequired false) it worked before.
+		klog.InfoS("WARNING: ControllerPublishVolume will refuse this node ID as NotFound; use the Kubernetes node name", "nodeid", sh.opts.NodeID, "reason", err)
+	}
 	return ns, nil
 }
 
