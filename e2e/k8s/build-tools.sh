@@ -9,7 +9,7 @@
 #   schemas      kubeconform schemas generated from that version's swagger.json
 #   helm         helm ($HELM_VERSION, ~3.5 min cold)
 #   kubeconform  kubeconform ($KUBECONFORM_VERSION)
-#   sidecars     csi-provisioner, csi-resizer, csi-snapshotter,
+#   sidecars     csi-provisioner, csi-resizer, csi-attacher, csi-snapshotter,
 #                snapshot-controller (+ the snapshot CRDs)
 #   upstream     csi-node-driver-registrar and livenessprobe, offline from
 #                the upstream source tarballs in $UPSTREAM_DIR (~3 min cold)
@@ -138,6 +138,8 @@ build_sidecars() {
     "$PROVISIONER_VERSION" main.version ./cmd/csi-provisioner
   build_module external-resizer github.com/kubernetes-csi/external-resizer \
     "$RESIZER_VERSION" main.version ./cmd/csi-resizer
+  build_module external-attacher github.com/kubernetes-csi/external-attacher/v4 \
+    "$ATTACHER_VERSION" main.version ./cmd/csi-attacher
   # external-snapshotter replaces its client module with ./client, which is a
   # module of its own and not in the zip: use the published one. Its
   # config/crd/ has the snapshot CRDs, kept next to the binaries.

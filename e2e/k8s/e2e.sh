@@ -140,11 +140,21 @@ pod_exec() { kc exec -n "$TNS" "$1" -- sh -c "$2"; }
 # would otherwise keep them waiting for client_mount_timeout, 300 s)
 rbdc() { timeout 60 rbd -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
 cephc() { timeout 60 ceph -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" "$@"; }
+# rados_attach_names IMAGE NODE: the image's attachment record claims it for NODE
+rados_attach_names() {
+  timeout 60 rados -c "$CEPH_CONF" --keyring "$CEPH_KEYRING" -p "$POOL" get "rbd-csi.attach.$1" - | tail -n +2 | jq -e --arg n "$2" '.claims | has($n)' >/dev/null
+}
 pvc_phase() { kc get pvc -n "$TNS" "$1" -o jsonpath='{.status.phase}' 2>/dev/null; }
 pvc_is_bound() { [ "$(pvc_phase "$1")" = Bound ]; }
 pv_of() { kc get pvc -n "$TNS" "$1" -o jsonpath='{.spec.volumeName}'; }
 pod_ready() { [ "$(kc get pod -n "$TNS" "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
 gone() { ! kc get "$@" >/dev/null 2>&1; }
+# attachments_of PV: "<node>=<attached>" of each VolumeAttachment of PV
+attachments_of() {
+  kc get volumeattachments -o jsonpath="{range .items[?(@.spec.source.persistentVolumeName==\"$1\")]}{.spec.nodeName}={.status.attached} {end}"
+}
+attached() { matches -w "$NODE_NAME=true" <<<"$(attachments_of "$1")"; }
+detached() { [ -z "$(attachments_of "$1")" ]; }
 
 # no_node_state PV [IMAGE]: nothing of the volume is left on the node: no
 # mount of it (publish path under pods/, staging path under
@@ -272,6 +282,7 @@ images:
   driver: {repository: local.test/rbd-csi, tag: e2e, pullPolicy: Never}
   provisioner: {repository: local.test/csi-provisioner, tag: $PROVISIONER_VERSION, pullPolicy: Never}
   resizer: {repository: local.test/csi-resizer, tag: $RESIZER_VERSION, pullPolicy: Never}
+  attacher: {repository: local.test/csi-attacher, tag: $ATTACHER_VERSION, pullPolicy: Never}
   snapshotter: {repository: local.test/csi-snapshotter, tag: $SNAPSHOTTER_VERSION, pullPolicy: Never}
   # the upstream sidecars, built from their source tarballs (build-tools.sh upstream)
   nodeDriverRegistrar: {repository: local.test/csi-node-driver-registrar, tag: $REGISTRAR_VERSION, pullPolicy: Never}
@@ -366,6 +377,8 @@ check_sidecars() {
   log "  images: $images"
   check "node plugin runs the upstream node-driver-registrar $REGISTRAR_VERSION" \
     grep -qw "local.test/csi-node-driver-registrar:$REGISTRAR_VERSION" <<<"$images"
+  check "controller runs csi-attacher $ATTACHER_VERSION (attachRequired)" \
+    grep -qw "local.test/csi-attacher:$ATTACHER_VERSION" <<<"$images"
   check "both pods run the upstream livenessprobe $LIVENESSPROBE_VERSION" \
     [ "$(tr ' ' '\n' <<<"$images" | grep -cx "local.test/livenessprobe:$LIVENESSPROBE_VERSION")" -eq 2 ]
   for port in "$LIVENESS_PORT" "$LIVENESS_NODE_PORT"; do
@@ -496,6 +509,8 @@ scenario_dynamic() {
   busybox_pod dyn-app "$DYN_PVC" fs 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null && sha256sum /data/blob > /data/blob.sha256 && sync' >/dev/null
   until_true "$TIMEOUT" "pod dyn-app Running with the volume mounted" pod_ready dyn-app
   check "volume mounted at /data as ext4" pod_exec dyn-app 'grep -q " /data ext4 " /proc/mounts'
+  check "VolumeAttachment of $pv attached to the node ($(attachments_of "$pv"))" attached "$pv"
+  check "attachment record in Ceph names the node" rados_attach_names "$img" "$NODE_NAME"
   check "data written and read back (sha256 of 8 MiB)" pod_exec dyn-app 'sha256sum -c /data/blob.sha256 >/dev/null'
 }
 
@@ -574,6 +589,7 @@ scenario_cleanup() {
   kc delete pod -n "$TNS" dyn-app --wait=true --timeout="${TIMEOUT}s" >/dev/null
   log "  ok: pod dyn-app deleted"
   until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
+  until_true "$TIMEOUT" "VolumeAttachment of $pv gone (ControllerUnpublishVolume)" detached "$pv"
   kc delete pvc -n "$TNS" "$DYN_PVC" --wait=true --timeout="${TIMEOUT}s" >/dev/null
   until_true "$TIMEOUT" "PV $pv deleted" gone pv "$pv"
   image_absent() { ! rbdc ls "$POOL" | matches -x "$img"; }

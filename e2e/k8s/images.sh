@@ -14,6 +14,7 @@
 #   local.test/csi-resizer:<ver>        one static binary each (the registrar
 #   local.test/csi-snapshotter:<ver>    and livenessprobe from the upstream
 #   local.test/snapshot-controller:<ver> source tarballs)
+#   local.test/csi-attacher:<ver>
 #   local.test/csi-node-driver-registrar:<ver>
 #   local.test/livenessprobe:<ver>
 #   local.test/busybox:e2e              Debian's busybox-static, for test pods
@@ -170,6 +171,7 @@ sidecar_images() {
   local name ver bin
   for spec in "csi-provisioner external-provisioner $PROVISIONER_VERSION" \
     "csi-resizer external-resizer $RESIZER_VERSION" \
+    "csi-attacher external-attacher $ATTACHER_VERSION" \
     "csi-snapshotter external-snapshotter $SNAPSHOTTER_VERSION" \
     "snapshot-controller external-snapshotter $SNAPSHOTTER_VERSION" \
     "csi-node-driver-registrar node-driver-registrar $REGISTRAR_VERSION" \

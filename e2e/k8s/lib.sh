@@ -8,6 +8,7 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 KUBECONFORM_VERSION=${KUBECONFORM_VERSION:-v0.8.0}
 PROVISIONER_VERSION=${PROVISIONER_VERSION:-v5.3.0}
 RESIZER_VERSION=${RESIZER_VERSION:-v1.14.0}
+ATTACHER_VERSION=${ATTACHER_VERSION:-v4.13.0}
 SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.7.0}
 # Not on the Go module proxy: built offline from the upstream source tarballs
 # (with vendor/) in $UPSTREAM_DIR, named <repo>-<version>.tar.gz (git describe)
