@@ -100,6 +100,7 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	// csi-test reads secrets only from a file: a 0600 file in the test's
 	// temporary directory, removed when the test ends.
 	cfg.SecretsFile = secretsFile
+	cfg.IDGen = unknownNodeIDs{}
 
 	sc := sanity.GinkgoTest(&cfg)
 	gomega.RegisterFailHandler(ginkgo.Fail)
@@ -120,6 +121,17 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	}
 }
 
+// unknownNodeIDs is csi-test's ID generator but for node IDs: csi-sanity
+// asks ControllerPublishVolume for one of them to answer NotFound ("should
+// fail when the node does not exist"), and the driver recognises node IDs
+// only by form (Kubernetes node names, package attach): upper case and '_'
+// are no node name.
+type unknownNodeIDs struct{ sanity.DefaultIDGenerator }
+
+func (unknownNodeIDs) GenerateUniqueValidNodeID() string {
+	return "Not_A_Node_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+}
+
 // skipSpecs lists specs to skip, from SANITY_SKIP (comma-separated regular
 // expressions), for debugging; by default every spec runs.
 func skipSpecs() []string {
@@ -138,7 +150,8 @@ func writeSecretsFile(t *testing.T, dir string, secret map[string]string) string
 	fields := slices.Sorted(maps.Keys(secret))
 	var b strings.Builder
 	for _, op := range []string{"CreateVolumeSecret", "DeleteVolumeSecret", "ControllerExpandVolumeSecret",
-		"ControllerValidateVolumeCapabilitiesSecret", "NodeStageVolumeSecret", "NodePublishVolumeSecret",
+		"ControllerValidateVolumeCapabilitiesSecret", "ControllerPublishVolumeSecret", "ControllerUnpublishVolumeSecret",
+		"NodeStageVolumeSecret", "NodePublishVolumeSecret",
 		"CreateSnapshotSecret", "DeleteSnapshotSecret", "ListSnapshotsSecret", "GetSnapshotSecret"} {
 		fmt.Fprintf(&b, "%s:\n", op)
 		for _, k := range fields {
