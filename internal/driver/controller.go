@@ -407,7 +407,8 @@ func (d *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 	}
 	d.usedPools.remember(ref.Cluster, ref.Pool, creds)
 	store := attach.Store{Backend: d.opts.Backend, Creds: creds}
-	if err := refuseAttached(ctx, store, ref); err != nil {
+	hasRecord, err := refuseAttached(ctx, store, ref)
+	if err != nil {
 		return nil, err
 	}
 	if err := d.dropTempSnaps(ctx, creds, ref); err != nil {
@@ -417,7 +418,11 @@ func (d *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 		return nil, err
 	}
 	// After the image: a crash in between leaves a record a retry drops.
+	// A volume never attached has none, and spares the round trip.
 	failpoint.Crash("delete-before-drop-attachments")
+	if !hasRecord {
+		return &csi.DeleteVolumeResponse{}, nil
+	}
 	if err := store.Drop(ctx, ref); err != nil {
 		return nil, statusOf(err, "drop the attachment record of "+ref.String())
 	}
@@ -425,16 +430,17 @@ func (d *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 }
 
 // refuseAttached is FailedPrecondition while a node holds the volume (the
-// CSI spec's answer for DeleteVolume of a published volume).
-func refuseAttached(ctx context.Context, store attach.Store, ref ceph.ImageRef) error {
-	rec, _, err := store.Load(ctx, ref)
+// CSI spec's answer for DeleteVolume of a published volume); it reports
+// whether the volume has a record at all.
+func refuseAttached(ctx context.Context, store attach.Store, ref ceph.ImageRef) (bool, error) {
+	rec, stored, err := store.Load(ctx, ref)
 	if err != nil {
-		return statusOf(err, "read attachments of "+ref.String())
+		return false, statusOf(err, "read attachments of "+ref.String())
 	}
 	if nodes := rec.Nodes(); len(nodes) > 0 {
-		return status.Errorf(codes.FailedPrecondition, "volume image %s is still attached to node(s) %q: delete the pods using it (Kubernetes then detaches it) and retry", ref, nodes)
+		return true, status.Errorf(codes.FailedPrecondition, "volume image %s is still attached to node(s) %q: delete the pods using it (Kubernetes then detaches it) and retry", ref, nodes)
 	}
-	return nil
+	return stored != nil, nil
 }
 
 // dropTempSnaps removes the temporary snapshots that snapshots or clones of
