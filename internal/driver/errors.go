@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
 	"github.com/rbd-csi/rbd-csi/internal/params"
@@ -27,7 +28,8 @@ type errorKind struct {
 // Retryable conditions get codes the sidecars retry (Unavailable,
 // DeadlineExceeded, Aborted).
 var errorKinds = []errorKind{
-	{is: []error{mapper.ErrInvalidImage, mapper.ErrInvalidOptions, mapper.ErrInvalidDevice, params.ErrInvalid}, code: codes.InvalidArgument},
+	{is: []error{mapper.ErrInvalidImage, mapper.ErrInvalidOptions, mapper.ErrInvalidDevice, params.ErrInvalid, kms.ErrConfig, kms.ErrNoKEK, kms.ErrBadKEK}, code: codes.InvalidArgument},
+	{is: []error{kms.ErrWrongKEK, kms.ErrWrongVolume, kms.ErrCorrupt, kms.ErrNoDEK}, code: codes.FailedPrecondition},
 	{is: []error{
 		mapper.ErrUnsupportedFeatures, mapper.ErrUnsupported, mapper.ErrClusterIncompatible,
 		mapper.ErrDeviceBusy, mapper.ErrMappingConflict,
