@@ -582,8 +582,10 @@ func (d *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 		}
 		info.Size = size
 	}
+	// A LUKS device keeps its size until cryptsetup resize, block or not.
+	_, encrypted := info.Metadata[kms.MetaDEK]
 	block := req.GetVolumeCapability().GetBlock() != nil
-	return &csi.ControllerExpandVolumeResponse{CapacityBytes: int64(info.Size), NodeExpansionRequired: !block}, nil
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: int64(info.Size), NodeExpansionRequired: !block || encrypted}, nil
 }
 
 // lockedVolume decodes a volume ID, resolves the identity of its secrets

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/kms"
+	"github.com/rbd-csi/rbd-csi/internal/node/crypt"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
 	"github.com/rbd-csi/rbd-csi/internal/params"
@@ -34,6 +35,7 @@ var errorKinds = []errorKind{
 		mapper.ErrUnsupportedFeatures, mapper.ErrUnsupported, mapper.ErrClusterIncompatible,
 		mapper.ErrDeviceBusy, mapper.ErrMappingConflict,
 		mounter.ErrWrongFilesystem, mounter.ErrOnlineResizeDenied,
+		crypt.ErrNoDMCrypt, crypt.ErrNotEmpty, crypt.ErrNotFormatted, crypt.ErrBusy,
 	}, code: codes.FailedPrecondition},
 	{is: []error{mapper.ErrImageNotFound}, code: codes.NotFound},
 	{is: []error{mapper.ErrAccessDenied}, code: codes.PermissionDenied},

@@ -261,6 +261,9 @@ func (c *Crypt) waitNode(ctx context.Context, name string) error {
 	return nil
 }
 
+// Active reports whether name is open.
+func (c *Crypt) Active(name string) bool { return c.active(name) }
+
 func (c *Crypt) active(name string) bool {
 	_, err := os.Stat(c.Path(name))
 	return err == nil
