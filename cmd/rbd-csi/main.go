@@ -63,7 +63,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "rbd-csi %s: CSI driver for Ceph RBD\n\nUsage: rbd-csi [flags]\n       rbd-csi setup --pool POOL --user USER [flags]   wire a Ceph cluster in (see rbd-csi setup --help)\n       rbd-csi doctor [flags]                         check a cluster and the nodes' kernels (see rbd-csi doctor --help)\n\nFlags:\n", version.Version)
+		fmt.Fprintf(fs.Output(), "rbd-csi %s: CSI driver for Ceph RBD\n\nUsage: rbd-csi [flags]\n       rbd-csi setup --pool POOL --user USER [flags]   wire a Ceph cluster in (see rbd-csi setup --help)\n       rbd-csi doctor [flags]                         check a cluster and the nodes' kernels (see rbd-csi doctor --help)\n       rbd-csi rotate-kek --pool POOL [flags]         re-wrap the keys of encrypted volumes with a new KEK (see rbd-csi rotate-kek --help)\n\nFlags:\n", version.Version)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

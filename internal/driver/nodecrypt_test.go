@@ -138,9 +138,13 @@ func TestEncryptedStageRefusals(t *testing.T) {
 		{name: "an image holding a filesystem is FailedPrecondition and not formatted", code: codes.FailedPrecondition, want: []string{"holds ext4", "refusing"},
 			prepare: func(_ *testing.T, e *encNodeEnv, _ *csi.NodeStageVolumeRequest) { e.kernel.Other[e.devPath()] = "ext4" }},
 		{name: "no KEK in the node stage secrets is InvalidArgument", code: codes.InvalidArgument, want: []string{"node stage secrets", "encryptionKEK"},
-			prepare: func(_ *testing.T, _ *encNodeEnv, r *csi.NodeStageVolumeRequest) { delete(r.Secrets, kms.DefaultSecretKey) }},
+			prepare: func(_ *testing.T, _ *encNodeEnv, r *csi.NodeStageVolumeRequest) {
+				delete(r.Secrets, kms.DefaultSecretKey)
+			}},
 		{name: "another KEK is FailedPrecondition", code: codes.FailedPrecondition, want: []string{"another key-encryption key"},
-			prepare: func(_ *testing.T, _ *encNodeEnv, r *csi.NodeStageVolumeRequest) { r.Secrets[kms.DefaultSecretKey] = otherKEK }},
+			prepare: func(_ *testing.T, _ *encNodeEnv, r *csi.NodeStageVolumeRequest) {
+				r.Secrets[kms.DefaultSecretKey] = otherKEK
+			}},
 		{name: "an image without a wrapped key is FailedPrecondition", code: codes.FailedPrecondition, want: []string{"no wrapped data-encryption key"},
 			prepare: func(t *testing.T, e *encNodeEnv, _ *csi.NodeStageVolumeRequest) {
 				if err := e.ceph.RemoveMetadata(context.Background(), adminCreds(), e.ref, kms.MetaDEK); err != nil {
