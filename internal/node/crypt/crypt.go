@@ -269,20 +269,30 @@ func (c *Crypt) active(name string) bool {
 	return err == nil
 }
 
-// Close closes name; one not open is success. A device still in use is
-// ErrBusy.
+// busyRetry is how long Close retries a device in use: udev probes a
+// device-mapper device for a moment after its filesystem is unmounted.
+const busyRetry = 5 * time.Second
+
+// Close closes name; one not open is success. A device still in use after
+// busyRetry is ErrBusy.
 func (c *Crypt) Close(ctx context.Context, name string) error {
-	if !c.active(name) {
-		return nil
+	deadline := time.Now().Add(busyRetry)
+	for {
+		if !c.active(name) {
+			return nil
+		}
+		_, err := c.run(ctx, nil, "close", name)
+		if err == nil || !c.active(name) {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "in use") {
+			return fmt.Errorf("close %s: %w", c.Path(name), err)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%w: close %s: %v; stop what still holds it", ErrBusy, c.Path(name), err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	_, err := c.run(ctx, nil, "close", name)
-	if err == nil || !c.active(name) {
-		return nil
-	}
-	if strings.Contains(err.Error(), "in use") {
-		return fmt.Errorf("%w: close %s: %v; stop what still holds it", ErrBusy, c.Path(name), err)
-	}
-	return fmt.Errorf("close %s: %w", c.Path(name), err)
 }
 
 // Resize grows the opened device to its RBD device's size. It needs no

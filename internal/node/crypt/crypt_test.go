@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rbd-csi/rbd-csi/internal/node/crypt"
 	"github.com/rbd-csi/rbd-csi/internal/node/crypt/crypttest"
@@ -151,6 +152,29 @@ func TestOpenClosesAStaleDeviceOverAnotherImage(t *testing.T) {
 	}
 	if k.Open("v") != cur {
 		t.Fatalf("open over %q, want %q", k.Open("v"), cur)
+	}
+}
+
+func TestCloseRetriesABriefHolderAndReportsALastingOneAsBusy(t *testing.T) {
+	ctx := context.Background()
+	k := crypttest.New(t)
+	c := crypt.New(k.Config())
+	dev := device(t, nil, 0)
+	if _, err := c.Open(ctx, dev, "v", []byte(pass), false); err != nil {
+		t.Fatal(err)
+	}
+	k.Busy["v"] = 2 // udev probing for a moment
+	if err := c.Close(ctx, "v"); err != nil || k.Open("v") != "" {
+		t.Fatalf("close after a brief holder: %v, open over %q", err, k.Open("v"))
+	}
+	if _, err := c.Open(ctx, dev, "v", []byte(pass), false); err != nil {
+		t.Fatal(err)
+	}
+	k.Busy["v"] = -1
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := c.Close(short, "v"); !errors.Is(err, crypt.ErrBusy) || k.Open("v") != dev {
+		t.Fatalf("close while held: %v, want ErrBusy with the device still open", err)
 	}
 }
 

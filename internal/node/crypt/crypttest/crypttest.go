@@ -30,12 +30,14 @@ type Kernel struct {
 	stdins  [][]byte
 	// Other answers the prober for devices without LUKS ("" = none).
 	Other map[string]string
+	// Busy makes that many closes of a name fail as in use (-1: all).
+	Busy map[string]int
 }
 
 // New returns a Kernel with device-mapper and dm-crypt present.
 func New(t *testing.T) *Kernel {
 	t.Helper()
-	k := &Kernel{Dir: t.TempDir(), luks: map[string]string{}, backing: map[string]string{}, Other: map[string]string{}}
+	k := &Kernel{Dir: t.TempDir(), luks: map[string]string{}, backing: map[string]string{}, Other: map[string]string{}, Busy: map[string]int{}}
 	for _, d := range []string{"dev/mapper", "sys/module/dm_crypt", "modules"} {
 		if err := os.MkdirAll(filepath.Join(k.Dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -132,6 +134,10 @@ func (k *Kernel) Run(_ context.Context, c mapper.Command) ([]byte, []byte, error
 		}
 		return []byte("/dev/mapper/" + last + " is active.\n  type:    LUKS2\n  device:  " + dev + "\n"), nil, nil
 	case "close":
+		if n := k.Busy[last]; n != 0 {
+			k.Busy[last] = n - 1
+			return nil, []byte("Device " + last + " is still in use."), errExit
+		}
 		delete(k.backing, last)
 		return nil, nil, os.Remove(filepath.Join(k.Dir, "dev/mapper", last))
 	case "resize":
