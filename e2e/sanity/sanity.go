@@ -40,6 +40,7 @@ func Run(t *testing.T, accessType string) {
 	if os.Getenv("RBDCSI_SANITY_ENCRYPTED") == "1" {
 		extra = map[string]string{"encrypted": "true"}
 		secret[kms.DefaultSecretKey] = harness.NewKEK(t)
+		t.Log("StorageClass encrypted: \"true\" (RBDCSI_SANITY_ENCRYPTED=1), a KEK in every Secret")
 	}
 	run(t, env, dir, accessType, extra, writeSecretsFile(t, dir, secret))
 }
