@@ -36,13 +36,13 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # --- runtime: only what the node data path runs --------------------------------
 # librados2/librbd1: the driver (cgo); rbd-nbd and rbd-fuse (+ fuse3): those
 # mappers; e2fsprogs/xfsprogs: mkfs, fsck, resize; util-linux/mount: losetup,
-# blkid, mount. The krbd mapper writes to sysfs and needs no rbd CLI, so
+# blkid, mount; cryptsetup-bin: LUKS2 of encrypted volumes. The krbd mapper writes to sysfs and needs no rbd CLI, so
 # ceph-common (and its Python) stays out.
 FROM ${BASE_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       librados2 librbd1 rbd-nbd rbd-fuse fuse3 \
-      e2fsprogs xfsprogs util-linux mount ca-certificates \
+      e2fsprogs xfsprogs util-linux mount cryptsetup-bin ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /etc/ceph /var/lib/rbd-csi
 COPY --from=builder /out/rbd-csi /usr/local/bin/rbd-csi

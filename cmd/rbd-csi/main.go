@@ -18,6 +18,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/metrics"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/version"
@@ -29,6 +30,7 @@ type config struct {
 	nodeID        string
 	mode          string
 	clusterConfig string
+	kmsConfig     string
 	instanceID    string
 	secretsDir    string
 	cephTimeout   time.Duration
@@ -48,6 +50,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.nodeID, "nodeid", "", "this node's ID (the Kubernetes node name); required in node and all modes")
 	fs.StringVar(&c.mode, "mode", string(driver.ModeAll), "services to serve: controller, node or all")
 	fs.StringVar(&c.clusterConfig, "cluster-config", "", `path to the cluster config: JSON list of {"clusterID": "...", "monitors": ["host:port", ...], "rbd": {"radosNamespace": "..."}} (ceph-csi config.json format)`)
+	fs.StringVar(&c.kmsConfig, "kms-config", "", `path to the KMS config of encrypted volumes: JSON object from encryptionKMSID to {"encryptionKMSType": "secret-kek", "secretKey": "<Secret key holding the KEK>"}; volumes without encryptionKMSID need none (their KEK is under encryptionKEK)`)
 	fs.StringVar(&c.instanceID, "instance-id", "default", "keeps two installations sharing a Ceph pool apart: image names are derived from it; never change it on a running installation")
 	fs.StringVar(&c.secretsDir, "secrets-dir", "", "optional directory with one sub-directory per clusterID holding userID and userKey files (a mounted Secret), used by GetCapacity and ListVolumes, which carry no secrets")
 	fs.DurationVar(&c.cephTimeout, "ceph-timeout", librbd.DefaultOptions.OpTimeout, "upper bound of every Ceph operation and of connecting to a cluster (keep it below the sidecars' --timeout); the pieces of a half-created image are left alone for twice this long, as they may be a create still running")
@@ -60,7 +63,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "rbd-csi %s: CSI driver for Ceph RBD\n\nUsage: rbd-csi [flags]\n       rbd-csi setup --pool POOL --user USER [flags]   wire a Ceph cluster in (see rbd-csi setup --help)\n       rbd-csi doctor [flags]                         check a cluster and the nodes' kernels (see rbd-csi doctor --help)\n\nFlags:\n", version.Version)
+		fmt.Fprintf(fs.Output(), "rbd-csi %s: CSI driver for Ceph RBD\n\nUsage: rbd-csi [flags]\n       rbd-csi setup --pool POOL --user USER [flags]   wire a Ceph cluster in (see rbd-csi setup --help)\n       rbd-csi doctor [flags]                         check a cluster and the nodes' kernels (see rbd-csi doctor --help)\n       rbd-csi rotate-kek --pool POOL [flags]         re-wrap the keys of encrypted volumes with a new KEK (see rbd-csi rotate-kek --help)\n\nFlags:\n", version.Version)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -106,13 +109,19 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+	kmsConfig, err := kms.LoadConfig(c.kmsConfig)
+	if err != nil {
+		return err
+	}
 	var m *metrics.Metrics
 	if c.metricsAddr != "" {
 		m = metrics.New()
 	}
 	backend := librbd.New(backendOptions(c, m))
 	defer backend.Close()
-	d, err := driver.New(driverOptions(c, mode, clusters, backend, m))
+	opts := driverOptions(c, mode, clusters, backend, m)
+	opts.KMS = kmsConfig
+	d, err := driver.New(opts)
 	if err != nil {
 		return err
 	}

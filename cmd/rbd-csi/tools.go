@@ -39,8 +39,9 @@ const (
 
 // subcommands are dispatched on the first argument.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
-	"setup":  runSetup,
-	"doctor": runDoctor,
+	"setup":      runSetup,
+	"doctor":     runDoctor,
+	"rotate-kek": runRotateKEK,
 }
 
 const accessHelp = `Admin access comes from $CEPH_MON_HOST and $CEPH_ADMIN_KEY when both are

@@ -17,7 +17,7 @@ set -euo pipefail
 PKGS=(
   ceph-mon ceph-osd ceph-mgr ceph-common rbd-fuse rbd-nbd
   librados-dev librbd-dev
-  e2fsprogs xfsprogs util-linux mount fuse3 gcc libc6-dev uuid-runtime make
+  e2fsprogs xfsprogs util-linux mount cryptsetup-bin fuse3 gcc libc6-dev uuid-runtime make
 )
 # shellcheck disable=SC2206 # splitting the extra list on spaces is intended
 PKGS+=(${RBDCSI_EXTRA_PKGS:-} "$@")

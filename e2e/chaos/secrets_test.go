@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 )
 
 // TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity runs one volume
@@ -32,7 +34,9 @@ func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	wrong := randomCephxKey(t)
+	kek, wrongKEK := harness.NewKEK(t), harness.NewKEK(t)
 	d.Redact = append(d.Redact, keyForms(t, p.Env.Admin.Key, wrong)...)
+	d.Redact = append(d.Redact, harness.KeyForms(t, []string{kek, wrongKEK}, nil)...)
 
 	logged := []string{"CreateVolume", "ControllerExpandVolume", "DeleteVolume"}
 	if os.Geteuid() == 0 {
@@ -42,6 +46,8 @@ func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
 		t.Log("node calls skipped: they mount filesystems and attach loop devices, run as root; the controller calls still run")
 	}
 	controllerFlow(ctx, t, p, d, wrong)
+	deks := encryptedFlow(ctx, t, p, d, kek, wrongKEK)
+	logged = append(logged, "CreateSnapshot")
 
 	log, err := os.ReadFile(d.Log)
 	if err != nil {
@@ -55,7 +61,8 @@ func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
 		}
 	}
 	t.Logf("searched %d log lines of %d RPCs for the keys", strings.Count(string(log), "\n"), strings.Count(string(log), `"RPC request"`))
-	found, err := d.LogHolds(keyForms(t, p.Env.Admin.Key, wrong)...)
+	forms := append(keyForms(t, p.Env.Admin.Key, wrong), harness.KeyForms(t, []string{kek, wrongKEK}, deks)...)
+	found, err := d.LogHolds(forms...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +70,113 @@ func TestNoKeyReachesTheLogOfAFullFlowAtTheHighestVerbosity(t *testing.T) {
 		// Never print a key, not even in a failure.
 		t.Fatalf("the driver log (%s) holds %d forms of the test keys", d.Log, len(found))
 	}
+	if files := filesHolding(t, p.Dir, d.Log, forms); len(files) != 0 {
+		t.Fatalf("files left under %s hold forms of the test keys: %v", p.Dir, files)
+	}
+}
+
+// encryptedFlow runs an encrypted volume through create, snapshot,
+// restore, clone, expansion and a node stage (refused with
+// FailedPrecondition where the kernel has no device-mapper), plus calls
+// with a wrong KEK, and returns the DEKs it made, for the leak search.
+func encryptedFlow(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, kek, wrongKEK string) []kms.DEK {
+	t.Helper()
+	withKEK := func(req *csi.CreateVolumeRequest, k string) *csi.CreateVolumeRequest {
+		req.Parameters["encrypted"] = "true"
+		req.Secrets[kms.DefaultSecretKey] = k
+		return req
+	}
+	resp, err := d.Controller().CreateVolume(ctx, withKEK(p.CreateReq("pvc-secrets-enc"), kek))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := resp.Volume
+	secrets := p.Secrets()
+	secrets[kms.DefaultSecretKey] = kek
+	snap, err := d.Controller().CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "snap-secrets-enc", SourceVolumeId: vol.VolumeId, Secrets: secrets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := withKEK(p.CreateReq("pvc-secrets-restored"), kek)
+	restore.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snap.Snapshot.SnapshotId}}}
+	restored, err := d.Controller().CreateVolume(ctx, restore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongRestore := withKEK(p.CreateReq("pvc-secrets-wrong-kek"), wrongKEK)
+	wrongRestore.VolumeContentSource = restore.VolumeContentSource
+	if _, err := d.Controller().CreateVolume(ctx, wrongRestore); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("restore with another KEK: %v, want FailedPrecondition", err)
+	}
+	if _, err := d.Controller().ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{
+		VolumeId: vol.VolumeId, CapacityRange: &csi.CapacityRange{RequiredBytes: 2 << 30}, Secrets: secrets,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		stageEncrypted(ctx, t, p, d, vol, secrets)
+	}
+	deks := []kms.DEK{p.DEK(t, harness.ImageName(vol.VolumeId), kek), p.DEK(t, harness.ImageName(restored.Volume.VolumeId), kek)}
+	if _, err := d.Controller().DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap.Snapshot.SnapshotId, Secrets: secrets}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{vol.VolumeId, restored.Volume.VolumeId} {
+		if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return deks
+}
+
+// stageEncrypted stages (and unstages) an encrypted volume, or checks the
+// refusal of a kernel without device-mapper; a wrong KEK is refused first.
+func stageEncrypted(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, vol *csi.Volume, secrets map[string]string) {
+	t.Helper()
+	staging := filepath.Join(p.Dir, "enc", "staging")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	req := &csi.NodeStageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging, VolumeCapability: mountCap("ext4"), Secrets: secrets, VolumeContext: vol.VolumeContext}
+	_, err := d.Node().NodeStageVolume(ctx, req)
+	if !harness.HasDMCrypt() {
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("encrypted stage without device-mapper: %v, want FailedPrecondition", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Node().NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// filesHolding lists the files under dir (but skip, searched already)
+// holding any of forms: state and keyring files must hold no key.
+func filesHolding(t *testing.T, dir, skip string, forms []string) []string {
+	t.Helper()
+	var out []string
+	_ = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || path == skip || !e.Type().IsRegular() {
+			return nil
+		}
+		if info, err := e.Info(); err != nil || info.Size() > 16<<20 {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		for _, f := range forms {
+			if f != "" && strings.Contains(string(data), f) {
+				out = append(out, path)
+				break
+			}
+		}
+		return nil
+	})
+	return out
 }
 
 // controllerFlow creates, expands and deletes a volume, and creates one

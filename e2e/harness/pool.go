@@ -141,12 +141,7 @@ func (p *Pool) WaitTrashEmpty(t testing.TB, within time.Duration) []string {
 // OwnerRecord is the image's rbd-csi.owner metadata ("" when missing).
 func (p *Pool) OwnerRecord(t testing.TB, image string) string {
 	t.Helper()
-	ref := ceph.ImageRef{Cluster: p.Cluster(), Pool: p.Env.Pool, Name: image}
-	info, err := p.Backend.StatImage(context.Background(), p.Env.Admin, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.Metadata["rbd-csi.owner"]
+	return p.Metadata(t, image)["rbd-csi.owner"]
 }
 
 // Rados opens the test's pool with librados alone, a path that shares

@@ -6,7 +6,7 @@
 # in $GUEST_OUT/PART.log and a line "PART RC SECONDS" in $GUEST_OUT/parts.txt.
 #
 # Environment (from test-kernel.sh): GUEST_OUT, KERNEL_SUITE (comma-separated:
-# node, sanity, chaos, bench, smoke), KERNEL_BIN (the host-built binaries), RBDCSI_REPO,
+# node, sanity, crypt, chaos, bench, smoke), KERNEL_BIN (the host-built binaries), RBDCSI_REPO,
 # KERNEL_RUN (a -test.run pattern, optional), KERNEL_MAPPERS (default
 # "krbd rbd-nbd"), KERNEL_SLOW (timeout factor, default 8: every command is
 # 5-10x slower under emulation).
@@ -54,7 +54,7 @@ setup_kernel() {
 setup_ceph() {
   local mgr=$1 t=$SECONDS
   export CEPH_DIR=/run/ceph
-  CEPH_IP=127.0.0.1 CEPH_MGR=$mgr CEPH_MGR_WAIT=0 CEPH_OSD_GB=${KERNEL_OSD_GB:-3} CEPH_DATA_POOL=0 \
+  CEPH_IP=127.0.0.1 CEPH_MGR=$mgr CEPH_MGR_WAIT=0 CEPH_MON_WAIT=$((30 * SLOW)) CEPH_OSD_GB=${KERNEL_OSD_GB:-3} CEPH_DATA_POOL=0 \
     timeout $((60 * SLOW)) "$RBDCSI_REPO/e2e/ceph/up.sh" >"$GUEST_OUT/ceph-up.log" 2>&1 ||
     { say "ceph up failed"; tail -n 20 "$GUEST_OUT/ceph-up.log"; return 1; }
   # shellcheck source=/dev/null
@@ -121,6 +121,23 @@ suite_chaos() {
   done
 }
 
+# crypt: encrypted volumes (LUKS2 on dm-crypt, which only the guest's
+# kernel has): the e2e/node encryption tests, then csi-sanity mount and
+# block with an encrypted StorageClass, per mapper
+suite_crypt() {
+  modprobe dm_crypt || { say "modprobe dm_crypt failed"; return 1; }
+  wait_mgr || return 1
+  local m a
+  for m in $MAPPERS; do
+    part "crypt-node-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_E2E_CRYPT=1 RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
+      $(gotest node.test $((300 * SLOW))) -test.run 'TestEncrypted'
+    for a in mount block; do
+      part "crypt-sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_ENCRYPTED=1 RBDCSI_SANITY_IDEMPOTENT_COUNT="${KERNEL_SANITY_IDEMPOTENT:-10}" -- \
+        $(gotest "sanity-$a.test" $((240 * SLOW)))
+    done
+  done
+}
+
 # bench: the node phases of e2e/bench with krbd and rbd-nbd, driver against
 # the same steps by hand, and throughput through each (fio)
 suite_bench() {
@@ -134,7 +151,7 @@ say "suites $KERNEL_SUITE"
 : >"$GUEST_OUT/parts.txt"
 setup_kernel || exit 1
 mgr=0
-case ",$KERNEL_SUITE," in *,sanity,*) mgr=1 ;; esac
+case ",$KERNEL_SUITE," in *,sanity,* | *,crypt,*) mgr=1 ;; esac
 rc=0
 if setup_ceph "$mgr"; then
   for suite in ${KERNEL_SUITE//,/ }; do

@@ -8,7 +8,7 @@
 # Settings (environment):
 #   KERNEL_SUITES   guests to boot, each a comma-separated list of suites
 #                   sharing one guest and one Ceph (default "facts,node,sanity chaos";
-#                   suites: facts, node, sanity, chaos, bench, smoke)
+#                   suites: facts, node, sanity, crypt, chaos, bench, smoke)
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
 #   KERNEL_RUN      a -test.run pattern for the suites' test binaries
 #   KERNEL_SANITY_IDEMPOTENT  csi-sanity's repeats of idempotent calls
@@ -87,7 +87,7 @@ echo
 echo "==== kernel test summary (results: $BASE/out/*-$STAMP)"
 logs=()
 for run in "${RUNS[@]}"; do
-  for l in "$run"/node-*.log "$run"/sanity-*.log "$run"/chaos-*.log "$run"/mapper-*.log; do
+  for l in "$run"/node-*.log "$run"/sanity-*.log "$run"/chaos-*.log "$run"/mapper-*.log "$run"/crypt-*.log; do
     [ -e "$l" ] && logs+=("$l")
   done
 done

@@ -26,6 +26,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/cephtest"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
@@ -39,6 +40,8 @@ type fixture struct {
 	mapper string
 	// params are extra StorageClass parameters for create.
 	params map[string]string
+	// kek, when set, is the KEK every Secret carries (encrypted volumes).
+	kek string
 }
 
 func newFixture(t *testing.T, fs string) *fixture {
@@ -68,7 +71,11 @@ func newFixture(t *testing.T, fs string) *fixture {
 }
 
 func (f *fixture) secrets() map[string]string {
-	return map[string]string{"userID": f.env.Admin.User, "userKey": f.env.Admin.Key}
+	s := map[string]string{"userID": f.env.Admin.User, "userKey": f.env.Admin.Key}
+	if f.kek != "" {
+		s[kms.DefaultSecretKey] = f.kek
+	}
+	return s
 }
 
 func (f *fixture) capability() *csi.VolumeCapability {
@@ -229,15 +236,9 @@ func TestDataSurvivesUnstageDriverRestartAndRestage(t *testing.T) {
 // a path through Ceph that shares nothing with the driver.
 func sumFromExport(t *testing.T, f *fixture, file string) string {
 	t.Helper()
-	img := f.vol.VolumeContext["imageName"]
-	raw := filepath.Join(t.TempDir(), "image.raw")
+	raw := exportImage(t, f, f.vol.VolumeContext["imageName"])
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "rbd", "export", "--no-progress", "-m", strings.Join(f.env.Monitors, ","), "--id", "admin", f.env.Pool+"/"+img, raw)
-	cmd.Env = append(os.Environ(), "CEPH_ARGS=--keyring="+keyringFile(t, f.env.Admin.Key))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("rbd export: %v: %s", err, out)
-	}
 	var out bytes.Buffer
 	dump := exec.CommandContext(ctx, "debugfs", "-R", "cat "+file, raw)
 	dump.Stdout = &out
@@ -246,6 +247,21 @@ func sumFromExport(t *testing.T, f *fixture, file string) string {
 	}
 	sum := sha256.Sum256(out.Bytes())
 	return hex.EncodeToString(sum[:])
+}
+
+// exportImage copies the image out of Ceph with rbd export and returns the
+// file's path.
+func exportImage(t *testing.T, f *fixture, img string) string {
+	t.Helper()
+	raw := filepath.Join(t.TempDir(), "image.raw")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rbd", "export", "--no-progress", "-m", strings.Join(f.env.Monitors, ","), "--id", "admin", f.env.Pool+"/"+img, raw)
+	cmd.Env = append(os.Environ(), "CEPH_ARGS=--keyring="+keyringFile(t, f.env.Admin.Key))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rbd export: %v: %s", err, out)
+	}
+	return raw
 }
 
 func keyringFile(t *testing.T, key string) string {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,8 +18,10 @@ import (
 // the test ends.
 func (f *fixture) volumeFrom(t *testing.T, name string, src *csi.VolumeContentSource) *csi.Volume {
 	t.Helper()
+	params := map[string]string{"clusterID": "e2e", "pool": f.env.Pool}
+	maps.Copy(params, f.params)
 	resp, err := f.drv.Controller().CreateVolume(ctxT(t), &csi.CreateVolumeRequest{
-		Name: name, Parameters: map[string]string{"clusterID": "e2e", "pool": f.env.Pool},
+		Name: name, Parameters: params,
 		Secrets: f.secrets(), VolumeCapabilities: []*csi.VolumeCapability{f.capability()},
 		VolumeContentSource: src,
 	})

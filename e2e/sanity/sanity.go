@@ -25,14 +25,24 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph/librbd"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 // Run runs every csi-sanity spec with volumes of the given access type
-// ("mount" or "block"), as client.admin through ceph-csi Secrets.
+// ("mount" or "block"), as client.admin through ceph-csi Secrets. With
+// RBDCSI_SANITY_ENCRYPTED=1 the StorageClass is encrypted (LUKS2, a KEK in
+// every Secret): it needs a node kernel with dm-crypt (make test-kernel).
 func Run(t *testing.T, accessType string) {
 	env, dir := prepare(t)
-	run(t, env, dir, accessType, nil, writeSecretsFile(t, dir, map[string]string{"userID": env.Admin.User, "userKey": env.Admin.Key}))
+	secret := map[string]string{"userID": env.Admin.User, "userKey": env.Admin.Key}
+	var extra map[string]string
+	if os.Getenv("RBDCSI_SANITY_ENCRYPTED") == "1" {
+		extra = map[string]string{"encrypted": "true"}
+		secret[kms.DefaultSecretKey] = harness.NewKEK(t)
+		t.Log("StorageClass encrypted: \"true\" (RBDCSI_SANITY_ENCRYPTED=1), a KEK in every Secret")
+	}
+	run(t, env, dir, accessType, extra, writeSecretsFile(t, dir, secret))
 }
 
 // RunKeyOnly runs every spec through the classic in-tree setup: a user
@@ -115,7 +125,7 @@ func run(t *testing.T, env cephtest.Env, dir, accessType string, extra map[strin
 	if mapperName != mapper.Fuse {
 		// krbd and rbd-nbd devices live outside dir; the suite runs alone
 		// on its node (e2e/kernel's guest), so any mapping is its own.
-		for _, l := range harness.KernelMappings("") {
+		for _, l := range append(harness.KernelMappings(""), harness.CryptDevices()...) {
 			t.Errorf("left behind after the suite: %s", l)
 		}
 	}

@@ -119,6 +119,8 @@ type Backend interface {
 	StatImage(ctx context.Context, cr Credentials, ref ImageRef) (ImageInfo, error)
 	// SetMetadata writes the keys given; other keys are left alone.
 	SetMetadata(ctx context.Context, cr Credentials, ref ImageRef, md map[string]string) error
+	// RemoveMetadata removes one key; a key that is not there is success.
+	RemoveMetadata(ctx context.Context, cr Credentials, ref ImageRef, key string) error
 	// ResizeImage grows the image to size bytes.
 	ResizeImage(ctx context.Context, cr Credentials, ref ImageRef, size uint64) error
 	// RemovePartialImage removes what a creation interrupted half way left

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/failpoint"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/params"
 	"github.com/rbd-csi/rbd-csi/internal/volid"
 )
@@ -27,8 +29,9 @@ type cloneSource struct {
 	parent ceph.ImageRef // image cloned from
 	snap   string        // its snapshot cloned from
 	size   uint64
-	depth  int  // ancestors of parent at snap: the clone has one more
-	volume bool // a volume: snap is temporary and must go once cloned
+	depth  int               // ancestors of parent at snap: the clone has one more
+	volume bool              // a volume: snap is temporary and must go once cloned
+	meta   map[string]string // the parent image's metadata (its wrapped key)
 }
 
 // cloneOwner is the owner record of a volume made from a content source:
@@ -72,7 +75,11 @@ func (d *controllerService) ensureClone(ctx context.Context, name string, plan c
 		// Its depth is measured again: it may have been flattened since.
 		return d.finishClone(ctx, plan, src, earlier, size, -1)
 	}
-	if err := d.makeClone(ctx, name, plan, src); err != nil {
+	keys, err := cloneKeyMetadata(ctx, plan, src)
+	if err != nil {
+		return 0, err
+	}
+	if err := d.makeClone(ctx, name, plan, src, keys); err != nil {
 		return 0, err
 	}
 	return d.finishClone(ctx, plan, src, &ceph.ImageInfo{Size: src.size}, size, src.depth+1)
@@ -133,7 +140,11 @@ func (d *controllerService) snapshotSource(ctx context.Context, plan createPlan,
 	if !ready {
 		return cloneSource{}, status.Errorf(codes.Aborted, "snapshot %q is not ready: its image %s is being flattened; retry later", snapshotID, ref)
 	}
-	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth}, nil
+	info, err := d.opts.Backend.StatImage(ctx, plan.creds, ref)
+	if err != nil {
+		return cloneSource{}, statusOf(err, "inspect snapshot image "+ref.String())
+	}
+	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth, meta: info.Metadata}, nil
 }
 
 func (d *controllerService) volumeSource(ctx context.Context, plan createPlan, volumeID string) (cloneSource, error) {
@@ -158,7 +169,31 @@ func (d *controllerService) volumeSource(ctx context.Context, plan createPlan, v
 			return cloneSource{}, statusOf(err, "measure clone depth of "+ref.String())
 		}
 	}
-	return cloneSource{id: volumeID, parent: ref, snap: params.TempSnapName(plan.ref.Name), size: info.Size, depth: depth, volume: true}, nil
+	return cloneSource{id: volumeID, parent: ref, snap: params.TempSnapName(plan.ref.Name), size: info.Size, depth: depth, volume: true, meta: info.Metadata}, nil
+}
+
+// cloneKeyMetadata is the wrapped key of a volume made from src: the
+// source's DEK (the clone shares its encrypted blocks), wrapped again for
+// the new image. A plain source into an encrypted StorageClass, or the
+// reverse, is InvalidArgument: LUKS cannot be added or removed by cloning.
+func cloneKeyMetadata(ctx context.Context, plan createPlan, src cloneSource) (map[string]string, error) {
+	blob, srcEncrypted := src.meta[kms.MetaDEK]
+	if srcEncrypted != plan.params.Encryption.Enabled {
+		return nil, invalid("content source %q has %s=%v and the StorageClass %v: restore or clone an encrypted volume into an encrypted StorageClass and a plain one into a plain one", src.id, params.KeyEncrypted, srcEncrypted, plan.params.Encryption.Enabled)
+	}
+	if !srcEncrypted {
+		return nil, nil
+	}
+	// A snapshot image carries its volume's wrap, bound to that volume.
+	bound, err := kms.Describe(blob)
+	if err != nil {
+		return nil, statusOf(err, "volume key of content source "+src.parent.String())
+	}
+	dek, err := kms.Unwrapped(ctx, plan.kms, src.meta, bound.Image)
+	if err != nil {
+		return nil, statusOf(err, "unwrap the volume key of content source "+src.parent.String()+" with the KEK of the provisioner secrets")
+	}
+	return wrapMetadata(ctx, plan, dek)
 }
 
 // sourceRef resolves a source ID, which must be in the new volume's cluster:
@@ -198,7 +233,7 @@ func cloneSize(plan createPlan, source uint64) (uint64, error) {
 }
 
 // makeClone takes the temporary snapshot (volume sources) and clones.
-func (d *controllerService) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource) error {
+func (d *controllerService) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource, keys map[string]string) error {
 	if src.volume {
 		if _, err := d.opts.Backend.CreateSnap(ctx, plan.creds, src.parent, src.snap); err != nil {
 			return statusOf(err, "snapshot source volume "+src.parent.String())
@@ -213,6 +248,7 @@ func (d *controllerService) makeClone(ctx context.Context, name string, plan cre
 		return status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
 	spec := ceph.CloneSpec{Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(raw)}}
+	maps.Copy(spec.Metadata, keys)
 	err = d.cloneOverPartial(ctx, plan.creds, src.parent, src.snap, plan.ref, spec)
 	if err != nil {
 		if src.volume {

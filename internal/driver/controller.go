@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -15,6 +16,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/attach"
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/failpoint"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/params"
 	"github.com/rbd-csi/rbd-csi/internal/volid"
 )
@@ -74,6 +76,8 @@ type createPlan struct {
 	// sizeGiven is false when the request names no size: a volume made
 	// from a content source then takes the source's size.
 	sizeGiven bool
+	// kms keeps the volume's DEK; nil for an unencrypted volume.
+	kms kms.KMS
 }
 
 // CreateVolume implements csi.ControllerServer. The image name is derived
@@ -146,7 +150,36 @@ func (d *controllerService) planCreate(req *csi.CreateVolumeRequest) (createPlan
 		return createPlan{}, err
 	}
 	ref := ceph.ImageRef{Cluster: cl, Pool: p.Pool, Name: params.ImageName(p.Prefix, d.opts.InstanceID, req.GetName())}
-	return createPlan{params: p, who: who, creds: who.creds, ref: ref, size: size, limit: limit, block: block, sizeGiven: req.GetCapacityRange().GetRequiredBytes() > 0}, nil
+	plan := createPlan{params: p, who: who, creds: who.creds, ref: ref, size: size, limit: limit, block: block, sizeGiven: req.GetCapacityRange().GetRequiredBytes() > 0}
+	if p.Encryption.Enabled {
+		if plan.kms, err = d.opts.KMS.Open(p.Encryption.KMSID, req.GetSecrets(), "provisioner secrets"); err != nil {
+			return createPlan{}, statusOf(err, "encrypted volume "+req.GetName())
+		}
+	}
+	return plan, nil
+}
+
+// newKeyMetadata draws the DEK of a new encrypted volume and returns its
+// wrap as image-meta (nil for an unencrypted volume). It is written with
+// the image's first metadata, so no encrypted image exists without a key.
+func newKeyMetadata(ctx context.Context, plan createPlan) (map[string]string, error) {
+	if plan.kms == nil {
+		return nil, nil
+	}
+	dek, err := kms.NewDEK()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "volume key of %s: %v", plan.ref, err)
+	}
+	return wrapMetadata(ctx, plan, dek)
+}
+
+// wrapMetadata wraps dek for plan's image, as image-meta.
+func wrapMetadata(ctx context.Context, plan createPlan, dek kms.DEK) (map[string]string, error) {
+	blob, err := plan.kms.Wrap(ctx, dek, plan.ref.Name)
+	if err != nil {
+		return nil, statusOf(err, "wrap the volume key of "+plan.ref.String())
+	}
+	return map[string]string{kms.MetaDEK: blob}, nil
 }
 
 // ensureImage creates the image or adopts the one an earlier attempt made.
@@ -158,7 +191,12 @@ func (d *controllerService) ensureImage(ctx context.Context, name string, plan c
 	if err != nil {
 		return 0, status.Errorf(codes.Internal, "encode owner record: %v", err)
 	}
+	keys, err := newKeyMetadata(ctx, plan)
+	if err != nil {
+		return 0, err
+	}
 	spec := ceph.ImageSpec{Size: plan.size, Features: plan.params.Features, DataPool: plan.params.DataPool, Metadata: map[string]string{metaOwner: string(record)}}
+	maps.Copy(spec.Metadata, keys)
 	err = d.opts.Backend.CreateImage(ctx, plan.creds, plan.ref, spec)
 	if err == nil {
 		return plan.size, nil
@@ -183,8 +221,14 @@ func (d *controllerService) adoptImage(ctx context.Context, name string, plan cr
 		return 0, err
 	}
 	if _, ok := info.Metadata[metaOwner]; !ok {
-		// Created, but the process died before the owner record was written.
-		if err := d.opts.Backend.SetMetadata(ctx, plan.creds, plan.ref, spec.Metadata); err != nil {
+		// Created, but the process died before the owner record (and the
+		// wrapped key, written with it) was written. A key already there
+		// stays: a volume never gets a second one.
+		md := maps.Clone(spec.Metadata)
+		if _, ok := info.Metadata[kms.MetaDEK]; ok {
+			delete(md, kms.MetaDEK)
+		}
+		if err := d.opts.Backend.SetMetadata(ctx, plan.creds, plan.ref, md); err != nil {
 			return 0, statusOf(err, "record owner of "+plan.ref.String())
 		}
 	}
@@ -263,6 +307,10 @@ func compatible(info ceph.ImageInfo, name string, plan createPlan) error {
 	if info.DataPool != plan.params.DataPool {
 		return status.Errorf(codes.AlreadyExists, "volume %q exists with dataPool %q, not %q", name, info.DataPool, plan.params.DataPool)
 	}
+	_, hasOwner := info.Metadata[metaOwner]
+	if _, hasKey := info.Metadata[kms.MetaDEK]; hasOwner && hasKey != plan.params.Encryption.Enabled {
+		return status.Errorf(codes.AlreadyExists, "volume %q exists with %s=%v, not %v", name, params.KeyEncrypted, hasKey, plan.params.Encryption.Enabled)
+	}
 	return nil
 }
 
@@ -303,6 +351,7 @@ func volumeContext(plan createPlan) map[string]string {
 	if plan.params.MapOpts != "" {
 		vc[params.KeyMapOptions] = plan.params.MapOpts
 	}
+	maps.Copy(vc, plan.params.Encryption.Context())
 	return vc
 }
 
@@ -563,8 +612,10 @@ func (d *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 		}
 		info.Size = size
 	}
+	// A LUKS device keeps its size until cryptsetup resize, block or not.
+	_, encrypted := info.Metadata[kms.MetaDEK]
 	block := req.GetVolumeCapability().GetBlock() != nil
-	return &csi.ControllerExpandVolumeResponse{CapacityBytes: int64(info.Size), NodeExpansionRequired: !block}, nil
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: int64(info.Size), NodeExpansionRequired: !block || encrypted}, nil
 }
 
 // lockedVolume decodes a volume ID, resolves the identity of its secrets

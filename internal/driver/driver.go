@@ -25,6 +25,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/keylock"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/version"
 )
 
@@ -68,6 +69,9 @@ type Options struct {
 	MaxCloneDepth int
 	// Observer, when set, is told the outcome of every CSI call (metrics).
 	Observer RPCObserver
+	// KMS is the KMS configuration encryptionKMSID names entries of (nil:
+	// only the built-in Secret-KEK default).
+	KMS *kms.Config
 }
 
 // RPCObserver receives the method, status code name and duration of every
@@ -123,6 +127,9 @@ func New(opts Options) (*Driver, error) {
 	}
 	if opts.Clusters == nil {
 		opts.Clusters, _ = clusterconfig.Parse([]byte("[]"))
+	}
+	if opts.KMS == nil {
+		opts.KMS = &kms.Config{}
 	}
 	if opts.Backend == nil {
 		return nil, errors.New("a Ceph backend is required")

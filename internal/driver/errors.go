@@ -9,6 +9,8 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/attach"
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
+	"github.com/rbd-csi/rbd-csi/internal/node/crypt"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
 	"github.com/rbd-csi/rbd-csi/internal/params"
@@ -36,11 +38,13 @@ var errorKinds = []errorKind{
 	{is: []error{attach.ErrIncompatible}, code: codes.AlreadyExists},
 	{is: []error{attach.ErrUnknownNode}, code: codes.NotFound},
 	{is: []error{attach.ErrContended, ceph.ErrConflict}, code: codes.Aborted, hint: "; retry later"},
-	{is: []error{mapper.ErrInvalidImage, mapper.ErrInvalidOptions, mapper.ErrInvalidDevice, params.ErrInvalid}, code: codes.InvalidArgument},
+	{is: []error{mapper.ErrInvalidImage, mapper.ErrInvalidOptions, mapper.ErrInvalidDevice, params.ErrInvalid, kms.ErrConfig, kms.ErrNoKEK, kms.ErrBadKEK}, code: codes.InvalidArgument},
+	{is: []error{kms.ErrWrongKEK, kms.ErrWrongVolume, kms.ErrCorrupt, kms.ErrNoDEK}, code: codes.FailedPrecondition},
 	{is: []error{
 		mapper.ErrUnsupportedFeatures, mapper.ErrUnsupported, mapper.ErrClusterIncompatible,
 		mapper.ErrDeviceBusy, mapper.ErrMappingConflict,
 		mounter.ErrWrongFilesystem, mounter.ErrOnlineResizeDenied,
+		crypt.ErrNoDMCrypt, crypt.ErrNotEmpty, crypt.ErrNotFormatted, crypt.ErrBusy,
 	}, code: codes.FailedPrecondition},
 	{is: []error{mapper.ErrImageNotFound}, code: codes.NotFound},
 	{is: []error{mapper.ErrAccessDenied}, code: codes.PermissionDenied},

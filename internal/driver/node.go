@@ -17,6 +17,8 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/attach"
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/kms"
+	"github.com/rbd-csi/rbd-csi/internal/node/crypt"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
 	"github.com/rbd-csi/rbd-csi/internal/params"
@@ -37,6 +39,10 @@ type NodeOptions struct {
 	Mappers map[string]mapper.Mapper
 	// Mounter overrides the mounter (tests); nil uses the system tools.
 	Mounter mounter.Interface
+	// Crypt configures cryptsetup for encrypted volumes (tests: a
+	// simulated kernel); zero values are the system's, probing devices
+	// with the mounter.
+	Crypt crypt.Config
 }
 
 // nodeService serves csi.NodeServer.
@@ -45,6 +51,7 @@ type nodeService struct {
 	*shared
 	mappers       map[string]mapper.Mapper
 	mounter       mounter.Interface
+	crypt         *crypt.Crypt
 	index         volumeIndex
 	defaultMapper string
 }
@@ -61,6 +68,10 @@ func newNodeService(sh *shared) (*nodeService, error) {
 	if ns.mounter == nil {
 		ns.mounter = mounter.New(0)
 	}
+	if n.Crypt.Probe == nil {
+		n.Crypt.Probe = ns.mounter
+	}
+	ns.crypt = crypt.New(n.Crypt)
 	if ns.mappers == nil {
 		if n.KeyringDir == "" {
 			n.KeyringDir = mapper.DefaultKeyringDir
@@ -122,6 +133,8 @@ type stageRequest struct {
 	ctx               map[string]string
 	publish           map[string]string // publish_context
 	mapperName        string
+	enc               params.Encryption
+	kms               kms.KMS // the encrypted volume's KMS, with the node stage secrets' KEK
 }
 
 func (d *nodeService) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest, error) {
@@ -158,6 +171,14 @@ func (d *nodeService) parseStage(req *csi.NodeStageVolumeRequest) (stageRequest,
 	}
 	if err := params.ValidateMapOptions(r.ctx[params.KeyMapOptions]); err != nil {
 		return r, statusOf(err, "volume context mapOptions")
+	}
+	if r.enc, err = params.ParseEncryption(r.ctx); err != nil {
+		return r, statusOf(err, "volume context")
+	}
+	if r.enc.Enabled {
+		if r.kms, err = d.opts.KMS.Open(r.enc.KMSID, req.GetSecrets(), "node stage secrets"); err != nil {
+			return r, statusOf(err, "encrypted volume "+r.volumeID)
+		}
 	}
 	// A key-only node-stage Secret is for the volume context's userId
 	// (CreateVolume puts the StorageClass's userId, else adminId, there;
@@ -233,6 +254,9 @@ func (d *nodeService) deviceHealthy(ctx context.Context, st *stageState) bool {
 // volumes need nothing more, filesystems must be mounted at the staging
 // path.
 func (d *nodeService) stagingComplete(st *stageState) bool {
+	if st.CryptName != "" && (st.CryptPath == "" || !d.crypt.Active(st.CryptName)) {
+		return false
+	}
 	if st.Block {
 		return true
 	}
@@ -252,6 +276,11 @@ func (d *nodeService) restage(st *stageState, r stageRequest) (*csi.NodeStageVol
 // device still maps the image on this node: then its watch is our own and
 // not a sign of another client.
 func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageState, prevMapped bool) (resp *csi.NodeStageVolumeResponse, err error) {
+	if r.enc.Enabled {
+		if err := d.crypt.Check(ctx); err != nil {
+			return nil, statusOf(err, "volume "+r.volumeID+" is encrypted")
+		}
+	}
 	ref, err := d.nodeImage(ctx, r.volumeID, r.ctx, r.creds)
 	if err != nil {
 		return nil, err
@@ -263,10 +292,22 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err != nil {
 		return nil, err
 	}
+	if _, wrapped := info.Metadata[kms.MetaDEK]; wrapped && !r.enc.Enabled {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume image %s is encrypted (it has a wrapped key) but the volume context lacks %s: \"true\" (a static volume sets it in volumeAttributes, with the node stage Secret holding the KEK)", ref, params.KeyEncrypted)
+	}
+	var dek kms.DEK
+	if r.enc.Enabled {
+		if dek, err = kms.Unwrapped(ctx, r.kms, info.Metadata, ref.Name); err != nil {
+			return nil, statusOf(err, "volume key of "+ref.String())
+		}
+	}
 	st := &stageState{
 		VolumeID: r.volumeID, Mapper: r.mapperName, Block: r.block, FsType: r.fsType,
 		ReadOnly: readOnlyMode(r.mode), AccessMode: r.mode.String(), StagingPath: r.staging, MountFlags: r.mountFlags,
 		Image: stageImage{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, Pool: ref.Pool, Namespace: ref.Cluster.RadosNamespace, Name: ref.Name},
+	}
+	if r.enc.Enabled {
+		st.CryptName = crypt.DeviceName(r.volumeID)
 	}
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -289,6 +330,9 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	if err := d.openCrypt(ctx, st, dek, ref); err != nil {
+		return nil, err
+	}
 	if r.block {
 		return &csi.NodeStageVolumeResponse{}, nil
 	}
@@ -296,6 +340,25 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 		return nil, err
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// openCrypt opens the LUKS layer of an encrypted volume (formatting an
+// empty image first) and records the opened device.
+func (d *nodeService) openCrypt(ctx context.Context, st *stageState, dek kms.DEK, ref ceph.ImageRef) error {
+	if st.CryptName == "" {
+		return nil
+	}
+	pass := dek.Passphrase()
+	defer clear(pass)
+	path, err := d.crypt.Open(ctx, st.Device.Path, st.CryptName, pass, st.ReadOnly)
+	if err != nil {
+		return statusOf(err, "encrypted volume image "+ref.String())
+	}
+	st.CryptPath = path
+	if err := st.save(); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	return nil
 }
 
 func prevDevice(prev *stageState) *mapper.Device {
@@ -315,8 +378,8 @@ func (d *nodeService) mountStaging(ctx context.Context, st *stageState, flags []
 		return status.Errorf(codes.Internal, "inspect staging path: %v", err)
 	}
 	if !mounted {
-		if err := d.mounter.FormatAndMount(ctx, st.Device.Path, st.StagingPath, st.FsType, opts); err != nil {
-			return statusOf(err, fmt.Sprintf("format and mount %s at %s", st.Device.Path, st.StagingPath))
+		if err := d.mounter.FormatAndMount(ctx, st.volumeDevice(), st.StagingPath, st.FsType, opts); err != nil {
+			return statusOf(err, fmt.Sprintf("format and mount %s at %s", st.volumeDevice(), st.StagingPath))
 		}
 	}
 	st.Mounted = true
@@ -534,6 +597,12 @@ func (d *nodeService) teardownStage(ctx context.Context, st *stageState) error {
 	m, ok := d.mappers[st.Mapper]
 	if !ok {
 		return status.Errorf(codes.Internal, "volume was staged with mapper %q, which this plugin does not have", st.Mapper)
+	}
+	// The LUKS device sits on the mapped one: it goes first.
+	if st.CryptName != "" {
+		if err := d.crypt.Close(ctx, st.CryptName); err != nil {
+			return statusOf(err, "close the encrypted device of volume "+st.VolumeID)
+		}
 	}
 	if err := m.Unmap(ctx, *dev); err != nil {
 		return statusOf(err, "unmap "+dev.Path)

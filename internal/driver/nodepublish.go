@@ -103,7 +103,7 @@ func (d *nodeService) bindTarget(ctx context.Context, st *stageState, req *csi.N
 	}
 	source := st.StagingPath
 	if block {
-		source = st.Device.Path
+		source = st.volumeDevice()
 		if err := makeFile(target); err != nil {
 			return status.Errorf(codes.Internal, "create block target %s: %v", target, err)
 		}
@@ -288,10 +288,15 @@ func (d *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandV
 	if err != nil {
 		return nil, explainNotGrown(st.Mapper, err)
 	}
+	if st.CryptName != "" {
+		if err := d.crypt.Resize(ctx, st.CryptName); err != nil {
+			return nil, statusOf(err, "grow the encrypted device of volume "+req.GetVolumeId())
+		}
+	}
 	if st.Block || req.GetVolumeCapability().GetBlock() != nil {
 		return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil
 	}
-	if err := d.mounter.Resize(ctx, st.Device.Path, st.StagingPath); err != nil {
+	if err := d.mounter.Resize(ctx, st.volumeDevice(), st.StagingPath); err != nil {
 		return nil, statusOf(err, "grow filesystem of volume "+req.GetVolumeId())
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil

@@ -34,6 +34,20 @@ type stageState struct {
 	Mounted     bool           `json:"mounted,omitempty"`
 	MountFlags  []string       `json:"mountFlags,omitempty"`
 	Targets     []string       `json:"targets,omitempty"`
+	// CryptName is the LUKS device of an encrypted volume (recorded before
+	// it is opened, so an unstage after a crash closes it), CryptPath its
+	// node once open.
+	CryptName string `json:"cryptName,omitempty"`
+	CryptPath string `json:"cryptPath,omitempty"`
+}
+
+// volumeDevice is what the pod's data goes through: the opened LUKS
+// device of an encrypted volume, else the mapped image.
+func (st *stageState) volumeDevice() string {
+	if st.CryptPath != "" {
+		return st.CryptPath
+	}
+	return st.Device.Path
 }
 
 // stageImage names the image without credentials.

@@ -60,7 +60,7 @@ var FsTypes = []string{"ext4", "xfs"}
 // reference (docs/parameters.md) gives them.
 var Keys = []string{
 	KeyClusterID, KeyMonitors, KeyPool, KeyDataPool, KeyImageFeatures, KeyImageFormat,
-	KeyFsTypeCSI, KeyFsType, KeyNamePrefix, KeyMounter, KeyMapOptions,
+	KeyFsTypeCSI, KeyFsType, KeyNamePrefix, KeyMounter, KeyMapOptions, KeyEncrypted, KeyEncryptKMS,
 	KeyAdminID, KeyUserID, KeyAdminSecretName, KeyAdminSecretNamespace, KeyUserSecretName, KeyUserSecretNamespace,
 }
 
@@ -81,18 +81,19 @@ var secretRefKeys = func() map[string]bool {
 
 // Volume is a validated set of StorageClass parameters.
 type Volume struct {
-	ClusterID string   // from clusterID; empty when Monitors is used
-	Monitors  []string // from the legacy monitors key
-	Pool      string
-	DataPool  string
-	Features  ceph.Features
-	FsType    string // "" when the StorageClass does not say
-	Prefix    string
-	Mounter   string // "" = node default
-	MapOpts   string
-	AdminID   string // legacy: the user for controller secrets that hold only "key"
-	UserID    string // legacy: the user for node secrets that hold only "key"
-	Claim     Claim
+	ClusterID  string   // from clusterID; empty when Monitors is used
+	Monitors   []string // from the legacy monitors key
+	Pool       string
+	DataPool   string
+	Features   ceph.Features
+	FsType     string // "" when the StorageClass does not say
+	Prefix     string
+	Mounter    string // "" = node default
+	MapOpts    string
+	AdminID    string // legacy: the user for controller secrets that hold only "key"
+	UserID     string // legacy: the user for node secrets that hold only "key"
+	Encryption Encryption
+	Claim      Claim
 }
 
 // Claim records which Kubernetes objects a volume was made for.
@@ -108,7 +109,7 @@ func ParseVolume(in map[string]string) (Volume, error) {
 		return Volume{}, err
 	}
 	steps := []func(map[string]string) error{
-		v.parseCluster, v.parsePools, v.parseImage, v.parseFsType, v.parseNode, v.parseUsers,
+		v.parseCluster, v.parsePools, v.parseImage, v.parseFsType, v.parseNode, v.parseUsers, v.parseEncryption,
 	}
 	for _, step := range steps {
 		if err := step(in); err != nil {
@@ -237,6 +238,11 @@ func (v *Volume) parseNode(in map[string]string) error {
 		v.MapOpts = o
 	}
 	return nil
+}
+
+func (v *Volume) parseEncryption(in map[string]string) (err error) {
+	v.Encryption, err = ParseEncryption(in)
+	return err
 }
 
 func (v *Volume) parseUsers(in map[string]string) error {

@@ -87,7 +87,7 @@ func TestParseVolumeReadsAnInTreeStorageClass(t *testing.T) {
 
 func TestParseVolumeRejectsEachUnknownKeyNamingIt(t *testing.T) {
 	for _, key := range []string{
-		"clusterId", "ClusterID", "imagefeatures", "thickProvision", "encrypted", "unmapOptions", "mounterOptions",
+		"clusterId", "ClusterID", "imagefeatures", "thickProvision", "encryptionPassphrase", "unmapOptions", "mounterOptions",
 		"csi.storage.k8s.io/pvc/uid", "csi.storage.k8s.io/provisioner-secret-key", "csi.storage.k8s.io/fstype ",
 		"", "key with spaces", "new\nline", "pool\x00",
 	} {
@@ -328,5 +328,5 @@ func TestValidateMapOptionsRefusesInjection(t *testing.T) {
 func equalVolume(a, b Volume) bool {
 	return slices.Equal(a.Monitors, b.Monitors) && a.ClusterID == b.ClusterID && a.Pool == b.Pool && a.DataPool == b.DataPool &&
 		a.Features == b.Features && a.FsType == b.FsType && a.Prefix == b.Prefix && a.Mounter == b.Mounter &&
-		a.MapOpts == b.MapOpts && a.AdminID == b.AdminID && a.UserID == b.UserID && a.Claim == b.Claim
+		a.MapOpts == b.MapOpts && a.AdminID == b.AdminID && a.UserID == b.UserID && a.Claim == b.Claim && a.Encryption == b.Encryption
 }

@@ -168,6 +168,16 @@ func (c *contract) setMetadata(t *testing.T) {
 	if want := map[string]string{"a": "1", "b": "2"}; !maps.Equal(got, want) {
 		t.Errorf("metadata %v, want %v", got, want)
 	}
+	for range 2 { // the second removal finds nothing: still success
+		if err := c.Backend.RemoveMetadata(c.ctx(t), c.Creds, ref, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := c.stat(t, ref).Metadata, map[string]string{"b": "2"}; !maps.Equal(got, want) {
+		t.Errorf("metadata after removing a: %v, want %v", got, want)
+	}
+	err := c.Backend.RemoveMetadata(c.ctx(t), c.Creds, c.ref("missing"), "a")
+	wantErr(t, "RemoveMetadata", err, ceph.ErrNotFound)
 }
 
 func (c *contract) resize(t *testing.T) {
@@ -303,7 +313,9 @@ func (c *contract) snapshots(t *testing.T) {
 }
 
 func (c *contract) clone(t *testing.T) {
-	parent := c.create(t, "parent", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
+	// The parent's metadata is copied (a snapshot image keeps its volume's
+	// wrapped key that way); the spec's is written over it.
+	parent := c.create(t, "parent", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: map[string]string{"rbd-csi.inherited": "parent", "rbd-csi.test": "parent"}})
 	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base"); err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +329,8 @@ func (c *contract) clone(t *testing.T) {
 	if p := info.Parent; p == nil || p.Pool != c.Pool || p.Image != parent.Name || p.Snap != "base" || p.InTrash {
 		t.Fatalf("clone's parent %+v, want %s/%s@base", p, c.Pool, parent.Name)
 	}
-	if info.Size != 32<<20 || info.Metadata["rbd-csi.test"] != "clone" {
-		t.Errorf("clone size %d metadata %v, want the parent's size and the spec's metadata", info.Size, info.Metadata)
+	if info.Size != 32<<20 || info.Metadata["rbd-csi.test"] != "clone" || info.Metadata["rbd-csi.inherited"] != "parent" {
+		t.Errorf("clone size %d metadata %v, want the parent's size and metadata, the spec's over it", info.Size, info.Metadata)
 	}
 	if d, err := c.Backend.CloneDepth(c.ctx(t), c.Creds, child); err != nil || d != 1 {
 		t.Errorf("CloneDepth = %d, %v; want 1", d, err)

@@ -226,6 +226,21 @@ func (b *Backend) SetMetadata(ctx context.Context, cr ceph.Credentials, ref ceph
 	return nil
 }
 
+// RemoveMetadata implements ceph.Backend.
+func (b *Backend) RemoveMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, k string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "remove-metadata", cr, ref); err != nil {
+		return err
+	}
+	img, ok := b.images[key(ref)]
+	if !ok {
+		return notFound("remove-metadata", ref)
+	}
+	delete(img.Metadata, k)
+	return nil
+}
+
 // ResizeImage implements ceph.Backend.
 func (b *Backend) ResizeImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, size uint64) error {
 	b.mu.Lock()

@@ -159,6 +159,19 @@ func setMetadata(img *rbd.Image, md map[string]string) error {
 	return nil
 }
 
+// RemoveMetadata implements ceph.Backend.
+func (b *Backend) RemoveMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, key string) error {
+	return b.onPool(ctx, "remove metadata of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		return withImage(io, ref.Name, false, func(img *rbd.Image) error {
+			err := img.RemoveMetadata(key)
+			if errors.Is(err, rbd.ErrNotFound) {
+				return nil // removed already: a retry
+			}
+			return err
+		})
+	})
+}
+
 // ResizeImage implements ceph.Backend.
 func (b *Backend) ResizeImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, size uint64) error {
 	return b.onPool(ctx, "resize image", ref, cr, func(_ *conn, io *rados.IOContext) error {

@@ -22,6 +22,9 @@ type Command struct {
 	// variables are removed first so that the command only sees what the
 	// mapper chose.
 	Env []string
+	// Stdin is the command's standard input: the one place a secret (a
+	// LUKS passphrase) may go. String never shows it.
+	Stdin []byte
 }
 
 // String renders the command for logs and errors (it holds no secrets).
@@ -47,6 +50,9 @@ func (OSExecutor) Run(ctx context.Context, c Command) ([]byte, []byte, error) {
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
 	cmd.Env = commandEnv(c.Env)
 	cmd.WaitDelay = waitDelay
+	if c.Stdin != nil {
+		cmd.Stdin = bytes.NewReader(c.Stdin)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -70,6 +76,12 @@ func commandEnv(extra []string) []string {
 		}
 	}
 	return append(env, extra...)
+}
+
+// RunTool runs a command under ctx with ex; a failure is an error quoting
+// the command line and the tail of its stderr (never its stdin).
+func RunTool(ctx context.Context, ex Executor, c Command) (string, error) {
+	return runTool(ctx, ex, c)
 }
 
 // runTool runs a command and turns a failure into an error quoting the
