@@ -644,3 +644,49 @@ func TestLegacyMonitorsParameterUsesConfiguredClusterID(t *testing.T) {
 		t.Fatalf("volume ID %q does not use the configured cluster", resp.Volume.VolumeId)
 	}
 }
+
+func TestListVolumesReadsEachOwnerRecordOnceAndOpensNoImage(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := d.CreateVolume(ctx, createReq(fmt.Sprintf("pvc-%d", i), 1<<30, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := fake.Calls["stat"]
+	for walk := range 3 {
+		resp, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2})
+		if err != nil || len(resp.Entries) != 2 {
+			t.Fatalf("walk %d: ListVolumes = %v, %v; want a page of 2", walk, resp, err)
+		}
+	}
+	if got := fake.Calls["metadata-by-id"]; got != 1 {
+		t.Errorf("owner records read in %d calls over 3 walks, want 1 (the IDs are cached)", got)
+	}
+	if got := fake.Calls["stat"] - stats; got != 0 {
+		t.Errorf("ListVolumes opened images %d times, want none", got)
+	}
+}
+
+func TestListVolumesRereadsTheRecordOfAnImageRecreatedUnderItsName(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	first := mustCreate(t, d, createReq("pvc-1", 1<<30, nil))
+	if _, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: first.VolumeId, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	fake.AddUser("kube", testKey)
+	req := createReq("pvc-1", 1<<30, nil)
+	req.Parameters["adminId"], req.Secrets = "kube", map[string]string{"key": testKey}
+	second := mustCreate(t, d, req)
+	if second.VolumeId == first.VolumeId {
+		t.Fatalf("the key-only create answered the admin volume's ID %q", second.VolumeId)
+	}
+	resp, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{})
+	if err != nil || len(resp.Entries) != 1 || resp.Entries[0].Volume.VolumeId != second.VolumeId {
+		t.Fatalf("ListVolumes = %v, %v; want only %q", resp.GetEntries(), err, second.VolumeId)
+	}
+}

@@ -3,7 +3,7 @@ package driver
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"sync"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
@@ -85,47 +85,92 @@ func (d *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolume
 func (d *controllerService) allVolumeIDs(ctx context.Context) ([]string, error) {
 	var ids []string
 	for _, a := range d.usedPools.list() {
-		names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
+		poolIDs, err := d.poolVolumeIDs(ctx, a)
 		if err != nil {
-			return nil, statusOf(err, "list images of pool "+a.pool)
+			return nil, err
 		}
-		poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
-		if err != nil {
-			return nil, statusOf(err, "look up pool "+a.pool)
+		ids = append(ids, poolIDs...)
+	}
+	return ids, nil
+}
+
+// poolVolumeIDs lists the IDs of this installation's volumes in one pool.
+// The user a version 2 ID records is only in each image's owner record:
+// reading those costs one round trip per image the first time and none
+// after (recordedUsers), where opening every image cost several.
+func (d *controllerService) poolVolumeIDs(ctx context.Context, a poolAccess) ([]string, error) {
+	entries, err := d.opts.Backend.ListImageIDs(ctx, a.creds, a.cluster, a.pool)
+	if err != nil {
+		return nil, statusOf(err, "list images of pool "+a.pool)
+	}
+	poolID, err := d.opts.Backend.PoolID(ctx, a.creds, a.cluster, a.pool)
+	if err != nil {
+		return nil, statusOf(err, "look up pool "+a.pool)
+	}
+	owned := entries[:0:0]
+	for _, e := range entries {
+		if params.OwnedBy(e.Name, d.opts.InstanceID) && !params.IsSnapshotImage(e.Name) {
+			owned = append(owned, e)
 		}
-		for _, n := range names {
-			if !params.OwnedBy(n, d.opts.InstanceID) || params.IsSnapshotImage(n) {
-				continue
-			}
-			ref := ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: n}
-			user, err := d.recordedUser(ctx, a.creds, ref)
-			if err != nil {
-				return nil, err
-			}
-			id, err := encodeID(ref, poolID, user)
-			if err == nil {
-				ids = append(ids, id)
-			}
+	}
+	users, err := d.recordedUsers.lookup(ctx, d.opts.Backend, a, owned)
+	if err != nil {
+		return nil, statusOf(err, "read owner records in pool "+a.pool)
+	}
+	ids := make([]string, 0, len(owned))
+	for _, e := range owned {
+		ref := ceph.ImageRef{Cluster: a.cluster, Pool: a.pool, Name: e.Name}
+		if id, err := encodeID(ref, poolID, users[e.ID]); err == nil {
+			ids = append(ids, id)
 		}
 	}
 	return ids, nil
 }
 
-// recordedUser is the cephx user the volume's ID records, from its owner
-// record: the name alone does not tell, and the ID listed must be the one
-// CreateVolume answered. An image gone since the pool was listed, or one
-// that cannot be opened yet (a create in progress), records none.
-func (d *controllerService) recordedUser(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (string, error) {
-	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
-	if errors.Is(err, ceph.ErrNotFound) {
-		return "", nil
+// userCache remembers, per pool and image ID, the cephx user an image's
+// owner record names ("" for none). A record, once written, never changes
+// and a new image under an old name gets a new ID, so entries never go
+// stale; each walk keeps only the IDs still listed, so the cache holds no
+// more than the pools' volumes.
+type userCache struct {
+	mu    sync.Mutex
+	pools map[string]map[string]string // pool key → image ID → user
+}
+
+func newUserCache() *userCache { return &userCache{pools: map[string]map[string]string{}} }
+
+// lookup returns the recorded user by image ID for entries, reading the
+// owner records it does not know yet. An image without a record (gone,
+// or a create that has not written it yet) records none and is read
+// again next time.
+func (c *userCache) lookup(ctx context.Context, b ceph.Backend, a poolAccess, entries []ceph.ImageEntry) (map[string]string, error) {
+	key := a.cluster.Key() + "|" + a.pool
+	c.mu.Lock()
+	known := c.pools[key]
+	c.mu.Unlock()
+	users := make(map[string]string, len(entries))
+	var missing []string
+	for _, e := range entries {
+		if u, ok := known[e.ID]; ok {
+			users[e.ID] = u
+		} else {
+			missing = append(missing, e.ID)
+		}
 	}
-	if err != nil {
-		return "", statusOf(err, "inspect "+ref.String())
+	if len(missing) > 0 {
+		records, err := b.MetadataByID(ctx, a.creds, a.cluster, a.pool, metaOwner, missing)
+		if err != nil {
+			return nil, err
+		}
+		for id, raw := range records {
+			var o owner
+			if json.Unmarshal([]byte(raw), &o) == nil {
+				users[id] = o.User
+			}
+		}
 	}
-	var record owner
-	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &record) != nil {
-		return "", nil
-	}
-	return record.User, nil
+	c.mu.Lock()
+	c.pools[key] = users
+	c.mu.Unlock()
+	return users, nil
 }

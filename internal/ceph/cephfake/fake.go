@@ -394,3 +394,43 @@ func (b *Backend) PoolName(ctx context.Context, cr ceph.Credentials, cl ceph.Clu
 	}
 	return "", &ceph.OpError{Op: "look up pool", Target: strconv.FormatInt(id, 10), Err: ceph.ErrNotFound}
 }
+
+// ListImageIDs implements ceph.Backend.
+func (b *Backend) ListImageIDs(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) ([]ceph.ImageEntry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "list-ids", cr, ceph.ImageRef{Cluster: cl, Pool: pool}); err != nil {
+		return nil, err
+	}
+	var out []ceph.ImageEntry
+	for _, img := range b.images {
+		if p, _ := b.poolOf(img); p == pool {
+			out = append(out, ceph.ImageEntry{Name: img.Name, ID: img.ID})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// MetadataByID implements ceph.Backend.
+func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool, key string, ids []string) (map[string]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "metadata-by-id", cr, ceph.ImageRef{Cluster: cl, Pool: pool}); err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	out := map[string]string{}
+	for _, img := range b.images {
+		if p, _ := b.poolOf(img); p != pool || !want[img.ID] {
+			continue
+		}
+		if v, ok := img.Metadata[key]; ok {
+			out[img.ID] = v
+		}
+	}
+	return out, nil
+}
