@@ -29,8 +29,8 @@ func (b *bench) nodePhases(n int, mapper string) error {
 	if err != nil {
 		return fmt.Errorf("raw node path: %w", err)
 	}
-	report("Stage+Publish", 1, drvUp, rawUp, "by hand "+mapper)
-	report("Unpub+Unstage", 1, drvDown, rawDown, "by hand "+mapper)
+	b.report("Stage+Publish "+mapper, 1, drvUp, rawUp, "by hand "+mapper, 0.9)
+	b.report("Unpub+Unstage "+mapper, 1, drvDown, rawDown, "by hand "+mapper, 0)
 	return nil
 }
 

@@ -18,7 +18,7 @@ import (
 // a clone, the snapshot restores read from, the temporary snapshot's
 // removal), which is what lets the snapshot outlive its source.
 func (b *bench) snapshotPhases(conc int) error {
-	n := b.cfg.count
+	n := b.cfg.snapCount
 	tag := fmt.Sprintf("c%d", conc)
 	src, err := b.client.CreateVolume(context.Background(), b.createReq("bench-snapsrc-"+tag, 1<<30))
 	if err != nil {
@@ -43,7 +43,7 @@ func (b *bench) snapshotPhases(conc int) error {
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	report("CreateSnapshot", conc, drv, raw, "snap create")
+	b.report("CreateSnapshot", conc, drv, raw, "snap create", 0.8)
 
 	volIDs := make([]string, n)
 	drvRestore := func(i int) error {
@@ -61,7 +61,7 @@ func (b *bench) snapshotPhases(conc int) error {
 	if drv, raw, err = measurePair(n, conc, drvRestore, rawClone); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	report("FromSnapshot", conc, drv, raw, "rbd.CloneImage")
+	b.report("FromSnapshot", conc, drv, raw, "rbd.CloneImage", 0.8)
 	return b.snapshotCleanup(src.Volume.VolumeId, rawSrc, snapIDs, volIDs)
 }
 
