@@ -49,7 +49,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.mode, "mode", string(driver.ModeAll), "services to serve: controller, node or all")
 	fs.StringVar(&c.clusterConfig, "cluster-config", "", `path to the cluster config: JSON list of {"clusterID": "...", "monitors": ["host:port", ...], "rbd": {"radosNamespace": "..."}} (ceph-csi config.json format)`)
 	fs.StringVar(&c.instanceID, "instance-id", "default", "keeps two installations sharing a Ceph pool apart: image names are derived from it; never change it on a running installation")
-	fs.StringVar(&c.secretsDir, "secrets-dir", "", "optional directory with one sub-directory per clusterID holding userID and userKey files (a mounted Secret), used by GetCapacity and ListVolumes, which carry no secrets")
+	fs.StringVar(&c.secretsDir, "secrets-dir", "", "optional directory with one sub-directory per clusterID holding userID and userKey files (a mounted Secret), used by GetCapacity, ListVolumes and ListSnapshots, which carry no secrets: with it they cover every RBD pool of the cluster from the start, without it only pools a call with secrets has shown")
 	fs.DurationVar(&c.cephTimeout, "ceph-timeout", librbd.DefaultOptions.OpTimeout, "upper bound of every Ceph operation and of connecting to a cluster (keep it below the sidecars' --timeout); the pieces of a half-created image are left alone for twice this long, as they may be a create still running")
 	fs.DurationVar(&c.idleTimeout, "ceph-idle-timeout", librbd.DefaultOptions.IdleTimeout, "close a Ceph connection unused for this long")
 	fs.StringVar(&c.mapper, "mapper", "krbd", "node: default way to attach images when the StorageClass has no mounter parameter: krbd, rbd-nbd or fuse")

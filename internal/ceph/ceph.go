@@ -161,6 +161,9 @@ type Backend interface {
 	MetadataByID(ctx context.Context, cr Credentials, cluster Cluster, pool, key string, ids []string) (map[string]string, error)
 	// PoolUsage reports the pool's capacity.
 	PoolUsage(ctx context.Context, cr Credentials, cluster Cluster, pool string) (PoolUsage, error)
+	// RBDPools lists, sorted, the cluster's pools with the rbd application
+	// enabled (`rbd pool init` or `ceph osd pool application enable`).
+	RBDPools(ctx context.Context, cr Credentials, cluster Cluster) ([]string, error)
 	// Watchers lists the clients, other than this process, that have the
 	// image open.
 	Watchers(ctx context.Context, cr Credentials, ref ImageRef) ([]Watcher, error)

@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -43,9 +44,16 @@ func (d *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacit
 }
 
 func (d *controllerService) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
+	pools, err := d.listingPools(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var total uint64
-	for _, a := range d.usedPools.list() {
+	for _, a := range pools {
 		u, err := d.opts.Backend.PoolUsage(ctx, a.creds, a.cluster, a.pool)
+		if skippable(a, err) {
+			continue
+		}
 		if err != nil {
 			return nil, statusOf(err, "read capacity of pool "+a.pool)
 		}
@@ -83,9 +91,16 @@ func (d *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolume
 }
 
 func (d *controllerService) allVolumeIDs(ctx context.Context) ([]string, error) {
+	pools, err := d.listingPools(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var ids []string
-	for _, a := range d.usedPools.list() {
+	for _, a := range pools {
 		poolIDs, err := d.poolVolumeIDs(ctx, a)
+		if skippable(a, err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -94,12 +109,22 @@ func (d *controllerService) allVolumeIDs(ctx context.Context) ([]string, error) 
 	return ids, nil
 }
 
+// skippable says whether err only shows that the --secrets-dir
+// credentials may not read a pool they found: the cluster's other
+// installations' pools are not this driver's business.
+func skippable(a poolAccess, err error) bool {
+	return a.discovered && errors.Is(err, ceph.ErrPermission)
+}
+
 // poolVolumeIDs lists the IDs of this installation's volumes in one pool.
 // The user a version 2 ID records is only in each image's owner record:
 // reading those costs one round trip per image the first time and none
 // after (recordedUsers), where opening every image cost several.
 func (d *controllerService) poolVolumeIDs(ctx context.Context, a poolAccess) ([]string, error) {
 	entries, err := d.opts.Backend.ListImageIDs(ctx, a.creds, a.cluster, a.pool)
+	if skippable(a, err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, statusOf(err, "list images of pool "+a.pool)
 	}

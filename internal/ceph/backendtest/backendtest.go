@@ -47,6 +47,7 @@ func Run(t *testing.T, env Env) {
 	t.Run("TrashImageOfAMissingImageIsErrNotFound", c.trashMissing)
 	t.Run("RemovePartialImageOfNothingIsErrNotFound", c.removePartialNothing)
 	t.Run("PoolIDAndPoolNameRoundTrip", c.poolIDs)
+	t.Run("RBDPoolsHoldsTheTestPool", c.rbdPools)
 	t.Run("WatchersOfAnImageNobodyOpenedIsEmpty", c.noWatchers)
 	t.Run("SnapshotsCreateStatListRemove", c.snapshots)
 	t.Run("CloneReadsThroughItsParentUntilFlattened", c.clone)
@@ -220,6 +221,16 @@ func (c *contract) listImageIDs(t *testing.T) {
 	}
 	if want := map[string]string{ids[0]: "value"}; !maps.Equal(got, want) {
 		t.Errorf("MetadataByID = %v, want %v (only the image that has the key)", got, want)
+	}
+}
+
+func (c *contract) rbdPools(t *testing.T) {
+	pools, err := c.Backend.RBDPools(c.ctx(t), c.Creds, c.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSorted(pools) || !slices.Contains(pools, c.Pool) {
+		t.Errorf("RBDPools = %v, want a sorted list holding %s", pools, c.Pool)
 	}
 }
 

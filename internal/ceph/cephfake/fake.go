@@ -33,6 +33,8 @@ type Backend struct {
 	Mgr bool
 	// FSID is the cluster fsid StatImage reports (New sets FakeFSID).
 	FSID string
+	// NonRBDPools are pools RBDPools leaves out (no rbd application).
+	NonRBDPools map[string]bool
 	// Usage is what PoolUsage reports for every pool.
 	Usage ceph.PoolUsage
 	// PartialGrace: RemovePartialImage answers ErrInProgress for an image
@@ -432,5 +434,22 @@ func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph
 			out[img.ID] = v
 		}
 	}
+	return out, nil
+}
+
+// RBDPools implements ceph.Backend: every pool but NonRBDPools.
+func (b *Backend) RBDPools(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "rbd-pools", cr, ceph.ImageRef{Cluster: cl}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for p := range b.pools {
+		if !b.NonRBDPools[p] {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
 	return out, nil
 }

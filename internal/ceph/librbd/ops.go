@@ -325,6 +325,28 @@ func poolUsage(rc *rados.Conn, pool string) (ceph.PoolUsage, error) {
 	return u, nil
 }
 
+// RBDPools implements ceph.Backend with one monitor command.
+func (b *Backend) RBDPools(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster) ([]string, error) {
+	var out []string
+	err := b.run(ctx, "list the RBD pools of", "the cluster", cl, cr, func(c *conn) error {
+		var pools []struct {
+			Name         string                     `json:"pool_name"`
+			Applications map[string]json.RawMessage `json:"application_metadata"`
+		}
+		if err := monJSON(c.rc, map[string]string{"prefix": "osd pool ls", "detail": "detail", "format": "json"}, &pools); err != nil {
+			return err
+		}
+		for _, p := range pools {
+			if _, ok := p.Applications["rbd"]; ok {
+				out = append(out, p.Name)
+			}
+		}
+		sort.Strings(out)
+		return nil
+	})
+	return out, err
+}
+
 func monJSON(rc *rados.Conn, cmd map[string]string, out any) error {
 	req, err := json.Marshal(cmd)
 	if err != nil {
