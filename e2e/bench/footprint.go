@@ -33,7 +33,7 @@ type controllerProcess struct {
 
 // startController runs binary --mode controller against the bench's
 // cluster and waits until it answers.
-func (b *bench) startController(binary, instance string) (*controllerProcess, error) {
+func (b *bench) startController(binary, instance string, extraArgs ...string) (*controllerProcess, error) {
 	dir, err := os.MkdirTemp("", "rbd-csi-bench-ctl")
 	if err != nil {
 		return nil, err
@@ -50,7 +50,7 @@ func (b *bench) startController(binary, instance string) (*controllerProcess, er
 	defer logf.Close()
 	sock := filepath.Join(dir, "csi.sock")
 	p := &controllerProcess{dir: dir}
-	p.cmd = exec.Command(binary, "--mode", "controller", "--endpoint", "unix://"+sock, "--cluster-config", conf, "--instance-id", instance)
+	p.cmd = exec.Command(binary, append([]string{"--mode", "controller", "--endpoint", "unix://" + sock, "--cluster-config", conf, "--instance-id", instance}, extraArgs...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	start := time.Now()
 	if err := p.cmd.Start(); err != nil {

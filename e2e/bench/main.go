@@ -66,6 +66,8 @@ type config struct {
 	resultsDir     string
 	cpuProfile     string
 	memProfile     string
+	// scale, when set, runs only the scale phases with this many volumes.
+	scale int
 }
 
 func main() {
@@ -86,6 +88,7 @@ func main() {
 	flag.StringVar(&c.resultsDir, "results", "bin/bench-results", "folder under which each run writes <time>/table.txt and latency histogram SVGs (empty: none)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the controller phases (driver in-process) to this file")
 	flag.StringVar(&c.memProfile, "memprofile", "", "write a heap profile after the controller phases to this file")
+	flag.IntVar(&c.scale, "scale", 0, "run only the scale phases (make bench-scale): fill the pool with this many volumes through a controller process and time what must not grow with it")
 	flag.Parse()
 	c.nodeMappers = strings.Split(*mappers, ",")
 	for _, s := range strings.Split(conc, ",") {
@@ -150,6 +153,12 @@ func run(c config) error {
 	}
 	defer stop()
 
+	if c.scale > 0 {
+		if err := b.scalePhases(c.scale); err != nil { // scale.go
+			return fmt.Errorf("scale: %w", err)
+		}
+		return b.finish()
+	}
 	if c.nodeOnly {
 		if err := b.runNodePhases(); err != nil {
 			return err
