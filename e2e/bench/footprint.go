@@ -56,6 +56,18 @@ func (b *bench) startController(binary, instance string, extraArgs ...string) (*
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", binary, err)
 	}
+	// Wait for the socket before dialling: a failed dial would make gRPC
+	// back off for a second and hide the real start-up time.
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			p.stop()
+			return nil, fmt.Errorf("controller made no socket within 30s (log %s)", logf.Name())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	if p.conn, err = grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		p.stop()
 		return nil, err
@@ -73,7 +85,7 @@ func (b *bench) startController(binary, instance string, extraArgs ...string) (*
 			p.stop()
 			return nil, fmt.Errorf("controller did not answer within 30s (log %s): %w", logf.Name(), err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	p.ready = time.Since(start)
 	return p, nil
