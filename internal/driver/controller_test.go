@@ -783,3 +783,36 @@ func TestRestartedControllerWithoutListingCredentialsListsNothingYet(t *testing.
 		t.Errorf("ListVolumes without --secrets-dir = %v, %v; want empty until a call shows credentials (README)", lv.GetEntries(), err)
 	}
 }
+
+func TestListVolumesWalkListsThePoolsOnceAndToleratesChangesBetweenPages(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	for i := range 5 {
+		mustCreate(t, d, createReq(fmt.Sprintf("pvc-%d", i), 1<<30, nil))
+	}
+	lists := fake.Calls["list-ids"]
+	first, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, d, createReq("pvc-between-pages", 1<<30, nil))
+	seen := len(first.Entries)
+	for token := first.NextToken; token != ""; {
+		resp, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2, StartingToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen += len(resp.Entries)
+		token = resp.NextToken
+	}
+	if seen != 5 {
+		t.Errorf("the walk listed %d volumes, want the 5 there when it began", seen)
+	}
+	if got := fake.Calls["list-ids"] - lists; got != 1 {
+		t.Errorf("a walk of 3 pages listed the pool %d times, want 1", got)
+	}
+	again, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{})
+	if err != nil || len(again.Entries) != 6 {
+		t.Errorf("the next walk = %v, %v; want the 6 volumes", again.GetEntries(), err)
+	}
+}

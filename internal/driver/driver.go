@@ -99,6 +99,7 @@ type controllerService struct {
 	usedPools *knownPools // pools and the credentials last used for them
 	// recordedUsers caches the users owner records name, for ListVolumes.
 	recordedUsers *userCache
+	walk          walkCache // the listing a ListVolumes walk pages through
 	purger        *purger
 	flattener     *flattener
 	// partialWait: see defaultPartialWait (a field so tests can shorten it).
