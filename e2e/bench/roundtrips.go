@@ -102,22 +102,12 @@ func (b *bench) roundTrips() error {
 		{"rbd.CloneImage (raw)", func(i int) error {
 			return b.rawClone(srcName, fmt.Sprintf("s%d", i), fmt.Sprintf("%s-clone-%d", srcName, i))
 		}},
-		{"CreateVolume from snapshot", func(i int) error {
-			req := b.createReq(fmt.Sprintf("bench-rt-restore-%d", i), 1<<30)
-			req.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapIDs[i]}}}
-			r, err := b.client.CreateVolume(ctx, req)
-			if err == nil {
-				restoreIDs[i] = r.Volume.VolumeId
-			}
+		{"CreateVolume from snapshot", func(i int) (err error) {
+			restoreIDs[i], err = b.createFrom(fmt.Sprintf("bench-rt-restore-%d", i), &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapIDs[i]}}})
 			return err
 		}},
-		{"CreateVolume from volume", func(i int) error {
-			req := b.createReq(fmt.Sprintf("bench-rt-clone-%d", i), 1<<30)
-			req.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: ids[i]}}}
-			r, err := b.client.CreateVolume(ctx, req)
-			if err == nil {
-				cloneIDs[i] = r.Volume.VolumeId
-			}
+		{"CreateVolume from volume", func(i int) (err error) {
+			cloneIDs[i], err = b.createFrom(fmt.Sprintf("bench-rt-clone-%d", i), &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: ids[i]}}})
 			return err
 		}},
 		{"DeleteVolume (until it answers)", func(i int) error {
@@ -148,6 +138,17 @@ func (b *bench) roundTrips() error {
 		b.sum.note("  %-38s %6.1f", l.what, per)
 	}
 	return b.roundTripCleanup(ids, snapIDs, srcName)
+}
+
+// createFrom creates a 1 GiB volume from a content source and returns its ID.
+func (b *bench) createFrom(name string, src *csi.VolumeContentSource) (string, error) {
+	req := b.createReq(name, 1<<30)
+	req.VolumeContentSource = src
+	r, err := b.client.CreateVolume(context.Background(), req)
+	if err != nil {
+		return "", err
+	}
+	return r.Volume.VolumeId, nil
 }
 
 // listOnce walks ListVolumes in pages of 500 once, for i == 0 only: over
@@ -181,16 +182,7 @@ func (b *bench) roundTripCleanup(ids, snapIDs []string, rawSrc string) error {
 			return fmt.Errorf("delete volume: %w", err)
 		}
 	}
-	img, err := rbd.OpenImage(b.io, rawSrc, rbd.NoSnapshot)
-	if err != nil {
-		return err
-	}
-	snaps, _ := img.GetSnapshotNames()
-	for _, s := range snaps {
-		_ = img.GetSnapshot(s.Name).Remove()
-	}
-	_ = img.Close()
-	if err := rbd.RemoveImage(b.io, rawSrc); err != nil {
+	if err := b.removeRawImageWithSnapshots(rawSrc); err != nil {
 		return err
 	}
 	b.waitTrashDrainedOf("csi-", 5*time.Minute)

@@ -47,13 +47,8 @@ func (b *bench) snapshotPhases(conc int) error {
 	b.report("CreateSnapshot", conc, drv, raw, "snap+clone+snap+rm", 0.8)
 
 	volIDs := make([]string, n)
-	drvRestore := func(i int) error {
-		req := b.createReq(fmt.Sprintf("bench-restore-%s-%d", tag, i), 1<<30)
-		req.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapIDs[i]}}}
-		resp, err := b.client.CreateVolume(context.Background(), req)
-		if err == nil {
-			volIDs[i] = resp.Volume.VolumeId
-		}
+	drvRestore := func(i int) (err error) {
+		volIDs[i], err = b.createFrom(fmt.Sprintf("bench-restore-%s-%d", tag, i), &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapIDs[i]}}})
 		return err
 	}
 	rawClone := func(i int) error {
@@ -157,7 +152,17 @@ func (b *bench) snapshotCleanup(srcID, rawSrc string, snapIDs, volIDs []string) 
 			return fmt.Errorf("remove raw snapshot image: %w", err)
 		}
 	}
-	img, err := rbd.OpenImage(b.io, rawSrc, rbd.NoSnapshot)
+	if err := b.removeRawImageWithSnapshots(rawSrc); err != nil {
+		return fmt.Errorf("remove raw snapshot source: %w", err)
+	}
+	drain := b.waitTrashDrainedOf("csi-", 10*time.Minute)
+	fmt.Printf("  background purge of the snapshot phase's images finished %v after the last delete\n", drain.Round(time.Millisecond))
+	return nil
+}
+
+// removeRawImageWithSnapshots removes a raw image and its snapshots.
+func (b *bench) removeRawImageWithSnapshots(name string) error {
+	img, err := rbd.OpenImage(b.io, name, rbd.NoSnapshot)
 	if err != nil {
 		return err
 	}
@@ -166,12 +171,7 @@ func (b *bench) snapshotCleanup(srcID, rawSrc string, snapIDs, volIDs []string) 
 		_ = img.GetSnapshot(s.Name).Remove()
 	}
 	_ = img.Close()
-	if err := rbd.RemoveImage(b.io, rawSrc); err != nil {
-		return fmt.Errorf("remove raw snapshot source: %w", err)
-	}
-	drain := b.waitTrashDrainedOf("csi-", 10*time.Minute)
-	fmt.Printf("  background purge of the snapshot phase's images finished %v after the last delete\n", drain.Round(time.Millisecond))
-	return nil
+	return rbd.RemoveImage(b.io, name)
 }
 
 // waitTrashDrainedOf waits until no trash entry with the prefix is left.
