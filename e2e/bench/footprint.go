@@ -21,12 +21,14 @@ import (
 // clockTicks is Linux's USER_HZ, the unit of /proc/<pid>/stat times.
 const clockTicks = 100
 
-// controllerProcess is the driver binary running as a controller of its
-// own, so that its CPU and memory are its alone.
+// controllerProcess is the driver binary running as a process of its own
+// (a controller, or a node plugin), so that its CPU and memory are its
+// alone.
 type controllerProcess struct {
 	cmd    *exec.Cmd
 	conn   *grpc.ClientConn
 	client csi.ControllerClient
+	node   csi.NodeClient
 	dir    string
 	ready  time.Duration // from exec to the first answered call
 }
@@ -34,6 +36,12 @@ type controllerProcess struct {
 // startController runs binary --mode controller against the bench's
 // cluster and waits until it answers.
 func (b *bench) startController(binary, instance string, extraArgs ...string) (*controllerProcess, error) {
+	return b.startDriverProcess(binary, append([]string{"--mode", "controller", "--instance-id", instance}, extraArgs...))
+}
+
+// startDriverProcess runs binary with args against the bench's cluster
+// and waits until it answers.
+func (b *bench) startDriverProcess(binary string, args []string) (*controllerProcess, error) {
 	dir, err := os.MkdirTemp("", "rbd-csi-bench-ctl")
 	if err != nil {
 		return nil, err
@@ -50,7 +58,7 @@ func (b *bench) startController(binary, instance string, extraArgs ...string) (*
 	defer logf.Close()
 	sock := filepath.Join(dir, "csi.sock")
 	p := &controllerProcess{dir: dir}
-	p.cmd = exec.Command(binary, append([]string{"--mode", "controller", "--endpoint", "unix://" + sock, "--cluster-config", conf, "--instance-id", instance}, extraArgs...)...)
+	p.cmd = exec.Command(binary, append([]string{"--endpoint", "unix://" + sock, "--cluster-config", conf}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	start := time.Now()
 	if err := p.cmd.Start(); err != nil {
@@ -72,7 +80,7 @@ func (b *bench) startController(binary, instance string, extraArgs ...string) (*
 		p.stop()
 		return nil, err
 	}
-	p.client = csi.NewControllerClient(p.conn)
+	p.client, p.node = csi.NewControllerClient(p.conn), csi.NewNodeClient(p.conn)
 	id := csi.NewIdentityClient(p.conn)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

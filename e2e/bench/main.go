@@ -68,6 +68,8 @@ type config struct {
 	memProfile     string
 	// scale, when set, runs only the scale phases with this many volumes.
 	scale int
+	// scaleNode is the fuse volumes the scale phases stage on one node.
+	scaleNode int
 }
 
 func main() {
@@ -89,6 +91,7 @@ func main() {
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the controller phases (driver in-process) to this file")
 	flag.StringVar(&c.memProfile, "memprofile", "", "write a heap profile after the controller phases to this file")
 	flag.IntVar(&c.scale, "scale", 0, "run only the scale phases (make bench-scale): fill the pool with this many volumes through a controller process and time what must not grow with it")
+	flag.IntVar(&c.scaleNode, "scale-node", 100, "with -scale: fuse volumes staged and published through a node plugin process, whose restart and NodeGetVolumeStats sweep are timed (0 skips; needs root)")
 	flag.Parse()
 	c.nodeMappers = strings.Split(*mappers, ",")
 	for _, s := range strings.Split(conc, ",") {

@@ -56,12 +56,14 @@ func (b *bench) createVolume(name, work, mapper string) (driverVolume, error) {
 	return v, os.MkdirAll(v.staging, 0o750)
 }
 
-func (b *bench) stagePublish(v driverVolume) error {
+func (b *bench) stagePublish(v driverVolume) error { return stagePublishWith(b.node, v, b.secrets()) }
+
+func stagePublishWith(node csi.NodeClient, v driverVolume, secrets map[string]string) error {
 	capab := mountCapability()
-	if _, err := b.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: b.secrets(), VolumeContext: v.vol.VolumeContext}); err != nil {
+	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: secrets, VolumeContext: v.vol.VolumeContext}); err != nil {
 		return err
 	}
-	_, err := b.node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
+	_, err := node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
 	return err
 }
 

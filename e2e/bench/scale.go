@@ -106,6 +106,9 @@ func (b *bench) scalePhases(n int) error {
 	}
 	rss, _ := p.rssMiB()
 	b.sum.note("scale: RSS of the restarted controller after the walks: %.1f MiB", rss)
+	if b.cfg.scaleNode > 0 {
+		return b.nodeScale(p, b.cfg.scaleNode)
+	}
 	return nil
 }
 
@@ -160,4 +163,66 @@ func (b *bench) listingSecretsDir() (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// nodeScale stages and publishes n fuse volumes through a node plugin
+// process of its own, then times what grows with a node's volume count:
+// the plugin's restart to ready and a NodeGetVolumeStats sweep.
+func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
+	if os.Geteuid() != 0 {
+		b.sum.note("scale: node phase skipped: it mounts filesystems, run as root")
+		return nil
+	}
+	work, err := os.MkdirTemp("", "rbd-csi-bench-nodescale")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	args := []string{"--mode", "node", "--nodeid", "bench", "--mapper", "fuse", "--state-dir", filepath.Join(work, "state"), "--keyring-dir", filepath.Join(work, "keyrings")}
+	p, err := b.startDriverProcess(b.cfg.driverBinary, args)
+	if err != nil {
+		return err
+	}
+	defer func() { p.stop() }()
+	vols := make([]driverVolume, n)
+	start := time.Now()
+	for i := range vols {
+		resp, err := ctl.client.CreateVolume(context.Background(), b.createReqWith(fmt.Sprintf("scale-node-%d", i), 1<<30, "fuse"))
+		if err != nil {
+			return fmt.Errorf("create: %w", err)
+		}
+		name := fmt.Sprintf("v%d", i)
+		vols[i] = driverVolume{vol: resp.Volume, staging: filepath.Join(work, name+"-staging"), target: filepath.Join(work, name+"-pod")}
+		if err := os.MkdirAll(vols[i].staging, 0o750); err != nil {
+			return err
+		}
+		if err := stagePublishWith(p.node, vols[i], b.secrets()); err != nil {
+			return fmt.Errorf("stage and publish volume %d: %w", i, err)
+		}
+	}
+	b.sum.note("scale: %d fuse volumes created, staged and published through a node plugin process in %v", n, time.Since(start).Round(time.Millisecond))
+	defer func() {
+		for _, v := range vols {
+			if v.vol == nil {
+				continue
+			}
+			_, _ = p.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: v.vol.VolumeId, TargetPath: v.target})
+			_, _ = p.node.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging})
+			_, _ = ctl.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: v.vol.VolumeId, Secrets: b.secrets()})
+		}
+	}()
+	p.stop()
+	if p, err = b.startDriverProcess(b.cfg.driverBinary, args); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	b.sum.note("scale: node plugin restart with %d volumes staged: exec to ready in %v", n, p.ready.Round(time.Millisecond))
+	start = time.Now()
+	for _, v := range vols {
+		if _, err := p.node.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: v.vol.VolumeId, VolumePath: v.target}); err != nil {
+			return fmt.Errorf("NodeGetVolumeStats: %w", err)
+		}
+	}
+	took := time.Since(start)
+	b.sum.note("scale: NodeGetVolumeStats sweep over %d volumes: %v (%v per volume)", n, took.Round(time.Millisecond), (took / time.Duration(n)).Round(time.Microsecond))
+	return nil
 }
