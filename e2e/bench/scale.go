@@ -201,13 +201,18 @@ func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
 		}
 	}
 	b.sum.note("scale: %d fuse volumes created, staged and published through a node plugin process in %v", n, time.Since(start).Round(time.Millisecond))
+	// Every volume must be unstaged before the cluster goes: an rbd-fuse
+	// left behind without its cluster hangs whatever stats its file
+	// (losetup -a, for one).
 	defer func() {
 		for _, v := range vols {
 			if v.vol == nil {
 				continue
 			}
-			_, _ = p.node.NodeUnpublishVolume(context.Background(), &csi.NodeUnpublishVolumeRequest{VolumeId: v.vol.VolumeId, TargetPath: v.target})
-			_, _ = p.node.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging})
+			if err := b.unstageWithRetries(p.node, v); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: volume %s left staged at %s: %v; unmount it and kill its rbd-fuse before stopping the cluster\n", v.vol.VolumeId, v.staging, err)
+				continue
+			}
 			_, _ = ctl.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: v.vol.VolumeId, Secrets: b.secrets()})
 		}
 	}()
@@ -225,4 +230,23 @@ func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
 	took := time.Since(start)
 	b.sum.note("scale: NodeGetVolumeStats sweep over %d volumes: %v (%v per volume)", n, took.Round(time.Millisecond), (took / time.Duration(n)).Round(time.Microsecond))
 	return nil
+}
+
+// unstageWithRetries unpublishes and unstages v, trying again when a call
+// fails (a busy machine makes rbd-fuse slow to let go).
+func (b *bench) unstageWithRetries(node csi.NodeClient, v driverVolume) error {
+	var err error
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		_, err = node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.vol.VolumeId, TargetPath: v.target})
+		if err == nil {
+			_, err = node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging})
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
