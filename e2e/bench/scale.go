@@ -177,7 +177,12 @@ func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	stranded := false // a volume left staged: its mounts are under work
+	defer func() {
+		if !stranded {
+			os.RemoveAll(work)
+		}
+	}()
 	args := []string{"--mode", "node", "--nodeid", "bench", "--mapper", "fuse", "--state-dir", filepath.Join(work, "state"), "--keyring-dir", filepath.Join(work, "keyrings")}
 	p, err := b.startDriverProcess(b.cfg.driverBinary, args)
 	if err != nil {
@@ -211,6 +216,7 @@ func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
 			}
 			if err := b.unstageWithRetries(p.node, v); err != nil {
 				fmt.Fprintf(os.Stderr, "bench: volume %s left staged at %s: %v; unmount it and kill its rbd-fuse before stopping the cluster\n", v.vol.VolumeId, v.staging, err)
+				stranded = true
 				continue
 			}
 			_, _ = ctl.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: v.vol.VolumeId, Secrets: b.secrets()})
