@@ -54,6 +54,22 @@ type config struct {
 	monitors    string
 	key         string
 	pool        string
+	// runs repeats the controller throughput phases (their spread is printed).
+	runs int
+	// snapCount is the volumes per snapshot phase (count when 0).
+	snapCount int
+	// footprintPairs is the Create+Delete pairs the footprint phase makes
+	// through the controller binary (0 skips it).
+	footprintPairs int
+	driverBinary   string
+	roundTrips     bool
+	resultsDir     string
+	cpuProfile     string
+	memProfile     string
+	// scale, when set, runs only the scale phases with this many volumes.
+	scale int
+	// scaleNode is the fuse volumes the scale phases stage on one node.
+	scaleNode int
 }
 
 func main() {
@@ -66,6 +82,16 @@ func main() {
 	mappers := flag.String("node-mappers", "fuse", "comma-separated mappers the node phases run with (krbd and rbd-nbd need the kernel's rbd and nbd modules: make test-kernel)")
 	flag.BoolVar(&c.nodeOnly, "node-only", false, "run only the node phases")
 	flag.IntVar(&c.ioMiB, "io-mib", 0, "MiB each throughput phase moves through a published volume, driver against by hand (0 skips them)")
+	flag.IntVar(&c.runs, "runs", 1, "times the controller throughput phases run (the spread of their ratios is printed)")
+	flag.IntVar(&c.snapCount, "snap-count", 0, "volumes per snapshot phase (0: -count)")
+	flag.IntVar(&c.footprintPairs, "footprint-pairs", 0, "CreateVolume+DeleteVolume pairs at c=16 through the driver binary as a controller process of its own, for its CPU per pair and RSS against raw go-ceph's CPU (0 skips)")
+	flag.StringVar(&c.driverBinary, "driver-binary", "bin/rbd-csi", "driver binary the footprint phase runs")
+	flag.BoolVar(&c.roundTrips, "round-trips", true, "count the OSD round trips per controller RPC and per raw step (osd.0 perf counters)")
+	flag.StringVar(&c.resultsDir, "results", "bin/bench-results", "folder under which each run writes <time>/table.txt and latency histogram SVGs (empty: none)")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the controller phases (driver in-process) to this file")
+	flag.StringVar(&c.memProfile, "memprofile", "", "write a heap profile after the controller phases to this file")
+	flag.IntVar(&c.scale, "scale", 0, "run only the scale phases (make bench-scale): fill the pool with this many volumes through a controller process and time what must not grow with it")
+	flag.IntVar(&c.scaleNode, "scale-node", 100, "with -scale: fuse volumes staged and published through a node plugin process, whose restart and NodeGetVolumeStats sweep are timed (0 skips; needs root)")
 	flag.Parse()
 	c.nodeMappers = strings.Split(*mappers, ",")
 	for _, s := range strings.Split(conc, ",") {
@@ -82,6 +108,9 @@ func main() {
 	if c.pool == "" {
 		c.pool = "kube"
 	}
+	if c.snapCount == 0 {
+		c.snapCount = c.count
+	}
 	if err := run(c); err != nil {
 		fail(err)
 	}
@@ -94,6 +123,7 @@ func fail(err error) {
 
 type bench struct {
 	cfg     config
+	conn    *rados.Conn
 	io      *rados.IOContext
 	client  csi.ControllerClient
 	node    csi.NodeClient
@@ -102,6 +132,7 @@ type bench struct {
 	admin   ceph.Credentials
 	// metricsAddr is the driver's metrics endpoint, scraped at the end.
 	metricsAddr string
+	sum         *summary
 }
 
 func run(c config) error {
@@ -118,20 +149,69 @@ func run(c config) error {
 	}
 	defer io.Destroy()
 
-	b := &bench{cfg: c, io: io, admin: ceph.Credentials{User: "admin", Key: c.key}}
+	b := &bench{cfg: c, conn: conn, io: io, admin: ceph.Credentials{User: "admin", Key: c.key}, sum: newSummary()}
 	stop, err := b.startDriver()
 	if err != nil {
 		return err
 	}
 	defer stop()
 
-	if c.nodeOnly {
-		return b.runNodePhases()
+	if c.scale > 0 {
+		if err := b.scalePhases(c.scale); err != nil { // scale.go
+			return fmt.Errorf("scale: %w", err)
+		}
+		return b.finish()
 	}
-	fmt.Printf("rbd-csi bench: %d volumes of 1 GiB per phase, pool %s, monitors %s\n", c.count, c.pool, c.monitors)
-	for _, n := range c.concurrency {
-		if err := b.controllerPhases(n); err != nil {
+	if c.nodeOnly {
+		if err := b.runNodePhases(); err != nil {
 			return err
+		}
+		return b.finish()
+	}
+	header := fmt.Sprintf("rbd-csi bench: %d volumes of 1 GiB per phase (snapshot phases %d), %d run(s), pool %s, monitors %s, load average at start %s",
+		c.count, c.snapCount, c.runs, c.pool, c.monitors, loadAverage())
+	fmt.Println(header)
+	if c.roundTrips {
+		if err := b.roundTrips(); err != nil { // roundtrips.go
+			return err
+		}
+	}
+	if err := b.profiledControllerPhases(); err != nil {
+		return err
+	}
+	if err := b.bigDelete(); err != nil {
+		return err
+	}
+	if c.footprintPairs > 0 {
+		if err := b.footprint(c.driverBinary, c.footprintPairs, 16, b.sum); err != nil { // footprint.go
+			return fmt.Errorf("footprint: %w", err)
+		}
+	}
+	if err := b.runNodePhases(); err != nil {
+		return err
+	}
+	if err := reportMetrics(b.metricsAddr); err != nil {
+		return err
+	}
+	return b.finish()
+}
+
+// profiledControllerPhases runs the controller throughput phases c.runs
+// times, then the snapshot phases, under the CPU profile when asked.
+func (b *bench) profiledControllerPhases() error {
+	c := b.cfg
+	stopProfile, err := startCPUProfile(c.cpuProfile)
+	if err != nil {
+		return err
+	}
+	for run := 1; run <= c.runs; run++ {
+		if c.runs > 1 {
+			fmt.Printf("-- run %d of %d\n", run, c.runs)
+		}
+		for _, n := range c.concurrency {
+			if err := b.controllerPhases(n); err != nil {
+				return err
+			}
 		}
 	}
 	for _, n := range c.concurrency {
@@ -139,13 +219,39 @@ func run(c config) error {
 			return err
 		}
 	}
-	if err := b.bigDelete(); err != nil {
-		return err
+	stopProfile()
+	return writeHeapProfile(c.memProfile)
+}
+
+// finish prints the spread of repeated figures and the side-by-side
+// table, and writes them with the latency histograms to the results folder.
+func (b *bench) finish() error {
+	fmt.Println()
+	b.sum.spread(os.Stdout)
+	b.sum.table(os.Stdout)
+	if b.cfg.resultsDir == "" {
+		return nil
 	}
-	if err := b.runNodePhases(); err != nil {
-		return err
+	dir, err := b.sum.write(b.cfg.resultsDir, fmt.Sprintf("rbd-csi bench, load average at the end %s", loadAverage()))
+	if err != nil {
+		return fmt.Errorf("write results: %w", err)
 	}
-	return reportMetrics(b.metricsAddr)
+	fmt.Printf("results: %s (table.txt, latency-*.svg)\n", dir)
+	return nil
+}
+
+// loadAverage is /proc/loadavg's first three fields: how busy the shared
+// machine was, next to figures that are ratios for that reason.
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // runNodePhases runs the node phases unless they are turned off or the
@@ -267,7 +373,7 @@ func (b *bench) controllerPhases(conc int) error {
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	report("CreateVolume", conc, drv, raw, "rbd.CreateImage")
+	b.report("CreateVolume", conc, drv, raw, "rbd.CreateImage", 0.9)
 
 	rawDelete := func(i int) error { return rbd.RemoveImage(b.io, rawNames[i]) }
 	drvDelete := func(i int) error {
@@ -277,7 +383,7 @@ func (b *bench) controllerPhases(conc int) error {
 	if drv, raw, err = measurePair(n, conc, drvDelete, rawDelete); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	report("DeleteVolume", conc, drv, raw, "rbd.RemoveImage")
+	b.report("DeleteVolume", conc, drv, raw, "rbd.RemoveImage", 1.0)
 	drain := b.waitTrashDrained(5 * time.Minute)
 	fmt.Printf("  background purge of %d trashed images finished %v after the last DeleteVolume\n", n, drain.Round(time.Millisecond))
 	return nil
@@ -403,7 +509,10 @@ func measure(n, conc int, op func(i int) error) (result, error) {
 	return result{total: time.Since(start), latencies: lat}, firstErr
 }
 
-func report(phase string, conc int, drv, raw result, rawName string) {
+// report prints one phase and records it in the summary with the least
+// driver/raw throughput ratio the phase should reach (0: no goal).
+func (b *bench) report(phase string, conc int, drv, raw result, rawName string, goal float64) {
+	b.sum.throughput(fmt.Sprintf("%s c=%d", phase, conc), drv, raw, goal)
 	fmt.Printf("%-13s c=%-2d driver %7.1f ops/s p50 %7s p99 %7s | raw %-16s %7.1f ops/s p50 %7s p99 %7s | ratio %.2f\n",
 		phase, conc, drv.opsPerSec(), ms(drv.pct(0.5)), ms(drv.pct(0.99)),
 		rawName, raw.opsPerSec(), ms(raw.pct(0.5)), ms(raw.pct(0.99)), drv.opsPerSec()/raw.opsPerSec())

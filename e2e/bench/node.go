@@ -29,8 +29,8 @@ func (b *bench) nodePhases(n int, mapper string) error {
 	if err != nil {
 		return fmt.Errorf("raw node path: %w", err)
 	}
-	report("Stage+Publish", 1, drvUp, rawUp, "by hand "+mapper)
-	report("Unpub+Unstage", 1, drvDown, rawDown, "by hand "+mapper)
+	b.report("Stage+Publish "+mapper, 1, drvUp, rawUp, "by hand "+mapper, 0.9)
+	b.report("Unpub+Unstage "+mapper, 1, drvDown, rawDown, "by hand "+mapper, 0)
 	return nil
 }
 
@@ -56,12 +56,14 @@ func (b *bench) createVolume(name, work, mapper string) (driverVolume, error) {
 	return v, os.MkdirAll(v.staging, 0o750)
 }
 
-func (b *bench) stagePublish(v driverVolume) error {
+func (b *bench) stagePublish(v driverVolume) error { return stagePublishWith(b.node, v, b.secrets()) }
+
+func stagePublishWith(node csi.NodeClient, v driverVolume, secrets map[string]string) error {
 	capab := mountCapability()
-	if _, err := b.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: b.secrets(), VolumeContext: v.vol.VolumeContext}); err != nil {
+	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: secrets, VolumeContext: v.vol.VolumeContext}); err != nil {
 		return err
 	}
-	_, err := b.node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
+	_, err := node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
 	return err
 }
 

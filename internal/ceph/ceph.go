@@ -76,6 +76,12 @@ type ImageInfo struct {
 	ClusterFSID string
 }
 
+// ImageEntry is one image of a pool's image directory.
+type ImageEntry struct {
+	Name string
+	ID   string
+}
+
 // TrashEntry is one image in a pool's RBD trash.
 type TrashEntry struct {
 	ID           string
@@ -147,8 +153,19 @@ type Backend interface {
 	PurgeTrash(ctx context.Context, cr Credentials, cluster Cluster, pool, id string, async bool) error
 	// ListImages lists image names in the pool (and namespace), sorted.
 	ListImages(ctx context.Context, cr Credentials, cluster Cluster, pool string) ([]string, error)
+	// ListImageIDs lists the format 2 images of the pool (and namespace),
+	// name and image ID, sorted by name, from the pool's image directory
+	// without opening any image.
+	ListImageIDs(ctx context.Context, cr Credentials, cluster Cluster, pool string) ([]ImageEntry, error)
+	// MetadataByID reads one image-meta key of the images with the given
+	// IDs without opening them and returns the values by image ID. Images
+	// without the key, or gone, are left out.
+	MetadataByID(ctx context.Context, cr Credentials, cluster Cluster, pool, key string, ids []string) (map[string]string, error)
 	// PoolUsage reports the pool's capacity.
 	PoolUsage(ctx context.Context, cr Credentials, cluster Cluster, pool string) (PoolUsage, error)
+	// RBDPools lists, sorted, the cluster's pools with the rbd application
+	// enabled (`rbd pool init` or `ceph osd pool application enable`).
+	RBDPools(ctx context.Context, cr Credentials, cluster Cluster) ([]string, error)
 	// Watchers lists the clients, other than this process, that have the
 	// image open.
 	Watchers(ctx context.Context, cr Credentials, ref ImageRef) ([]Watcher, error)

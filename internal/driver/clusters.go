@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -56,7 +57,12 @@ type poolAccess struct {
 	cluster ceph.Cluster
 	pool    string
 	creds   ceph.Credentials
+	// discovered: found through --secrets-dir credentials rather than used
+	// by a call; a pool those credentials may not read is skipped.
+	discovered bool
 }
+
+func (a poolAccess) key() string { return a.cluster.Key() + "|" + a.pool }
 
 type knownPools struct {
 	mu    sync.Mutex
@@ -68,7 +74,8 @@ func newKnownPools() *knownPools { return &knownPools{pools: map[string]poolAcce
 func (k *knownPools) remember(cl ceph.Cluster, pool string, cr ceph.Credentials) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.pools[cl.Key()+"|"+pool] = poolAccess{cluster: cl, pool: pool, creds: cr}
+	a := poolAccess{cluster: cl, pool: pool, creds: cr}
+	k.pools[a.key()] = a
 }
 
 // list returns the known pools in a stable order.
@@ -92,6 +99,56 @@ func (k *knownPools) lookup(cl ceph.Cluster, pool string) (ceph.Credentials, boo
 	defer k.mu.Unlock()
 	a, ok := k.pools[cl.Key()+"|"+pool]
 	return a.creds, ok
+}
+
+// listingPools is what ListVolumes, ListSnapshots and GetCapacity without
+// parameters cover: the pools this process has worked with and, for every
+// configured cluster with credentials under --secrets-dir, its RBD pools.
+// So a controller that has just started answers as one that has served
+// creates. The order is stable (by cluster and pool) for pagination.
+func (d *controllerService) listingPools(ctx context.Context) ([]poolAccess, error) {
+	byKey := map[string]poolAccess{}
+	if d.opts.SecretsDir != "" {
+		for _, cl := range d.opts.Clusters.Clusters() {
+			found, err := d.discoverPools(ctx, cl)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range found {
+				byKey[a.key()] = a
+			}
+		}
+	}
+	for _, a := range d.usedPools.list() {
+		byKey[a.key()] = a // credentials a call has shown work
+	}
+	out := make([]poolAccess, 0, len(byKey))
+	for _, a := range byKey {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key() < out[j].key() })
+	return out, nil
+}
+
+// discoverPools lists the RBD pools of cl with the credentials under
+// --secrets-dir/<clusterID>/, none when there are none.
+func (d *controllerService) discoverPools(ctx context.Context, cl ceph.Cluster) ([]poolAccess, error) {
+	cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "secrets for cluster %q: %v", cl.ID, err)
+	}
+	pools, err := d.opts.Backend.RBDPools(ctx, cr, cl)
+	if err != nil {
+		return nil, statusOf(err, fmt.Sprintf("list the RBD pools of cluster %q with the credentials in %s", cl.ID, filepath.Join(d.opts.SecretsDir, cl.ID)))
+	}
+	out := make([]poolAccess, len(pools))
+	for i, p := range pools {
+		out[i] = poolAccess{cluster: cl, pool: p, creds: cr, discovered: true}
+	}
+	return out, nil
 }
 
 // credsFor finds credentials for a call that carries none: a Secret mounted

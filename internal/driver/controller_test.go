@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -642,5 +644,175 @@ func TestLegacyMonitorsParameterUsesConfiguredClusterID(t *testing.T) {
 	}
 	if !strings.HasPrefix(resp.Volume.VolumeId, "1/c1/") {
 		t.Fatalf("volume ID %q does not use the configured cluster", resp.Volume.VolumeId)
+	}
+}
+
+func TestListVolumesReadsEachOwnerRecordOnceAndOpensNoImage(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := d.CreateVolume(ctx, createReq(fmt.Sprintf("pvc-%d", i), 1<<30, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := fake.Calls["stat"]
+	for walk := range 3 {
+		resp, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2})
+		if err != nil || len(resp.Entries) != 2 {
+			t.Fatalf("walk %d: ListVolumes = %v, %v; want a page of 2", walk, resp, err)
+		}
+	}
+	if got := fake.Calls["metadata-by-id"]; got != 1 {
+		t.Errorf("owner records read in %d calls over 3 walks, want 1 (the IDs are cached)", got)
+	}
+	if got := fake.Calls["stat"] - stats; got != 0 {
+		t.Errorf("ListVolumes opened images %d times, want none", got)
+	}
+}
+
+func TestListVolumesRereadsTheRecordOfAnImageRecreatedUnderItsName(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	first := mustCreate(t, d, createReq("pvc-1", 1<<30, nil))
+	if _, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: first.VolumeId, Secrets: secrets()}); err != nil {
+		t.Fatal(err)
+	}
+	fake.AddUser("kube", testKey)
+	req := createReq("pvc-1", 1<<30, nil)
+	req.Parameters["adminId"], req.Secrets = "kube", map[string]string{"key": testKey}
+	second := mustCreate(t, d, req)
+	if second.VolumeId == first.VolumeId {
+		t.Fatalf("the key-only create answered the admin volume's ID %q", second.VolumeId)
+	}
+	resp, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{})
+	if err != nil || len(resp.Entries) != 1 || resp.Entries[0].Volume.VolumeId != second.VolumeId {
+		t.Fatalf("ListVolumes = %v, %v; want only %q", resp.GetEntries(), err, second.VolumeId)
+	}
+}
+
+// restartedController is a second controller over the same cluster and
+// instance, as after a restart, with the listing credentials mounted
+// where the chart mounts them (--secrets-dir/<clusterID>/).
+func restartedController(t *testing.T, fake *cephfake.Backend) *testDriver {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, clusterID), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range secrets() {
+		if err := os.WriteFile(filepath.Join(dir, clusterID, name), []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := clusterconfig.Parse([]byte(`[{"clusterID":"c1","monitors":["127.0.0.1:6789"]}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Options{Mode: ModeController, InstanceID: "test", Clusters: cfg, Backend: fake, SecretsDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return services(d)
+}
+
+func TestRestartedControllerWithSecretsDirListsAndMeasuresAtOnce(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	vol := mustCreate(t, d, createReq("pvc-1", 1<<30, nil))
+	snap, err := d.CreateSnapshot(ctx, &csi.CreateSnapshotRequest{Name: "snap-1", SourceVolumeId: vol.VolumeId, Secrets: secrets()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Usage = ceph.PoolUsage{MaxAvail: 10 << 30}
+
+	fresh := restartedController(t, fake)
+	lv, err := fresh.ListVolumes(ctx, &csi.ListVolumesRequest{})
+	if err != nil || len(lv.Entries) != 1 || lv.Entries[0].Volume.VolumeId != vol.VolumeId {
+		t.Errorf("ListVolumes right after a restart = %v, %v; want [%s]", lv.GetEntries(), err, vol.VolumeId)
+	}
+	ls, err := fresh.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
+	if err != nil || len(ls.Entries) != 1 || ls.Entries[0].Snapshot.SnapshotId != snap.Snapshot.SnapshotId {
+		t.Errorf("ListSnapshots right after a restart = %v, %v; want [%s]", ls.GetEntries(), err, snap.Snapshot.SnapshotId)
+	}
+	capResp, err := fresh.GetCapacity(ctx, &csi.GetCapacityRequest{})
+	if err != nil || capResp.AvailableCapacity != 2*(10<<30) {
+		t.Errorf("GetCapacity without parameters right after a restart = %v, %v; want the two RBD pools' %d", capResp, err, 2*(10<<30))
+	}
+	capResp, err = fresh.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: map[string]string{"clusterID": clusterID, "pool": testPool}})
+	if err != nil || capResp.AvailableCapacity != 10<<30 {
+		t.Errorf("GetCapacity of pool %s right after a restart = %v, %v; want %d", testPool, capResp, err, 10<<30)
+	}
+}
+
+func TestRestartedControllerSkipsPoolsItsListingCredentialsMayNotRead(t *testing.T) {
+	d, fake := newTestDriver(t)
+	vol := mustCreate(t, d, createReq("pvc-1", 1<<30, nil))
+	fake.NonRBDPools = map[string]bool{}
+	fake.Fail = func(op string, ref ceph.ImageRef) error {
+		if ref.Pool == "data" && (op == "list-ids" || op == "list" || op == "usage") {
+			return ceph.ErrPermission
+		}
+		return nil
+	}
+	fresh := restartedController(t, fake)
+	lv, err := fresh.ListVolumes(context.Background(), &csi.ListVolumesRequest{})
+	if err != nil || len(lv.Entries) != 1 || lv.Entries[0].Volume.VolumeId != vol.VolumeId {
+		t.Errorf("ListVolumes = %v, %v; want [%s] with pool data skipped", lv.GetEntries(), err, vol.VolumeId)
+	}
+	if _, err := fresh.ListSnapshots(context.Background(), &csi.ListSnapshotsRequest{}); err != nil {
+		t.Errorf("ListSnapshots: %v; want pool data skipped", err)
+	}
+	if _, err := fresh.GetCapacity(context.Background(), &csi.GetCapacityRequest{}); err != nil {
+		t.Errorf("GetCapacity: %v; want pool data skipped", err)
+	}
+}
+
+func TestRestartedControllerWithoutListingCredentialsListsNothingYet(t *testing.T) {
+	d, fake := newTestDriver(t)
+	mustCreate(t, d, createReq("pvc-1", 1<<30, nil))
+	cfg, _ := clusterconfig.Parse([]byte(`[{"clusterID":"c1","monitors":["127.0.0.1:6789"]}]`))
+	dd, err := New(Options{Mode: ModeController, InstanceID: "test", Clusters: cfg, Backend: fake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv, err := services(dd).ListVolumes(context.Background(), &csi.ListVolumesRequest{})
+	if err != nil || len(lv.Entries) != 0 {
+		t.Errorf("ListVolumes without --secrets-dir = %v, %v; want empty until a call shows credentials (README)", lv.GetEntries(), err)
+	}
+}
+
+func TestListVolumesWalkListsThePoolsOnceAndToleratesChangesBetweenPages(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	for i := range 5 {
+		mustCreate(t, d, createReq(fmt.Sprintf("pvc-%d", i), 1<<30, nil))
+	}
+	lists := fake.Calls["list-ids"]
+	first, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, d, createReq("pvc-between-pages", 1<<30, nil))
+	seen := len(first.Entries)
+	for token := first.NextToken; token != ""; {
+		resp, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2, StartingToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen += len(resp.Entries)
+		token = resp.NextToken
+	}
+	if seen != 5 {
+		t.Errorf("the walk listed %d volumes, want the 5 there when it began", seen)
+	}
+	if got := fake.Calls["list-ids"] - lists; got != 1 {
+		t.Errorf("a walk of 3 pages listed the pool %d times, want 1", got)
+	}
+	again, err := d.ListVolumes(ctx, &csi.ListVolumesRequest{})
+	if err != nil || len(again.Entries) != 6 {
+		t.Errorf("the next walk = %v, %v; want the 6 volumes", again.GetEntries(), err)
 	}
 }

@@ -101,15 +101,18 @@ type controllerService struct {
 	csi.UnimplementedControllerServer
 	*shared
 	usedPools *knownPools // pools and the credentials last used for them
-	purger    *purger
-	flattener *flattener
+	// recordedUsers caches the users owner records name, for ListVolumes.
+	recordedUsers *userCache
+	walk          walkCache // the listing a ListVolumes walk pages through
+	purger        *purger
+	flattener     *flattener
 	// partialWait: see defaultPartialWait (a field so tests can shorten it).
 	partialWait time.Duration
 }
 
 func newControllerService(sh *shared) *controllerService {
 	return &controllerService{
-		shared: sh, usedPools: newKnownPools(), partialWait: defaultPartialWait,
+		shared: sh, usedPools: newKnownPools(), recordedUsers: newUserCache(), partialWait: defaultPartialWait,
 		purger: newPurger(sh.opts.Backend), flattener: newFlattener(sh.opts.Backend),
 	}
 }

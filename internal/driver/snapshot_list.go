@@ -101,7 +101,10 @@ func (d *controllerService) matchingSnapshots(ctx context.Context, req *csi.List
 // snapshotPools lists the pools to search: the known ones, and the source
 // volume's pool when the request names a source.
 func (d *controllerService) snapshotPools(ctx context.Context, req *csi.ListSnapshotsRequest) ([]poolAccess, error) {
-	pools := d.usedPools.list()
+	pools, err := d.listingPools(ctx)
+	if err != nil {
+		return nil, err
+	}
 	src := req.GetSourceVolumeId()
 	if src == "" {
 		return pools, nil
@@ -134,6 +137,9 @@ func (d *controllerService) snapshotPools(ctx context.Context, req *csi.ListSnap
 // those of the given source volume ("" = all).
 func (d *controllerService) snapshotsInPool(ctx context.Context, a poolAccess, source string) ([]*csi.Snapshot, error) {
 	names, err := d.opts.Backend.ListImages(ctx, a.creds, a.cluster, a.pool)
+	if skippable(a, err) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, statusOf(err, "list images of pool "+a.pool)
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,10 +42,12 @@ func Run(t *testing.T, env Env) {
 	t.Run("SetMetadataKeepsOtherKeys", c.setMetadata)
 	t.Run("ResizeImageGrows", c.resize)
 	t.Run("ListImagesIsSortedAndHoldsTheImages", c.listImages)
+	t.Run("ListImageIDsAndMetadataByIDMatchStatImage", c.listImageIDs)
 	t.Run("TrashImageThenPurge", c.trashThenPurge)
 	t.Run("TrashImageOfAMissingImageIsErrNotFound", c.trashMissing)
 	t.Run("RemovePartialImageOfNothingIsErrNotFound", c.removePartialNothing)
 	t.Run("PoolIDAndPoolNameRoundTrip", c.poolIDs)
+	t.Run("RBDPoolsHoldsTheTestPool", c.rbdPools)
 	t.Run("WatchersOfAnImageNobodyOpenedIsEmpty", c.noWatchers)
 	t.Run("SnapshotsCreateStatListRemove", c.snapshots)
 	t.Run("CloneReadsThroughItsParentUntilFlattened", c.clone)
@@ -204,6 +207,43 @@ func (c *contract) listImages(t *testing.T) {
 		if !slices.Contains(names, ref.Name) {
 			t.Errorf("ListImages lacks %s", ref.Name)
 		}
+	}
+}
+
+func (c *contract) listImageIDs(t *testing.T) {
+	md := map[string]string{"rbd-csi.test": "value"}
+	a := c.create(t, "ids-b", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: md})
+	b := c.create(t, "ids-a", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
+	entries, err := c.Backend.ListImageIDs(c.ctx(t), c.Creds, c.Cluster, c.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSortedFunc(entries, func(x, y ceph.ImageEntry) int { return strings.Compare(x.Name, y.Name) }) {
+		t.Errorf("ListImageIDs not sorted by name: %v", entries)
+	}
+	for _, ref := range []ceph.ImageRef{a, b} {
+		want := ceph.ImageEntry{Name: ref.Name, ID: c.stat(t, ref).ID}
+		if !slices.Contains(entries, want) {
+			t.Errorf("ListImageIDs lacks %+v: %v", want, entries)
+		}
+	}
+	ids := []string{c.stat(t, a).ID, c.stat(t, b).ID, "no-such-image-id"}
+	got, err := c.Backend.MetadataByID(c.ctx(t), c.Creds, c.Cluster, c.Pool, "rbd-csi.test", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{ids[0]: "value"}; !maps.Equal(got, want) {
+		t.Errorf("MetadataByID = %v, want %v (only the image that has the key)", got, want)
+	}
+}
+
+func (c *contract) rbdPools(t *testing.T) {
+	pools, err := c.Backend.RBDPools(c.ctx(t), c.Creds, c.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSorted(pools) || !slices.Contains(pools, c.Pool) {
+		t.Errorf("RBDPools = %v, want a sorted list holding %s", pools, c.Pool)
 	}
 }
 

@@ -33,6 +33,8 @@ type Backend struct {
 	Mgr bool
 	// FSID is the cluster fsid StatImage reports (New sets FakeFSID).
 	FSID string
+	// NonRBDPools are pools RBDPools leaves out (no rbd application).
+	NonRBDPools map[string]bool
 	// Usage is what PoolUsage reports for every pool.
 	Usage ceph.PoolUsage
 	// PartialGrace: RemovePartialImage answers ErrInProgress for an image
@@ -413,4 +415,61 @@ func (b *Backend) PoolName(ctx context.Context, cr ceph.Credentials, cl ceph.Clu
 		}
 	}
 	return "", &ceph.OpError{Op: "look up pool", Target: strconv.FormatInt(id, 10), Err: ceph.ErrNotFound}
+}
+
+// ListImageIDs implements ceph.Backend.
+func (b *Backend) ListImageIDs(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) ([]ceph.ImageEntry, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "list-ids", cr, ceph.ImageRef{Cluster: cl, Pool: pool}); err != nil {
+		return nil, err
+	}
+	var out []ceph.ImageEntry
+	for _, img := range b.images {
+		if p, _ := b.poolOf(img); p == pool {
+			out = append(out, ceph.ImageEntry{Name: img.Name, ID: img.ID})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// MetadataByID implements ceph.Backend.
+func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool, key string, ids []string) (map[string]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "metadata-by-id", cr, ceph.ImageRef{Cluster: cl, Pool: pool}); err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	out := map[string]string{}
+	for _, img := range b.images {
+		if p, _ := b.poolOf(img); p != pool || !want[img.ID] {
+			continue
+		}
+		if v, ok := img.Metadata[key]; ok {
+			out[img.ID] = v
+		}
+	}
+	return out, nil
+}
+
+// RBDPools implements ceph.Backend: every pool but NonRBDPools.
+func (b *Backend) RBDPools(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "rbd-pools", cr, ceph.ImageRef{Cluster: cl}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for p := range b.pools {
+		if !b.NonRBDPools[p] {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }

@@ -2,7 +2,6 @@ package librbd
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,22 +54,19 @@ func writeNewImageMetadata(io *rados.IOContext, name string, md map[string]strin
 	return nil
 }
 
-// readImageID decodes the rbd_id.<name> object: a little-endian 32-bit
-// length followed by the image ID.
+// readImageID decodes the rbd_id.<name> object, which holds the image ID
+// as an encoded string.
 func readImageID(io *rados.IOContext, name string) (string, error) {
 	buf := make([]byte, 256)
 	n, err := io.Read("rbd_id."+name, buf, 0)
 	if err != nil {
 		return "", fmt.Errorf("read id of %s: %w", name, err)
 	}
-	if n < 4 {
-		return "", fmt.Errorf("id object of %s is truncated (%d bytes)", name, n)
+	id, _, err := decodeString(buf[:n])
+	if err != nil || id == "" {
+		return "", fmt.Errorf("id object of %s is malformed (%d bytes): %v", name, n, err)
 	}
-	l := int(binary.LittleEndian.Uint32(buf[:4]))
-	if l == 0 || 4+l > n {
-		return "", fmt.Errorf("id object of %s is malformed (length %d of %d bytes)", name, l, n)
-	}
-	return string(buf[4 : 4+l]), nil
+	return id, nil
 }
 
 func createImage(io *rados.IOContext, name string, spec ceph.ImageSpec) error {
@@ -340,6 +336,28 @@ func poolUsage(rc *rados.Conn, pool string) (ceph.PoolUsage, error) {
 	}
 	u.QuotaBytes = quota.MaxBytes
 	return u, nil
+}
+
+// RBDPools implements ceph.Backend with one monitor command.
+func (b *Backend) RBDPools(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster) ([]string, error) {
+	var out []string
+	err := b.run(ctx, "list the RBD pools of", "the cluster", cl, cr, func(c *conn) error {
+		var pools []struct {
+			Name         string                     `json:"pool_name"`
+			Applications map[string]json.RawMessage `json:"application_metadata"`
+		}
+		if err := monJSON(c.rc, map[string]string{"prefix": "osd pool ls", "detail": "detail", "format": "json"}, &pools); err != nil {
+			return err
+		}
+		for _, p := range pools {
+			if _, ok := p.Applications["rbd"]; ok {
+				out = append(out, p.Name)
+			}
+		}
+		sort.Strings(out)
+		return nil
+	})
+	return out, err
 }
 
 func monJSON(rc *rados.Conn, cmd map[string]string, out any) error {

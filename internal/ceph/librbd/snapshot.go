@@ -61,9 +61,9 @@ func (b *Backend) StatSnap(ctx context.Context, cr ceph.Credentials, ref ceph.Im
 // snapInfo finds a user-namespace snapshot by name: its ID and size from
 // the snapshot list, its creation time from the snapshot's timestamp.
 func snapInfo(img *rbd.Image, name string) (ceph.SnapInfo, error) {
-	snaps, err := img.GetSnapshotNames()
+	snaps, err := snapshotList(img)
 	if err != nil {
-		return ceph.SnapInfo{}, fmt.Errorf("list snapshots: %w", err)
+		return ceph.SnapInfo{}, err
 	}
 	for _, s := range snaps {
 		if s.Name != name {
@@ -78,15 +78,33 @@ func snapInfo(img *rbd.Image, name string) (ceph.SnapInfo, error) {
 	return ceph.SnapInfo{}, fmt.Errorf("snapshot %s: %w", name, ceph.ErrNotFound)
 }
 
-// RemoveSnap implements ceph.Backend.
+// snapshotListTries bounds the retries of snapshotList.
+const snapshotListTries = 5
+
+// snapshotList lists the image's snapshots. go-ceph sizes the list with
+// one rbd_snap_list call and fills it with a second; a snapshot another
+// client adds in between (concurrent CreateSnapshot calls on one source
+// volume) makes the second fail with ERANGE, so it is asked again.
+func snapshotList(img *rbd.Image) ([]rbd.SnapInfo, error) {
+	for try := 1; ; try++ {
+		snaps, err := img.GetSnapshotNames()
+		if err == nil {
+			return snaps, nil
+		}
+		if errno(err) != int(syscall.ERANGE) || try == snapshotListTries {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+	}
+}
+
 // ListSnaps implements ceph.Backend.
 func (b *Backend) ListSnaps(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) ([]string, error) {
 	var names []string
 	err := b.onPool(ctx, "list snapshots of", ref, cr, func(_ *conn, io *rados.IOContext) error {
 		return withImage(io, ref.Name, true, func(img *rbd.Image) error {
-			snaps, err := img.GetSnapshotNames()
+			snaps, err := snapshotList(img)
 			if err != nil {
-				return fmt.Errorf("list snapshots: %w", err)
+				return err
 			}
 			// rbd_snap_list includes the trash namespace (snapshots removed
 			// while clones read through them, under UUID names).

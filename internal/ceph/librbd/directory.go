@@ -1,0 +1,115 @@
+package librbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/ceph/go-ceph/rados"
+
+	"github.com/rbd-csi/rbd-csi/internal/ceph"
+)
+
+const (
+	// directoryObject maps image names to IDs (omap "name_<name>" →
+	// encoded ID) for the format 2 images of a pool or namespace.
+	directoryObject = "rbd_directory"
+	dirNamePrefix   = "name_"
+	// directoryPage is how many directory entries one read returns.
+	directoryPage = 1000
+	// metadataReaders bounds the header reads MetadataByID keeps in flight.
+	metadataReaders = 16
+)
+
+// ListImageIDs implements ceph.Backend. It reads the directory object
+// cls_rbd's dir_list reads, one round trip per directoryPage images, where
+// learning IDs through librbd would open every image.
+func (b *Backend) ListImageIDs(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool string) ([]ceph.ImageEntry, error) {
+	var out []ceph.ImageEntry
+	ref := ceph.ImageRef{Cluster: cl, Pool: pool}
+	err := b.onPool(ctx, "list image IDs of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		var err error
+		out, err = readDirectory(io)
+		return err
+	})
+	return out, err
+}
+
+func readDirectory(io *rados.IOContext) ([]ceph.ImageEntry, error) {
+	var out []ceph.ImageEntry
+	var bad error
+	vals, err := io.GetAllOmapValues(directoryObject, "", dirNamePrefix, directoryPage)
+	if errors.Is(err, rados.ErrNotFound) {
+		return nil, nil // no image was ever made here
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", directoryObject, err)
+	}
+	for k, v := range vals {
+		id, _, err := decodeString(v)
+		if err != nil {
+			bad = fmt.Errorf("directory entry %s: %w", k, err)
+			continue
+		}
+		out = append(out, ceph.ImageEntry{Name: strings.TrimPrefix(k, dirNamePrefix), ID: id})
+	}
+	if len(out) == 0 && bad != nil {
+		return nil, bad
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// MetadataByID implements ceph.Backend: one omap read of each image's
+// header object (where cls_rbd keeps image-meta as "metadata_<key>"),
+// metadataReaders at a time, instead of an open, a read and a close each.
+func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, pool, key string, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	ref := ceph.ImageRef{Cluster: cl, Pool: pool}
+	err := b.onPool(ctx, "read image-meta "+key+" in", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, metadataReaders)
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				v, ok, err := readHeaderMetadata(io, id, key)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil && firstErr == nil:
+					firstErr = err
+				case ok:
+					out[id] = v
+				}
+			}()
+		}
+		wg.Wait()
+		return firstErr
+	})
+	return out, err
+}
+
+func readHeaderMetadata(io *rados.IOContext, id, key string) (string, bool, error) {
+	op := rados.CreateReadOp()
+	defer op.Release()
+	step := op.GetOmapValuesByKeys([]string{"metadata_" + key})
+	err := op.Operate(io, headerObject(id), rados.OperationNoFlag)
+	if errors.Is(err, rados.ErrNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("image-meta of image ID %s: %w", id, err)
+	}
+	kv, err := step.Next()
+	if err != nil || kv == nil {
+		return "", false, err
+	}
+	return string(kv.Value), true, nil
+}
