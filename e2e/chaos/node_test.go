@@ -336,6 +336,12 @@ func (w *writer) fail(err error) {
 	}
 }
 
+func (w *writer) errors() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.errs
+}
+
 func (w *writer) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
