@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,24 +113,8 @@ func TestChaosNodeContainerRestartReattachesRBDNBD(t *testing.T) {
 	if !reattached {
 		t.Errorf("the plugin did not log the re-attach of %s within 5 min", v.vol.VolumeId)
 	}
-	fig.zero(t, "teardown_failed", tearDown(ctx, d, []*nodeVolume{v}))
-	if err := stagePublish(ctx, p, d, v); err != nil {
-		t.Fatalf("restage: %v", err)
-	}
-	dropPageCache(t)
-	data, err := os.ReadFile(filepath.Join(v.target, "writer.bin"))
-	corrupt := 0
-	if got := sha256.Sum256(data); err != nil || got != sum {
-		corrupt = 1
-	}
-	fig.zero(t, "writer_data_corrupt_after_restage", corrupt, err)
-	fig.zero(t, "teardown_failed_after_restage", tearDown(ctx, d, []*nodeVolume{v}))
-	left := append(harness.Leftovers(p.Dir), kernelLeftovers(t, []*nodeVolume{v})...)
-	fig.zero(t, "leftovers", len(left), left)
+	checkWriterAfterRestage(ctx, t, fig, p, d, v, sum)
 	fig.secretsInLog(t, []*harness.Driver{d}, p.Env.Admin.Key, nodeKey)
-	if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(v.vol.VolumeId)); err != nil {
-		t.Errorf("clean-up: %v", err)
-	}
 }
 
 // Scenario 3d: the same container restart without a node credential:
@@ -196,23 +179,7 @@ func TestChaosNodeContainerRestartWithoutNodeCredential(t *testing.T) {
 	if !resumed {
 		t.Errorf("the writer did not complete 20 writes within 5 min of the re-attaching stage")
 	}
-	fig.zero(t, "teardown_failed", tearDown(ctx, d, []*nodeVolume{v}))
-	if err := stagePublish(ctx, p, d, v); err != nil {
-		t.Fatalf("restage: %v", err)
-	}
-	dropPageCache(t)
-	data, err := os.ReadFile(filepath.Join(v.target, "writer.bin"))
-	corrupt := 0
-	if got := sha256.Sum256(data); err != nil || got != sum {
-		corrupt = 1
-	}
-	fig.zero(t, "writer_data_corrupt_after_restage", corrupt, err)
-	fig.zero(t, "teardown_failed_after_restage", tearDown(ctx, d, []*nodeVolume{v}))
-	left := append(harness.Leftovers(p.Dir), kernelLeftovers(t, []*nodeVolume{v})...)
-	fig.zero(t, "leftovers", len(left), left)
-	if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(v.vol.VolumeId)); err != nil {
-		t.Errorf("clean-up: %v", err)
-	}
+	checkWriterAfterRestage(ctx, t, fig, p, d, v, sum)
 }
 
 // restageUntilAccepted repeats NodeStageVolume while the image still shows

@@ -248,6 +248,14 @@ func TestChaosNodeWriterKeepsWritingAcrossPluginRestart(t *testing.T) {
 	if restarted == killed {
 		t.Errorf("no write completed during the 3 s the plugin was dead")
 	}
+	checkWriterAfterRestage(ctx, t, fig, p, d, v, sum)
+}
+
+// checkWriterAfterRestage ends a writer scenario: the volume unstages, a
+// fresh stage reads back (page cache dropped) exactly what the writer
+// wrote (sum), it unstages again leaving nothing behind, and is deleted.
+func checkWriterAfterRestage(ctx context.Context, t *testing.T, fig *figure, p *harness.Pool, d *harness.Driver, v *nodeVolume, sum [32]byte) {
+	t.Helper()
 	fig.zero(t, "teardown_failed", tearDown(ctx, d, []*nodeVolume{v}))
 	if err := stagePublish(ctx, p, d, v); err != nil {
 		t.Fatalf("restage: %v", err)
