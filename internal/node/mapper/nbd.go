@@ -34,6 +34,8 @@ type nbd struct {
 
 var nbdDevRe = regexp.MustCompile(`^/dev/nbd[0-9]+$`)
 
+var _ Reattacher = (*nbd)(nil)
+
 // reattachTimeoutOpt is rbd-nbd's option for Config.NBDReattachTimeout.
 const reattachTimeoutOpt = "reattach-timeout"
 
