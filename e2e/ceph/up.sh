@@ -12,6 +12,8 @@
 #   CEPH_STORE          memstore (default, data in RAM) | bluestore (sparse file)
 #   CEPH_OSD_GB         OSD capacity in GiB (default 8)
 #   CEPH_MGR            1 (default) start a ceph-mgr | 0 none (no rbd_support)
+#   CEPH_MON_WAIT       seconds to wait for the monitor (default 30; an
+#                       emulated guest on a loaded machine needs more)
 #   CEPH_MGR_WAIT       seconds to wait for the mgr (default 60); 0 = start it
 #                       and return at once (slow emulated guests, e2e/kernel)
 #   CEPH_MGR_MODULES    minimal (default: only the always-on modules, faster
@@ -38,6 +40,7 @@ CEPH_OSD_GB=${CEPH_OSD_GB:-8}
 CEPH_MGR=${CEPH_MGR:-1}
 CEPH_MGR_MODULES=${CEPH_MGR_MODULES:-minimal}
 CEPH_MGR_WAIT=${CEPH_MGR_WAIT:-60}
+CEPH_MON_WAIT=${CEPH_MON_WAIT:-30}
 CEPH_POOL=${CEPH_POOL-kube}
 CEPH_DATA_POOL=${CEPH_DATA_POOL:-1}
 CEPH_DATA_POOL_NAME=${CEPH_DATA_POOL_NAME:-kube-data}
@@ -280,8 +283,8 @@ if [ "$CEPH_MGR" = 1 ]; then
   start_daemon ceph-mgr -i "$MGR_ID"
 fi
 # cheap readiness probe first (a ceph CLI call costs ~0.5 s), then a real one
-wait_for 30 "the monitor port" port_busy "$IP" "$PORT_V1"
-wait_for 30 "the monitor" ceph --connect-timeout 5 mon stat
+wait_for "$CEPH_MON_WAIT" "the monitor port" port_busy "$IP" "$PORT_V1"
+wait_for "$CEPH_MON_WAIT" "the monitor" ceph --connect-timeout 5 mon stat
 say "mon up on $MON_ADDRS"
 
 # --- pools: created in the background while the OSD is being made ----------------

@@ -54,7 +54,7 @@ setup_kernel() {
 setup_ceph() {
   local mgr=$1 t=$SECONDS
   export CEPH_DIR=/run/ceph
-  CEPH_IP=127.0.0.1 CEPH_MGR=$mgr CEPH_MGR_WAIT=0 CEPH_OSD_GB=${KERNEL_OSD_GB:-3} CEPH_DATA_POOL=0 \
+  CEPH_IP=127.0.0.1 CEPH_MGR=$mgr CEPH_MGR_WAIT=0 CEPH_MON_WAIT=$((30 * SLOW)) CEPH_OSD_GB=${KERNEL_OSD_GB:-3} CEPH_DATA_POOL=0 \
     timeout $((60 * SLOW)) "$RBDCSI_REPO/e2e/ceph/up.sh" >"$GUEST_OUT/ceph-up.log" 2>&1 ||
     { say "ceph up failed"; tail -n 20 "$GUEST_OUT/ceph-up.log"; return 1; }
   # shellcheck source=/dev/null
