@@ -352,7 +352,7 @@ func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 		}
 	}
 	if n.kernelState(dev.Path).connected {
-		return false, fmt.Sprintf("the rbd-nbd process serving %s (%s) is gone, so I/O on it stalls until the kernel's reattach timeout, then fails; the plugin re-attaches it at start-up when --secrets-dir holds a credential for the volume's cluster, else the next NodeStageVolume does", dev.Path, img.Spec())
+		return false, fmt.Sprintf("the rbd-nbd process serving %s (%s) is gone, so I/O on it stalls; past the kernel's reattach timeout new I/O fails and I/O in flight when it died stays blocked; the plugin re-attaches it at start-up when --secrets-dir holds a credential for the volume's cluster, else the next NodeStageVolume does", dev.Path, img.Spec())
 	}
 	return false, fmt.Sprintf("%s (%s) is no longer mapped (unmapped, or no rbd-nbd process re-attached within the reattach timeout): I/O on it fails; restart the pods using the volume so it is staged again", dev.Path, img.Spec())
 }
