@@ -38,6 +38,7 @@ type config struct {
 	mapper        string
 	stateDir      string
 	keyringDir    string
+	nbdReattach   time.Duration
 	maxDepth      int
 	metricsAddr   string
 	showVersion   bool
@@ -52,13 +53,14 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.clusterConfig, "cluster-config", "", `path to the cluster config: JSON list of {"clusterID": "...", "monitors": ["host:port", ...], "rbd": {"radosNamespace": "..."}} (ceph-csi config.json format)`)
 	fs.StringVar(&c.kmsConfig, "kms-config", "", `path to the KMS config of encrypted volumes: JSON object from encryptionKMSID to {"encryptionKMSType": "secret-kek", "secretKey": "<Secret key holding the KEK>"}; volumes without encryptionKMSID need none (their KEK is under encryptionKEK)`)
 	fs.StringVar(&c.instanceID, "instance-id", "default", "keeps two installations sharing a Ceph pool apart: image names are derived from it; never change it on a running installation")
-	fs.StringVar(&c.secretsDir, "secrets-dir", "", "optional directory with one sub-directory per clusterID holding userID and userKey files (a mounted Secret), used by GetCapacity, ListVolumes and ListSnapshots, which carry no secrets: with it they cover every RBD pool of the cluster from the start, without it only pools a call with secrets has shown")
+	fs.StringVar(&c.secretsDir, "secrets-dir", "", "optional directory with one sub-directory per clusterID holding userID and userKey files (a mounted Secret). Controller: GetCapacity, ListVolumes and ListSnapshots, which carry no secrets, cover every RBD pool of the cluster from the start with it (without it only pools a call with secrets has shown), and ControllerPublish/Unpublish use it when the request has no secrets. Node: re-attaching rbd-nbd devices at start-up (after a container restart killed their rbd-nbd processes)")
 	fs.DurationVar(&c.cephTimeout, "ceph-timeout", librbd.DefaultOptions.OpTimeout, "upper bound of every Ceph operation and of connecting to a cluster (keep it below the sidecars' --timeout); the pieces of a half-created image are left alone for twice this long, as they may be a create still running")
 	fs.DurationVar(&c.idleTimeout, "ceph-idle-timeout", librbd.DefaultOptions.IdleTimeout, "close a Ceph connection unused for this long")
 	fs.StringVar(&c.mapper, "mapper", "krbd", "node: default way to attach images when the StorageClass has no mounter parameter: krbd, rbd-nbd or fuse")
 	fs.IntVar(&c.maxDepth, "max-clone-depth", driver.DefaultMaxCloneDepth, "controller: most ancestors (snapshots, restores, clones) an image may read through; a deeper one is flattened before use")
 	fs.StringVar(&c.stateDir, "state-dir", "/var/lib/rbd-csi", "node: directory for per-volume state and mapper working files; must survive plugin restarts")
 	fs.StringVar(&c.keyringDir, "keyring-dir", mapper.DefaultKeyringDir, "node: private directory (created 0700; mount a tmpfs there) for the keyring files rbd-nbd and rbd-fuse read while mapping; each is removed when its map call returns, leftovers of a killed plugin at start-up")
+	fs.DurationVar(&c.nbdReattach, "nbd-reattach-timeout", mapper.DefaultNBDReattachTimeout, "node: how long the kernel keeps an rbd-nbd device and queues its I/O after its rbd-nbd process died (rbd-nbd --reattach-timeout; whole seconds, 1s to 1h), for the plugin to re-attach it after a restart; a StorageClass's mapOptions reattach-timeout wins")
 	fs.StringVar(&c.metricsAddr, "metrics-address", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz: 503 while no configured cluster is reachable) over HTTP on host:port; off when empty")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
@@ -71,6 +73,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if c.nbdReattach <= 0 {
+		// 0 means "use the default" inside; here it would be a silent surprise.
+		return c, fmt.Errorf("--nbd-reattach-timeout %v: want whole seconds from 1s to 1h", c.nbdReattach)
 	}
 	return c, nil
 }
@@ -160,7 +166,7 @@ func driverOptions(c config, mode driver.Mode, clusters *clusterconfig.Config, b
 	opts := driver.Options{
 		Name: c.driverName, NodeID: c.nodeID, Mode: mode, InstanceID: c.instanceID,
 		Clusters: clusters, Backend: b, SecretsDir: c.secretsDir,
-		Node:          driver.NodeOptions{StateDir: c.stateDir, KeyringDir: c.keyringDir, Mapper: c.mapper},
+		Node:          driver.NodeOptions{StateDir: c.stateDir, KeyringDir: c.keyringDir, Mapper: c.mapper, NBDReattachTimeout: c.nbdReattach},
 		MaxCloneDepth: c.maxDepth,
 	}
 	if m != nil {

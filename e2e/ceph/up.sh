@@ -12,6 +12,8 @@
 #   CEPH_STORE          memstore (default, data in RAM) | bluestore (sparse file)
 #   CEPH_OSD_GB         OSD capacity in GiB (default 8)
 #   CEPH_MGR            1 (default) start a ceph-mgr | 0 none (no rbd_support)
+#   CEPH_MON_WAIT       seconds to wait for the monitor (default 30; an
+#                       emulated guest on a loaded machine needs more)
 #   CEPH_MGR_WAIT       seconds to wait for the mgr (default 60); 0 = start it
 #                       and return at once (slow emulated guests, e2e/kernel)
 #   CEPH_MON_WAIT       seconds to wait for the monitor (default 30; emulated

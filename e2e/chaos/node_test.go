@@ -90,11 +90,16 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 func startNodePlugin(t *testing.T) (*harness.Pool, *harness.Driver) {
 	t.Helper()
 	p := harness.NewPool(t, clusterID)
-	d := harness.Start(t, p.Dir, []string{
+	return p, startNodePluginOn(t, p)
+}
+
+// startNodePluginOn is startNodePlugin on a given pool, with extra flags.
+func startNodePluginOn(t *testing.T, p *harness.Pool, extra ...string) *harness.Driver {
+	t.Helper()
+	return harness.Start(t, p.Dir, append([]string{
 		"--mode=all", "--nodeid=chaos-node", "--cluster-config=" + p.ConfigPath(), "--instance-id=chaos-node",
 		"--mapper=" + harness.Mapper(t), "--state-dir=" + filepath.Join(p.Dir, "state"), "--keyring-dir=" + filepath.Join(p.Dir, "keyrings"), "-v=10",
-	})
-	return p, d
+	}, extra...))
 }
 
 // kernelLeftovers lists krbd and rbd-nbd mappings of the volumes' images
@@ -243,6 +248,14 @@ func TestChaosNodeWriterKeepsWritingAcrossPluginRestart(t *testing.T) {
 	if restarted == killed {
 		t.Errorf("no write completed during the 3 s the plugin was dead")
 	}
+	checkWriterAfterRestage(ctx, t, fig, p, d, v, sum)
+}
+
+// checkWriterAfterRestage ends a writer scenario: the volume unstages, a
+// fresh stage reads back (page cache dropped) exactly what the writer
+// wrote (sum), it unstages again leaving nothing behind, and is deleted.
+func checkWriterAfterRestage(ctx context.Context, t *testing.T, fig *figure, p *harness.Pool, d *harness.Driver, v *nodeVolume, sum [32]byte) {
+	t.Helper()
 	fig.zero(t, "teardown_failed", tearDown(ctx, d, []*nodeVolume{v}))
 	if err := stagePublish(ctx, p, d, v); err != nil {
 		t.Fatalf("restage: %v", err)
@@ -331,10 +344,31 @@ func (w *writer) fail(err error) {
 	}
 }
 
+func (w *writer) errors() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.errs
+}
+
 func (w *writer) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.n
+}
+
+// waitWritesFor is waitWrites bounded by d: whether n writes completed.
+func (w *writer) waitWritesFor(n int, d time.Duration) bool {
+	deadline := time.After(d)
+	for w.count() < n {
+		select {
+		case <-w.progress:
+		case <-w.done:
+			return w.count() >= n
+		case <-deadline:
+			return false
+		}
+	}
+	return true
 }
 
 // waitWrites waits until n writes completed or the writer stopped.

@@ -6,7 +6,12 @@ import (
 	"crypto/rand"
 	"math/big"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -44,4 +49,32 @@ func (d *Driver) LogHolds(needles ...string) ([]string, error) {
 		}
 	}
 	return found, nil
+}
+
+// KillMapperDaemons SIGKILLs every rbd-nbd and rbd-fuse process naming
+// image and returns their /proc paths. With Driver.Kill it is what a
+// Kubernetes container restart does to the node plugin: every process of
+// the container dies, the mapping daemons it started among them (they
+// daemonise out of the plugin's process group, so a group kill would miss
+// them; a test owns its images' daemons).
+func KillMapperDaemons(image string) []string {
+	var killed []string
+	for _, p := range mapperProcs("rbd-nbd", "rbd-fuse") {
+		if !slices.ContainsFunc(p.args, func(a string) bool { return strings.HasSuffix(a, "/"+image) }) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(p.pid))
+		if err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			killed = append(killed, p.pid)
+		}
+	}
+	for _, p := range killed { // gone once /proc no longer lists it (reaped by init)
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(p); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return killed
 }

@@ -61,7 +61,8 @@ type Options struct {
 	Backend    ceph.Backend
 	// SecretsDir optionally holds, per clusterID, a directory with userID
 	// and userKey files (a mounted Kubernetes Secret). It serves the calls
-	// that carry no secrets: GetCapacity and ListVolumes.
+	// that carry no secrets: GetCapacity and ListVolumes, and on a node the
+	// start-up re-attach of rbd-nbd devices.
 	SecretsDir string
 	// Node holds the node plugin's settings; ignored in controller mode.
 	Node NodeOptions
@@ -189,10 +190,11 @@ func validateDriverName(n string) error {
 
 // Server is a running gRPC endpoint.
 type Server struct {
-	grpc *grpc.Server
-	lis  net.Listener
-	wg   sync.WaitGroup
-	d    *Driver
+	grpc     *grpc.Server
+	lis      net.Listener
+	wg       sync.WaitGroup
+	d        *Driver
+	reattach *reattachPass // nil without a node service
 }
 
 // Serve listens on endpoint (unix:///path, unix:/path or a bare path) and
@@ -218,10 +220,12 @@ func (d *Driver) Serve(endpoint string) (*Server, error) {
 		csi.RegisterControllerServer(srv, d.controller)
 		d.controller.purger.start()
 	}
+	s := &Server{grpc: srv, lis: lis, d: d}
 	if d.node != nil {
 		csi.RegisterNodeServer(srv, d.node)
+		// Before serving: it locks the volumes it will look at.
+		s.reattach = d.node.startReattach()
 	}
-	s := &Server{grpc: srv, lis: lis, d: d}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -243,6 +247,9 @@ func (s *Server) Stop(grace time.Duration) {
 		s.grpc.Stop()
 	}
 	s.wg.Wait()
+	if s.reattach != nil {
+		s.reattach.stop()
+	}
 	if s.d.controller != nil {
 		s.d.controller.purger.stop()
 	}

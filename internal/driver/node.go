@@ -34,6 +34,9 @@ type NodeOptions struct {
 	KeyringDir string
 	// Mapper is the node-wide default mapper (krbd, rbd-nbd, fuse).
 	Mapper string
+	// NBDReattachTimeout is rbd-nbd's --reattach-timeout unless a
+	// StorageClass sets one (0: mapper.DefaultNBDReattachTimeout).
+	NBDReattachTimeout time.Duration
 	// Mappers overrides the mapper implementations (tests); nil builds the
 	// real ones.
 	Mappers map[string]mapper.Mapper
@@ -82,7 +85,7 @@ func newNodeService(sh *shared) (*nodeService, error) {
 		}
 		ns.mappers = map[string]mapper.Mapper{}
 		for _, name := range mapper.Names() {
-			m, err := mapper.New(name, mapper.Config{StateDir: filepath.Join(n.StateDir, "mapper"), SecretDir: n.KeyringDir})
+			m, err := mapper.New(name, mapper.Config{StateDir: filepath.Join(n.StateDir, "mapper"), SecretDir: n.KeyringDir, NBDReattachTimeout: n.NBDReattachTimeout})
 			if err != nil {
 				return nil, fmt.Errorf("mapper %s: %w", name, err)
 			}
@@ -302,7 +305,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 		}
 	}
 	st := &stageState{
-		VolumeID: r.volumeID, Mapper: r.mapperName, Block: r.block, FsType: r.fsType,
+		VolumeID: r.volumeID, Mapper: r.mapperName, MapOptions: r.ctx[params.KeyMapOptions], Block: r.block, FsType: r.fsType,
 		ReadOnly: readOnlyMode(r.mode), AccessMode: r.mode.String(), StagingPath: r.staging, MountFlags: r.mountFlags,
 		Image: stageImage{ClusterID: ref.Cluster.ID, Monitors: ref.Cluster.Monitors, Pool: ref.Pool, Namespace: ref.Cluster.RadosNamespace, Name: ref.Name},
 	}

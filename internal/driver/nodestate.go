@@ -22,9 +22,12 @@ import (
 // NodeGetVolumeStats find the device (and a crash half way through staging
 // can be undone). It holds no secret.
 type stageState struct {
-	VolumeID    string         `json:"volumeID"`
-	Image       stageImage     `json:"image"`
-	Mapper      string         `json:"mapper"`
+	VolumeID string     `json:"volumeID"`
+	Image    stageImage `json:"image"`
+	Mapper   string     `json:"mapper"`
+	// MapOptions are the volume's map options, for re-attaching at
+	// start-up with the same ones (absent in older files: the defaults).
+	MapOptions  string         `json:"mapOptions,omitempty"`
 	Device      *mapper.Device `json:"device,omitempty"`
 	Block       bool           `json:"block"`
 	FsType      string         `json:"fsType,omitempty"`

@@ -67,6 +67,39 @@ app.kubernetes.io/part-of: rbd-csi
 {{- default (printf "%s-listing" (include "rbd-csi.fullname" .)) .Values.controller.listingCredentials.existingSecret -}}
 {{- end -}}
 
+{{- define "rbd-csi.reattachSecretName" -}}
+{{- default (printf "%s-reattach" (include "rbd-csi.fullname" .)) .Values.node.reattachCredentials.existingSecret -}}
+{{- end -}}
+
+{{/*
+The items of a credentials Secret volume: "<clusterID>.userID" and
+"<clusterID>.userKey" become <clusterID>/userID and userKey, the layout of
+the driver's --secrets-dir; for every configured cluster with an existing
+Secret, for the listed ones otherwise. (dict "creds" .existingSecret/.clusters "ctx" $)
+*/}}
+{{- define "rbd-csi.credentialItems" -}}
+{{- $ids := list }}
+{{- if .creds.existingSecret }}
+{{- range .ctx.Values.clusters }}{{ $ids = append $ids .clusterID }}{{ end }}
+{{- else }}
+{{- $ids = keys .creds.clusters | sortAlpha }}
+{{- end }}
+{{- range $ids }}
+- key: {{ . }}.userID
+  path: {{ . }}/userID
+- key: {{ . }}.userKey
+  path: {{ . }}/userKey
+{{- end }}
+{{- end -}}
+
+{{/* A credentials Secret from .creds.clusters: "<clusterID>.userID/.userKey". */}}
+{{- define "rbd-csi.credentialData" -}}
+{{- range $id, $cred := .clusters }}
+{{ $id }}.userID: {{ $cred.userID | quote }}
+{{ $id }}.userKey: {{ $cred.userKey | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* The driver's socket as the kubelet sees it. */}}
 {{- define "rbd-csi.kubeletSocket" -}}
 {{- printf "%s/plugins/%s/csi.sock" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}

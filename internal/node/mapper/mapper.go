@@ -44,6 +44,12 @@ const (
 // DefaultTimeout bounds an operation whose context carries no deadline.
 const DefaultTimeout = 2 * time.Minute
 
+// DefaultNBDReattachTimeout is Config.NBDReattachTimeout's default: long
+// enough for a plugin container restart with the kubelet's back-off
+// (rbd-nbd's own default, 30 s, is not), short enough that an application
+// whose device will never be served again fails within minutes.
+const DefaultNBDReattachTimeout = 5 * time.Minute
+
 // Image identifies an RBD image and how to reach it.
 //
 // Key is a cephx secret: it is never logged, never put into process
@@ -157,6 +163,49 @@ type Refresher interface {
 	Refresh(ctx context.Context, dev Device) error
 }
 
+// ReattachResult says what Reattach found and did.
+type ReattachResult int
+
+// Reattach results.
+const (
+	// ReattachLive: a live process serves the device; nothing was done.
+	ReattachLive ReattachResult = iota
+	// Reattached: the device had lost its process and a new one serves it
+	// now; I/O queued in the kernel meanwhile resumes.
+	Reattached
+	// ReattachGone: the device is no longer connected (the kernel's wait
+	// for a new process expired, or it was unmapped): I/O on it fails and
+	// only a new stage helps.
+	ReattachGone
+	// ReattachOther: the device now belongs to another image or cluster
+	// (or the image is served from another device); it was left alone.
+	ReattachOther
+)
+
+func (r ReattachResult) String() string {
+	switch r {
+	case ReattachLive:
+		return "live"
+	case Reattached:
+		return "reattached"
+	case ReattachGone:
+		return "gone"
+	case ReattachOther:
+		return "other"
+	}
+	return fmt.Sprintf("ReattachResult(%d)", int(r))
+}
+
+// Reattacher is implemented by mappers whose device outlives the process
+// serving it (rbd-nbd: the kernel keeps an nbd device and queues its I/O
+// for the reattach timeout after the daemon died). Reattach serves dev, a
+// Device an earlier Map of img returned, again when its process died; it
+// never maps anew and never touches a device of another image or cluster.
+// It is idempotent: a device served again is ReattachLive.
+type Reattacher interface {
+	Reattach(ctx context.Context, img Image, opts MapOptions, dev Device) (ReattachResult, error)
+}
+
 // ForceUnmapper is implemented by mappers that can tear a mapping down while
 // it is still open (krbd "force"): in-flight I/O is failed and every later
 // I/O on the device fails. Only for callers that know the device's users
@@ -196,6 +245,13 @@ type Config struct {
 	// DefaultTimeout bounds calls whose context has no deadline
 	// (0: DefaultTimeout).
 	DefaultTimeout time.Duration
+	// NBDReattachTimeout is how long the kernel keeps an rbd-nbd device,
+	// queuing its I/O, after the rbd-nbd process serving it died (the
+	// plugin's container restarted): rbd-nbd's --reattach-timeout, given
+	// at map and re-attach unless the StorageClass's map options set
+	// reattach-timeout. Whole seconds up to an hour
+	// (0: DefaultNBDReattachTimeout).
+	NBDReattachTimeout time.Duration
 	// RBDNBDPath, RBDFusePath and LosetupPath name the binaries ("rbd-nbd",
 	// "rbd-fuse", "losetup" looked up in PATH when empty).
 	RBDNBDPath, RBDFusePath, LosetupPath string
@@ -223,6 +279,9 @@ func (c Config) withDefaults() Config {
 	if c.DefaultTimeout <= 0 {
 		c.DefaultTimeout = DefaultTimeout
 	}
+	if c.NBDReattachTimeout == 0 {
+		c.NBDReattachTimeout = DefaultNBDReattachTimeout
+	}
 	if c.RBDNBDPath == "" {
 		c.RBDNBDPath = "rbd-nbd"
 	}
@@ -242,7 +301,7 @@ func New(name string, cfg Config) (Mapper, error) {
 	case KRBD:
 		return newKRBD(cfg), nil
 	case RBDNBD:
-		return newNBD(cfg), nil
+		return newNBD(cfg)
 	case Fuse:
 		return newFuse(cfg)
 	default:

@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -25,11 +27,27 @@ import (
 type nbd struct {
 	cfg   Config
 	locks keylock.Locks
+	// reattachOpt is the node's --reattach-timeout, given unless the
+	// StorageClass sets its own.
+	reattachOpt option
 }
 
 var nbdDevRe = regexp.MustCompile(`^/dev/nbd[0-9]+$`)
 
-func newNBD(cfg Config) *nbd { return &nbd{cfg: cfg} }
+var _ Reattacher = (*nbd)(nil)
+
+// reattachTimeoutOpt is rbd-nbd's option for Config.NBDReattachTimeout.
+const reattachTimeoutOpt = "reattach-timeout"
+
+func newNBD(cfg Config) (*nbd, error) {
+	d := cfg.NBDReattachTimeout
+	o := option{Name: reattachTimeoutOpt, Value: strconv.FormatInt(int64(d/time.Second), 10), HasValue: true}
+	// The StorageClass's allowlist bounds the node's default too.
+	if err := checkValue(o, nbdOptions[reattachTimeoutOpt]); err != nil || d%time.Second != 0 || d <= 0 {
+		return nil, fmt.Errorf("%w: rbd-nbd reattach timeout %v: want whole seconds from 1s to 1h", ErrInvalidOptions, d)
+	}
+	return &nbd{cfg: cfg, reattachOpt: o}, nil
+}
 
 func (n *nbd) Name() string { return RBDNBD }
 
@@ -126,6 +144,49 @@ func (n *nbd) reattach(ctx context.Context, img Image, opts MapOptions, extra []
 	return nbdDevice(img, prev.Path, cookie, opts.ReadOnly), true, nil
 }
 
+// Reattach implements Reattacher.
+func (n *nbd) Reattach(ctx context.Context, img Image, opts MapOptions, dev Device) (ReattachResult, error) {
+	if _, err := deviceImage(dev, RBDNBD, nbdDevRe, "an nbd device"); err != nil || dev.Path == "" {
+		return ReattachOther, fmt.Errorf("%w: cannot re-attach %+v: %v", ErrInvalidDevice, dev.Path, err)
+	}
+	var res ReattachResult
+	steps := mapSteps{name: RBDNBD, locks: &n.locks, mapLocked: func(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
+		var err error
+		res, err = n.reattachLocked(ctx, img, opts, extra, dev)
+		return Device{}, err
+	}}
+	_, err := mapImage(ctx, n.cfg.DefaultTimeout, steps, img, opts)
+	return res, err
+}
+
+func (n *nbd) reattachLocked(ctx context.Context, img Image, opts MapOptions, extra []option, dev Device) (ReattachResult, error) {
+	mapped, err := n.listMapped(ctx)
+	if err != nil {
+		return ReattachOther, fmt.Errorf("%w: %v", ErrMapFailed, err)
+	}
+	for _, m := range mapped {
+		switch {
+		case m.Device == dev.Path && m.is(img):
+			return ReattachLive, nil
+		case m.Device == dev.Path || m.is(img):
+			// A second process for one image, or one device for two
+			// images, would corrupt the filesystem: leave it alone.
+			return ReattachOther, nil
+		}
+	}
+	_, attached, err := n.reattach(ctx, img, opts, extra, dev)
+	switch {
+	case err != nil:
+		return ReattachOther, err
+	case attached:
+		return Reattached, nil
+	case !n.kernelState(dev.Path).connected:
+		return ReattachGone, nil
+	default:
+		return ReattachOther, nil
+	}
+}
+
 func (n *nbd) mapNew(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error) {
 	cookie, err := newCookie(img.ClusterFSID)
 	if err != nil {
@@ -154,6 +215,9 @@ func (n *nbd) runWithKey(ctx context.Context, img Image, head []string, opts Map
 	args := append([]string{}, head...)
 	if opts.ReadOnly {
 		args = append(args, "--read-only")
+	}
+	if !slices.ContainsFunc(extra, func(o option) bool { return o.Name == reattachTimeoutOpt }) {
+		extra = append(extra[:len(extra):len(extra)], n.reattachOpt)
 	}
 	for _, o := range extra {
 		args = append(args, "--"+o.Name)
@@ -288,9 +352,9 @@ func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 		}
 	}
 	if n.kernelState(dev.Path).connected {
-		return false, fmt.Sprintf("the rbd-nbd process serving %s (%s) is gone, so I/O on it stalls; it is re-attached when the volume is staged again (NodeStageVolume) within the reattach timeout", dev.Path, img.Spec())
+		return false, fmt.Sprintf("the rbd-nbd process serving %s (%s) is gone, so I/O on it stalls; past the kernel's reattach timeout new I/O fails and I/O in flight when it died stays blocked; the plugin re-attaches it at start-up when --secrets-dir holds a credential for the volume's cluster, else the next NodeStageVolume does", dev.Path, img.Spec())
 	}
-	return false, fmt.Sprintf("%s (%s) is no longer mapped; restage the volume", dev.Path, img.Spec())
+	return false, fmt.Sprintf("%s (%s) is no longer mapped (unmapped, or no rbd-nbd process re-attached within the reattach timeout): I/O on it fails; restart the pods using the volume so it is staged again", dev.Path, img.Spec())
 }
 
 func (n *nbd) listMapped(ctx context.Context) ([]nbdMapped, error) {

@@ -114,10 +114,12 @@ func TestNBDMapRunsRBDNBDWithKeyringNotKey(t *testing.T) {
 		cephConf string
 		wantMid  []string // arguments between the cookie and --id
 	}{
-		{name: "read-write, no options"},
+		{name: "read-write, no options: the node's reattach timeout", wantMid: []string{"--reattach-timeout", "300"}},
 		{name: "read-only with StorageClass options", opts: MapOptions{ReadOnly: true, Extra: "io-timeout=30,exclusive"},
-			wantMid: []string{"--read-only", "--io-timeout", "30", "--exclusive"}},
-		{name: "extra ceph.conf", cephConf: "/etc/ceph/ceph.conf"},
+			wantMid: []string{"--read-only", "--io-timeout", "30", "--exclusive", "--reattach-timeout", "300"}},
+		{name: "StorageClass reattach timeout replaces the node's", opts: MapOptions{Extra: "reattach-timeout=45"},
+			wantMid: []string{"--reattach-timeout", "45"}},
+		{name: "extra ceph.conf", cephConf: "/etc/ceph/ceph.conf", wantMid: []string{"--reattach-timeout", "300"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -258,9 +260,9 @@ func TestNBDReattachesAfterDaemonDied(t *testing.T) {
 		wantArgs    []string // prefix
 	}{
 		{name: "connected with our cookie: attach with cookie", connected: true, withBackend: true, backend: "cookie-3", prev: prev,
-			wantCmd: "attach", wantArgs: []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--cookie", "cookie-3", "--id"}},
+			wantCmd: "attach", wantArgs: []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--cookie", "cookie-3", "--reattach-timeout", "300", "--id"}},
 		{name: "kernel without backend attribute: attach without cookie", connected: true, prev: prev,
-			wantCmd: "attach", wantArgs: []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--id"}},
+			wantCmd: "attach", wantArgs: []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--reattach-timeout", "300", "--id"}},
 		{name: "device now serves another backend: map anew", connected: true, withBackend: true, backend: "someone-else", prev: prev,
 			wantCmd: "map"},
 		{name: "device disconnected: map anew", prev: prev, wantCmd: "map"},
@@ -512,5 +514,117 @@ func TestNBDPassesMessengerPrefixesToLibrados(t *testing.T) {
 	rig.exec.mu.Unlock()
 	if len(kr) != 1 || kr[0] != "[client.csi-rbd]\n\tkey = "+testKey+"\n" {
 		t.Errorf("keyring seen by rbd-nbd = %q, want the trimmed key", kr)
+	}
+}
+
+// Reattach is the plugin's start-up pass: it serves a device whose rbd-nbd
+// process died with the plugin's container again, and nothing else.
+func TestNBDReattachServesOnlyOurDeadDevice(t *testing.T) {
+	const ours, other = "6bc57004-69bf-4513-b1b7-209960b4bab4", "0d2a0c1e-0000-4000-8000-000000000001"
+	cookie := ours + "-" + strings.Repeat("cd", 16)
+	dev := nbdDevice(nbdImage(), "/dev/nbd3", cookie, false)
+	tests := []struct {
+		name       string
+		imageFSID  string
+		mapped     []nbdMapped
+		connected  bool
+		backend    string
+		want       ReattachResult
+		wantAttach bool
+	}{
+		{name: "dead process, device waiting: attached once", imageFSID: ours, connected: true, backend: cookie, want: Reattached, wantAttach: true},
+		{name: "live process: left alone", imageFSID: ours, connected: true, backend: cookie, want: ReattachLive,
+			mapped: []nbdMapped{{PID: 7, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd3", Cookie: cookie}}},
+		{name: "device of another cluster: left alone", imageFSID: other, connected: true, backend: cookie, want: ReattachOther},
+		{name: "device now serves another backend: left alone", imageFSID: ours, connected: true, backend: "someone-else", want: ReattachOther},
+		{name: "device served by a process for another image: left alone", imageFSID: ours, connected: true, backend: cookie, want: ReattachOther,
+			mapped: []nbdMapped{{PID: 8, Pool: "kube", Image: "other", Device: "/dev/nbd3", Cookie: "x"}}},
+		{name: "image served from another device: no second process", imageFSID: ours, connected: true, backend: cookie, want: ReattachOther,
+			mapped: []nbdMapped{{PID: 9, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd4", Cookie: cookie}}},
+		{name: "wait expired, device disconnected: gone", imageFSID: ours, want: ReattachGone},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			rig.setMapped(tc.mapped...)
+			if tc.connected {
+				rig.connect(t, "/dev/nbd3", tc.backend, true)
+			}
+			img := nbdImage()
+			img.ClusterFSID = tc.imageFSID
+			got, err := rig.mapper(t).(Reattacher).Reattach(ctxTimeout(t, 5*time.Second), img, MapOptions{Extra: "io-timeout=30"}, dev)
+			if err != nil || got != tc.want {
+				t.Fatalf("Reattach = %v, %v; want %v", got, err, tc.want)
+			}
+			attaches := callsOf(rig.exec.Calls(), "attach")
+			if len(callsOf(rig.exec.Calls(), "map")) != 0 || len(attaches) != map[bool]int{true: 1}[tc.wantAttach] {
+				t.Fatalf("commands %v; want attach: %t, never map", rig.exec.Calls(), tc.wantAttach)
+			}
+			if tc.wantAttach {
+				want := []string{"attach", "--device", "/dev/nbd3", "--try-netlink", "--cookie", cookie, "--io-timeout", "30", "--reattach-timeout", "300", "--id"}
+				if a := attaches[0].Args; !slices.Equal(a[:len(want)], want) {
+					t.Errorf("attach argv %q, want prefix %q", a, want)
+				}
+			}
+		})
+	}
+}
+
+func TestNBDReattachIsIdempotent(t *testing.T) {
+	rig := newNBDRig(t)
+	rig.connect(t, "/dev/nbd3", "c3", true)
+	rig.exec.handler = func(c Command) (string, string, error) {
+		if c.Args[0] == "attach" { // the new daemon shows up in list-mapped
+			rig.setMapped(nbdMapped{PID: 20, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd3", Cookie: "c3"})
+		}
+		return rig.defaultHandler(c)
+	}
+	m := rig.mapper(t).(Reattacher)
+	dev := nbdDevice(nbdImage(), "/dev/nbd3", "c3", false)
+	var got []ReattachResult
+	for range 3 {
+		res, err := m.Reattach(ctxTimeout(t, 5*time.Second), nbdImage(), MapOptions{}, dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, res)
+	}
+	if want := []ReattachResult{Reattached, ReattachLive, ReattachLive}; !slices.Equal(got, want) {
+		t.Errorf("three Reattach calls = %v, want %v", got, want)
+	}
+	if n := len(callsOf(rig.exec.Calls(), "attach")); n != 1 {
+		t.Errorf("%d rbd-nbd attach calls, want 1", n)
+	}
+}
+
+func TestNBDReattachRefusesWhatIsNotAnNBDDevice(t *testing.T) {
+	rig := newNBDRig(t)
+	for _, dev := range []Device{
+		{Path: "/dev/rbd0", Mapper: KRBD, Attrs: map[string]string{AttrPool: "kube", AttrImage: "img"}},
+		{Path: "", Mapper: RBDNBD, Attrs: map[string]string{AttrPool: "kube", AttrImage: "img"}},
+		{Path: "/dev/sda", Mapper: RBDNBD, Attrs: map[string]string{AttrPool: "kube", AttrImage: "img"}},
+	} {
+		if _, err := rig.mapper(t).(Reattacher).Reattach(ctxTimeout(t, time.Second), nbdImage(), MapOptions{}, dev); !errors.Is(err, ErrInvalidDevice) {
+			t.Errorf("Reattach(%+v) = %v, want ErrInvalidDevice", dev, err)
+		}
+	}
+	if calls := rig.exec.Calls(); len(calls) != 0 {
+		t.Errorf("commands ran for invalid devices: %v", calls)
+	}
+}
+
+func TestNBDReattachTimeoutIsBounded(t *testing.T) {
+	tests := []struct {
+		timeout time.Duration
+		ok      bool
+	}{
+		{0, true}, {time.Second, true}, {time.Hour, true},
+		{-time.Second, false}, {1500 * time.Millisecond, false}, {time.Hour + time.Second, false},
+	}
+	for _, tc := range tests {
+		_, err := New(RBDNBD, Config{NBDReattachTimeout: tc.timeout})
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidOptions)) {
+			t.Errorf("New with reattach timeout %v: %v; want accepted: %t", tc.timeout, err, tc.ok)
+		}
 	}
 }
