@@ -206,7 +206,7 @@ func (d *controllerService) lockedAttachVolume(ctx context.Context, volumeID str
 		return ceph.ImageRef{}, nil, err
 	}
 	if d.opts.SecretsDir == "" || cl.ID == "" {
-		return ceph.ImageRef{}, nil, status.Errorf(codes.FailedPrecondition, "volume %q: the request carries no secrets and no --secrets-dir Secret serves its cluster: set csi.storage.k8s.io/controller-publish-secret-name and -namespace in the StorageClass, or mount a Secret for cluster %q under --secrets-dir (chart: listingSecret), which also serves volumes made before", volumeID, cl.ID)
+		return ceph.ImageRef{}, nil, status.Errorf(codes.FailedPrecondition, "volume %q: the request carries no secrets and no --secrets-dir Secret serves its cluster: set csi.storage.k8s.io/controller-publish-secret-name and -namespace in the StorageClass, or mount a Secret for cluster %q under --secrets-dir (chart: controller.listingCredentials), which also serves volumes made before", volumeID, cl.ID)
 	}
 	cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
 	if err != nil {
