@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Per-testsuite counts from the JUnit report(s) of e2e-storage.test.
+
+usage: junit-table.py JUNIT.xml...
+
+Prints a Markdown table (testsuite, passed, failed, skipped, why skipped),
+the failed specs, and `N passed, N failed, N skipped`. Skipped counts only
+specs that were skipped at run time, with a reason; specs that the focus
+left out are not counted.
+"""
+import collections
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+SUITE = re.compile(r"\[Testpattern: [^\]]*\] (\S+) ")
+
+
+def suite_of(name):
+    m = SUITE.search(name)
+    return m.group(1) if m else "(suite setup)"
+
+
+def reason_of(message):
+    """The skip reason without ginkgo's prefix, short and on one line."""
+    text = " ".join(message.split())
+    text = re.sub(r"^skipped - ", "", text)
+    return text[:110]
+
+
+def main(paths):
+    rows = collections.OrderedDict()
+    failed_specs = []
+    for path in paths:
+        for case in ET.parse(path).iter("testcase"):
+            name = case.get("name", "")
+            row = rows.setdefault(suite_of(name), {"passed": 0, "failed": 0, "skipped": 0, "why": collections.Counter()})
+            skipped = case.find("skipped")
+            if case.find("failure") is not None or case.find("error") is not None:
+                row["failed"] += 1
+                failed_specs.append(name)
+            elif skipped is not None:
+                message = skipped.get("message", "")
+                if message.strip() == "skipped":
+                    continue  # left out by the focus
+                row["skipped"] += 1
+                row["why"][reason_of(message)] += 1
+            elif case.get("status", "passed") == "passed":
+                row["passed"] += 1
+    rows = {k: v for k, v in rows.items() if v["passed"] or v["failed"] or v["skipped"]}
+    print("| testsuite | passed | failed | skipped | why skipped |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    total = collections.Counter()
+    for suite in sorted(rows):
+        row = rows[suite]
+        why = "; ".join(f"{r} ({n})" if n > 1 else r for r, n in row["why"].most_common())
+        print(f"| {suite} | {row['passed']} | {row['failed']} | {row['skipped']} | {why} |")
+        for key in ("passed", "failed", "skipped"):
+            total[key] += row[key]
+    for name in failed_specs:
+        print(f"failed: {name}")
+    print(f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
