@@ -105,20 +105,25 @@ build_k8s() {
 # agnhost, the e2e tests' helper image program, from the same tree.
 build_e2e() {
   local out=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION src t=$SECONDS pkg=test/e2e/rbdcsi-storage
-  if done_dir "$out"; then log "e2e-storage $K8S_VERSION: cached in $out"; return; fi
+  local main=$E2E_K8S_DIR/conformance/e2e-storage/storage_test.go
+  if done_dir "$out" && [ "$out/.complete" -nt "$main" ]; then log "e2e-storage $K8S_VERSION: cached in $out"; return; fi
   log "e2e-storage $K8S_VERSION: building (cold: see docs/testing.md)"
   src=$(k8s_src)
   mkdir -p "$src/$pkg" "$out/bin"
   # the file is kept out of this repository's module by its ignore tag
-  sed '/^\/\/go:build ignore$/d' "$E2E_K8S_DIR/conformance/e2e-storage/storage_test.go" >"$src/$pkg/storage_test.go"
+  sed '/^\/\/go:build ignore$/d' "$main" >"$src/$pkg/storage_test.go"
+  rm -f "$out/.complete" # a rebuild after a change of $main
   (
     cd "$src"
+    # new files moved into place: a running binary is not overwritten
     CGO_ENABLED=0 "${NICE[@]}" go test -c -vet=off "${K8S_GOFLAGS[@]}" -ldflags "$(k8s_ldflags)" \
-      -o "$out/bin/e2e-storage.test" "./$pkg"
+      -o "$out/bin/.e2e-storage.test.new" "./$pkg"
     CGO_ENABLED=0 "${NICE[@]}" go build "${K8S_GOFLAGS[@]}" -ldflags "-s -w" \
-      -o "$out/bin/agnhost" ./test/images/agnhost
+      -o "$out/bin/.agnhost.new" ./test/images/agnhost
     cp test/images/agnhost/VERSION "$out/agnhost.version"
   )
+  mv "$out/bin/.e2e-storage.test.new" "$out/bin/e2e-storage.test"
+  mv "$out/bin/.agnhost.new" "$out/bin/agnhost"
   finish "$out" "$src"
   log "e2e-storage $K8S_VERSION: built in $((SECONDS - t))s"
 }

@@ -12,7 +12,10 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/types"
 	"k8s.io/component-base/version"
 	"k8s.io/kubernetes/test/e2e"
 	"k8s.io/kubernetes/test/e2e/framework"
@@ -55,3 +58,18 @@ func TestMain(m *testing.M) {
 func TestE2E(t *testing.T) {
 	e2e.RunE2ETests(t)
 }
+
+// SpecLinePrefix starts the one line printed per finished spec, which
+// conformance.sh shows while ginkgo's long log goes to a file.
+const SpecLinePrefix = "rbdcsi-spec:"
+
+var _ = ginkgo.ReportAfterEach(func(r ginkgo.SpecReport) {
+	if r.State == types.SpecStateSkipped && r.Failure.Message == "" {
+		return // left out by the focus
+	}
+	line := fmt.Sprintf("%s %-7s %5.0fs  %s", SpecLinePrefix, r.State, r.RunTime.Round(time.Second).Seconds(), r.FullText())
+	if r.State == types.SpecStateSkipped {
+		line += "  (" + r.Failure.Message + ")"
+	}
+	fmt.Println(line)
+})
