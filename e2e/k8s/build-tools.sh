@@ -13,8 +13,8 @@
 #                snapshot-controller (+ the snapshot CRDs)
 #   upstream     csi-node-driver-registrar and livenessprobe, offline from
 #                the upstream source tarballs in $UPSTREAM_DIR (~3 min cold)
-#   e2e          e2e-storage.test (Kubernetes' External Storage testsuites)
-#                and agnhost, $K8S_VERSION (not in the default set: only
+#   e2e          e2e-storage.test (Kubernetes' External Storage testsuites),
+#                agnhost and ginkgo, $K8S_VERSION (not in the default set: only
 #                `make conformance` needs it)
 # Settings: see lib.sh (versions, RBDCSI_CACHE). BUILD_NICE (default 10) is
 # the nice level of the compilers: the machine is shared.
@@ -102,7 +102,8 @@ build_k8s() {
 
 # The storage conformance binary: Kubernetes' test/e2e framework with only
 # the External Storage testsuites linked in (conformance/e2e-storage), and
-# agnhost, the e2e tests' helper image program, from the same tree.
+# from the same tree agnhost, the e2e tests' helper image program, and the
+# ginkgo runner (parallel processes).
 build_e2e() {
   local out=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION src t=$SECONDS pkg=test/e2e/rbdcsi-storage
   local main=$E2E_K8S_DIR/conformance/e2e-storage/storage_test.go
@@ -120,10 +121,14 @@ build_e2e() {
       -o "$out/bin/.e2e-storage.test.new" "./$pkg"
     CGO_ENABLED=0 "${NICE[@]}" go build "${K8S_GOFLAGS[@]}" -ldflags "-s -w" \
       -o "$out/bin/.agnhost.new" ./test/images/agnhost
+    # the ginkgo runner of the version the tests link, for parallel runs
+    CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w" \
+      -o "$out/bin/.ginkgo.new" github.com/onsi/ginkgo/v2/ginkgo
     cp test/images/agnhost/VERSION "$out/agnhost.version"
   )
   mv "$out/bin/.e2e-storage.test.new" "$out/bin/e2e-storage.test"
   mv "$out/bin/.agnhost.new" "$out/bin/agnhost"
+  mv "$out/bin/.ginkgo.new" "$out/bin/ginkgo"
   finish "$out" "$src"
   log "e2e-storage $K8S_VERSION: built in $((SECONDS - t))s"
 }

@@ -16,12 +16,15 @@
 #                       the testsuites' (e.g. 'volumeMode should fail')
 #   CONFORMANCE_SKIP    a further ginkgo skip regex (added to SKIPS below)
 #   CONFORMANCE_TIMEOUT the whole run's bound (ginkgo duration, default 3h)
+#   CONFORMANCE_PROCS   parallel ginkgo processes (default 4; specs marked
+#                       [Serial] run alone at the end either way)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 LOG_TAG=conformance
 export KUBECONFIG=$LAB_DIR/admin.kubeconfig
 
-BIN=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION/bin/e2e-storage.test
+BIN_DIR=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION/bin
+BIN=$BIN_DIR/e2e-storage.test
 DRIVER_YAML=$E2E_K8S_DIR/conformance/driver.yaml
 OUT=$RBDCSI_CACHE/last-conformance
 
@@ -40,7 +43,7 @@ SKIPS=(
   '\[Feature:Windows\]|Windows nodes only'
 )
 
-[ -x "$BIN" ] || die "$BIN missing: run build-tools.sh e2e"
+[ -x "$BIN" ] && [ -x "$BIN_DIR/ginkgo" ] || die "$BIN or ginkgo missing: run build-tools.sh e2e"
 [ -f "$DRIVER_YAML" ] || die "$DRIVER_YAML missing"
 KUBECTL_TIMEOUT=30s kc get --raw /readyz >/dev/null 2>&1 || die "the lab's API server does not answer: run lab-up.sh"
 
@@ -63,23 +66,26 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 log "focus: $focus; report in $OUT"
 t=$SECONDS
+# ginkgo's own flags, then the e2e framework's
 args=(
+  --procs="${CONFORMANCE_PROCS:-4}"
+  --focus="$focus"
+  --skip="$skip"
+  --timeout="${CONFORMANCE_TIMEOUT:-3h}"
+  --no-color
+  "$BIN" --
   -kubeconfig="$KUBECONFIG"
   -storage.testdriver="$DRIVER_YAML"
   -report-dir="$OUT"
   # the lab's images are imported, not pulled; no cloud provider
   -provider=local
-  -ginkgo.focus="$focus"
-  -ginkgo.skip="$skip"
-  -ginkgo.timeout="${CONFORMANCE_TIMEOUT:-3h}"
-  -ginkgo.no-color
-  -ginkgo.show-node-events=false
 )
 rc=0
-"$BIN" "${args[@]}" >"$OUT/e2e.log" 2>&1 &
+: >"$OUT/specs.txt"
+"$BIN_DIR/ginkgo" "${args[@]}" >"$OUT/e2e.log" 2>&1 &
 pid=$!
-# the log is long: one line per finished spec (storage_test.go prints it)
-tail -n +1 --pid="$pid" -f "$OUT/e2e.log" | sed -un 's/^rbdcsi-spec: //p' &
+# the log is long: one line per finished spec (storage_test.go writes them)
+tail -n +1 --pid="$pid" -f "$OUT/specs.txt" &
 wait "$pid" || rc=$?
 wait
 log "e2e-storage.test exited $rc after $((SECONDS - t))s"

@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,17 +61,28 @@ func TestE2E(t *testing.T) {
 	e2e.RunE2ETests(t)
 }
 
-// SpecLinePrefix starts the one line printed per finished spec, which
-// conformance.sh shows while ginkgo's long log goes to a file.
-const SpecLinePrefix = "rbdcsi-spec:"
+// SpecLinesFile, in the -report-dir, gets one line per finished spec from
+// every ginkgo process (O_APPEND): conformance.sh shows it while ginkgo's
+// long log goes to a file.
+const SpecLinesFile = "specs.txt"
 
 var _ = ginkgo.ReportAfterEach(func(r ginkgo.SpecReport) {
 	if r.State == types.SpecStateSkipped && r.Failure.Message == "" {
 		return // left out by the focus
 	}
-	line := fmt.Sprintf("%s %-7s %5.0fs  %s", SpecLinePrefix, r.State, r.RunTime.Round(time.Second).Seconds(), r.FullText())
-	if r.State == types.SpecStateSkipped {
-		line += "  (" + r.Failure.Message + ")"
+	dir := framework.TestContext.ReportDir
+	if dir == "" {
+		return
 	}
-	fmt.Println(line)
+	line := fmt.Sprintf("%-7s %5.0fs  %s", r.State, r.RunTime.Round(time.Second).Seconds(), r.FullText())
+	if r.State == types.SpecStateSkipped {
+		line += "  (" + strings.Join(strings.Fields(r.Failure.Message), " ") + ")"
+	}
+	f, err := os.OpenFile(filepath.Join(dir, SpecLinesFile), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "spec lines: %v\n", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, line)
 })
