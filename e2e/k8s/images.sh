@@ -216,11 +216,26 @@ busybox_image() {
   log "$BUSYBOX_IMAGE made"
 }
 
+# debian_image REF PACKAGE...: debian:bookworm-slim with Debian PACKAGEs, as
+# the e2e images made that way upstream (test/images/*/Dockerfile)
+debian_image() {
+  local ref=$1 c
+  shift
+  c=$(buildah from --pull-never docker.io/library/debian:bookworm-slim)
+  buildah run --network host "$c" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $* >/dev/null && rm -rf /var/lib/apt/lists/*"
+  buildah commit -q --rm "$c" "$ref" >/dev/null
+  save "$ref"
+  log "$ref made (debian:bookworm-slim with $*)"
+}
+
 # e2e_images: the images Kubernetes' storage testsuites start (make
 # conformance), under the names the e2e binary asks for (its --list-images):
 # every e2e busybox tag is the lab's busybox image; every e2e agnhost tag is
 # that image plus the agnhost program built from the same k8s.io/kubernetes
-# (build-tools.sh e2e). Host-exec pods run busybox's nsenter in it.
+# (build-tools.sh e2e); host-exec pods run busybox's nsenter in it.
+# glibc-dns-testing is upstream's recipe (bookworm-slim with dnsutils); the
+# nginx image, whose shell the volumes suite's exec test runs, is
+# bookworm-slim with Debian's nginx (its version, not the tag's).
 e2e_images() {
   local bin=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION/bin list ref c
   [ -x "$bin/e2e-storage.test" ] && [ -x "$bin/agnhost" ] || die "$bin/e2e-storage.test missing: run build-tools.sh e2e"
@@ -241,6 +256,21 @@ e2e_images() {
     save "$ref"
     log "$ref made (agnhost $(cat "$bin/../agnhost.version"))"
   done
+  base_images
+  ref=$(grep -m1 -E '^registry\.k8s\.io/e2e-test-images/glibc-dns-testing:' <<<"$list") || die "no glibc-dns-testing among the e2e images"
+  [ -f "$(archive_of "$ref")" ] || debian_image "$ref" dnsutils
+  local first=""
+  for ref in $(grep -E '^registry\.k8s\.io/e2e-test-images/nginx:' <<<"$list"); do
+    if [ -z "$first" ]; then
+      first=$ref
+      [ -f "$(archive_of "$ref")" ] || debian_image "$ref" nginx-light
+    elif [ ! -f "$(archive_of "$ref")" ]; then
+      buildah tag "$first" "$ref"
+      save "$ref"
+      log "$ref made (as $first)"
+    fi
+  done
+  [ -n "$first" ] || die "no nginx among the e2e images"
 }
 
 build_all() {
