@@ -11,13 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/onsi/ginkgo/v2"
-	"github.com/onsi/ginkgo/v2/types"
 	"k8s.io/component-base/version"
 	"k8s.io/kubernetes/test/e2e"
 	"k8s.io/kubernetes/test/e2e/framework"
@@ -60,29 +55,3 @@ func TestMain(m *testing.M) {
 func TestE2E(t *testing.T) {
 	e2e.RunE2ETests(t)
 }
-
-// SpecLinesFile, in the -report-dir, gets one line per finished spec from
-// every ginkgo process (O_APPEND): conformance.sh shows it while ginkgo's
-// long log goes to a file.
-const SpecLinesFile = "specs.txt"
-
-var _ = ginkgo.ReportAfterEach(func(r ginkgo.SpecReport) {
-	if r.State == types.SpecStateSkipped && r.Failure.Message == "" {
-		return // left out by the focus
-	}
-	dir := framework.TestContext.ReportDir
-	if dir == "" {
-		return
-	}
-	line := fmt.Sprintf("%-7s %5.0fs  %s", r.State, r.RunTime.Round(time.Second).Seconds(), r.FullText())
-	if r.State == types.SpecStateSkipped {
-		line += "  (" + strings.Join(strings.Fields(r.Failure.Message), " ") + ")"
-	}
-	f, err := os.OpenFile(filepath.Join(dir, SpecLinesFile), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "spec lines: %v\n", err)
-		return
-	}
-	defer f.Close()
-	fmt.Fprintln(f, line)
-})
