@@ -55,7 +55,6 @@ TIMEOUT=${E2E_TIMEOUT:-120}
 # every kubectl request's bound (lib.sh), above the waits that use TIMEOUT
 KUBECTL_TIMEOUT=${KUBECTL_TIMEOUT:-$((TIMEOUT + 180))s}
 STATE_DIR=$LAB_DIR/rbd-csi-state
-KUBELET_DIR=$LAB_DIR/kubelet
 ARTIFACTS=$LAB_DIR/e2e-artifacts
 BUSYBOX=local.test/busybox:e2e
 STATIC_IMAGE=ceph-image

@@ -22,6 +22,8 @@ RBDCSI_CACHE=${RBDCSI_CACHE:-/var/cache/rbd-csi}
 # The lab cluster's state (certificates, etcd, containerd, kubelet root, logs).
 # Short: containerd and kubelet put unix sockets below it.
 LAB_DIR=${LAB_DIR:-/tmp/rbdcsi-k8s}
+# the lab kubelet's --root-dir (the chart's kubeletDir, the e2e tests' too)
+KUBELET_DIR=$LAB_DIR/kubelet
 # The e2e Ceph cluster (e2e/ceph/up.sh); at most 50 characters.
 E2E_CEPH_DIR=${E2E_CEPH_DIR:-/tmp/rbdcsi-k8s-ceph}
 
