@@ -17,8 +17,9 @@ SUITE = re.compile(r"\[Testpattern: [^\]]*\] (\S+) ")
 
 
 def suite_of(name):
+    """The testsuite of a spec; None for the suite's setup and teardown."""
     m = SUITE.search(name)
-    return m.group(1) if m else "(suite setup)"
+    return m.group(1) if m else None
 
 
 def reason_of(message):
@@ -34,9 +35,13 @@ def main(paths):
     for path in paths:
         for case in ET.parse(path).iter("testcase"):
             name = case.get("name", "")
-            row = rows.setdefault(suite_of(name), {"passed": 0, "failed": 0, "skipped": 0, "why": collections.Counter()})
+            suite = suite_of(name)
+            failed = case.find("failure") is not None or case.find("error") is not None
+            if suite is None and not failed:
+                continue  # setup and teardown count only when they fail
+            row = rows.setdefault(suite or "(suite setup)", {"passed": 0, "failed": 0, "skipped": 0, "why": collections.Counter()})
             skipped = case.find("skipped")
-            if case.find("failure") is not None or case.find("error") is not None:
+            if failed:
                 row["failed"] += 1
                 failed_specs.append(name)
             elif skipped is not None:
