@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Per-testsuite counts from the JUnit report(s) of e2e-storage.test.
 
-usage: junit-table.py JUNIT.xml...
+usage: junit-table.py [--skip 'REGEX|REASON']... JUNIT.xml...
 
 Prints a Markdown table (testsuite, passed, failed, skipped, why skipped),
-the failed specs, and `N passed, N failed, N skipped`. Skipped counts only
-specs that were skipped at run time, with a reason; specs that the focus
-left out are not counted.
+the failed specs, and `N passed, N failed, N skipped`. Skipped counts the
+specs skipped at run time, with their reason, and those the run's --skip
+left out (each --skip names the regex given to ginkgo and its reason);
+specs that the focus left out are not counted.
 """
 import collections
 import re
@@ -29,7 +30,15 @@ def reason_of(message):
     return text[:110]
 
 
-def main(paths):
+def main(argv):
+    skips, paths = [], []
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--skip" and argv:
+            regex, _, reason = argv.pop(0).partition("|")
+            skips.append((re.compile(regex), reason))
+        else:
+            paths.append(arg)
     rows = collections.OrderedDict()
     failed_specs = []
     for path in paths:
@@ -47,7 +56,10 @@ def main(paths):
             elif skipped is not None:
                 message = skipped.get("message", "")
                 if message.strip() == "skipped":
-                    continue  # left out by the focus
+                    reasons = [r for rx, r in skips if rx.search(name)]
+                    if not reasons:
+                        continue  # left out by the focus
+                    message = reasons[0]
                 row["skipped"] += 1
                 row["why"][reason_of(message)] += 1
             elif case.get("status", "passed") == "passed":
