@@ -14,6 +14,7 @@
 #                       SUITES), e.g. "provisioning volumeMode"
 #   CONFORMANCE_FOCUS   a ginkgo focus regex on the spec text, instead of
 #                       the testsuites' (e.g. 'volumeMode should fail')
+#   CONFORMANCE_SET=ci  one spec of each testsuite (CI_SPECS below), instead
 #   CONFORMANCE_SKIP    a further ginkgo skip regex (added to SKIPS below)
 #   CONFORMANCE_TIMEOUT the whole run's bound (ginkgo duration, default 3h)
 #   CONFORMANCE_PROCS   parallel ginkgo processes (default 4; specs marked
@@ -36,6 +37,22 @@ OUT=$RBDCSI_CACHE/last-conformance
 # snapshotmetadata, volumegroupsnapshot*.
 SUITES=(provisioning volumes volumeIO volumeMode subPath volume-expand snapshottable
   multiVolume ephemeral fsgroupchangepolicy volumeLimits read-write-once-pod)
+
+# One spec per testsuite, the data path of each, for a short run (CI).
+CI_SPECS=(
+  'Dynamic PV \(default fs\)\] provisioning should provision storage with pvc data source$'
+  'Dynamic PV \(xfs\)\] \[Slow\] volumes should store data'
+  'Dynamic PV \(default fs\)\] volumeIO should write files of various sizes'
+  'Dynamic PV \(block volmode\)\] volumeMode should fail to use a volume in a pod with mismatched mode'
+  'Dynamic PV \(default fs\)\] subPath should support existing single file'
+  'Dynamic PV \(block volmode\)\(allowExpansion\)\] volume-expand should resize volume when PVC is edited while pod is using it'
+  'Dynamic Snapshot \(delete policy\)\] snapshottable .*check deletion \(persistent\)'
+  'Dynamic PV \(ext4\)\] multiVolume .*two volumes with the same volume mode and retain data across pod recreation on the same node'
+  'Generic Ephemeral-volume \(default fs\) \(late-binding\)\] ephemeral should create read/write inline ephemeral volume'
+  'Dynamic PV \(default fs\)\] fsgroupchangepolicy \(Always\).*chgrp in first pod, new pod with different fsgroup'
+  'Dynamic PV \(filesystem volmode\)\] volumeLimits should verify that all csinodes have volume limits'
+  'Dynamic PV \(default fs\)\] read-write-once-pod should block a second pod'
+)
 
 # Specs the one-node lab cannot run, with the reason printed before the run.
 # Each entry: REGEX|REASON
@@ -60,14 +77,18 @@ fi
 [ -f "$DRIVER_YAML" ] || die "$DRIVER_YAML missing"
 KUBECTL_TIMEOUT=30s kc get --raw /readyz >/dev/null 2>&1 || die "the lab's API server does not answer: run lab-up.sh"
 
-# suite_focus SUITE...: the ginkgo focus that selects these testsuites
+# suite_focus SUITE...: the ginkgo focus that selects these testsuites (a
+# pattern may carry tags of its own: "[Testpattern: Dynamic PV (xfs)] [Slow]")
 suite_focus() {
   local IFS='|'
-  printf '\\[Testpattern: [^]]*\\] (%s) ' "$*"
+  printf '\\[Testpattern: [^]]*\\]( \\[[^]]*\\])* (%s) ' "$*"
 }
 
 read -r -a suites <<<"${CONFORMANCE_SUITES:-${SUITES[*]}}"
 focus=${CONFORMANCE_FOCUS:-$(suite_focus "${suites[@]}")}
+if [ "${CONFORMANCE_SET:-}" = ci ]; then
+  focus=$(IFS='|' && echo "\\[Testpattern: (${CI_SPECS[*]})")
+fi
 skip=""
 for s in "${SKIPS[@]}"; do
   log "skipped: ${s%%|*}: ${s#*|}"

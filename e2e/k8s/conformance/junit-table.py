@@ -14,7 +14,8 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-SUITE = re.compile(r"\[Testpattern: [^\]]*\] (\S+) ")
+# a pattern may carry tags of its own: "[Testpattern: Dynamic PV (xfs)] [Slow]"
+SUITE = re.compile(r"\[Testpattern: [^\]]*\](?: \[[^\]]*\])* (\S+) ")
 
 
 def suite_of(name):
