@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Per-testsuite counts from the JUnit report(s) of e2e-storage.test.
 
-usage: junit-table.py [--skip 'REGEX|REASON']... JUNIT.xml...
+usage: junit-table.py [--focus REGEX] [--skip 'REGEX|REASON']... JUNIT.xml...
 
 Prints a Markdown table (testsuite, passed, failed, skipped, why skipped),
 the failed specs, and `N passed, N failed, N skipped`. Skipped counts the
 specs skipped at run time, with their reason, and those the run's --skip
-left out (each --skip names the regex given to ginkgo and its reason);
-specs that the focus left out are not counted.
+left out (each --skip names the regex given to ginkgo and its reason)
+among those the run's --focus selected; specs outside it are not counted.
 """
 import collections
 import re
@@ -32,10 +32,12 @@ def reason_of(message):
 
 
 def main(argv):
-    skips, paths = [], []
+    skips, paths, focus = [], [], re.compile("")
     while argv:
         arg = argv.pop(0)
-        if arg == "--skip" and argv:
+        if arg == "--focus" and argv:
+            focus = re.compile(argv.pop(0))
+        elif arg == "--skip" and argv:
             regex, _, reason = argv.pop(0).partition("|")
             skips.append((re.compile(regex), reason))
         else:
@@ -57,7 +59,8 @@ def main(argv):
             elif skipped is not None:
                 message = skipped.get("message", "")
                 if message.strip() == "skipped":
-                    reasons = [r for rx, r in skips if rx.search(name)]
+                    text = re.sub(r"^\[It\] ", "", name)
+                    reasons = [r for rx, r in skips if focus.search(text) and rx.search(text)]
                     if not reasons:
                         continue  # left out by the focus
                     message = reasons[0]
