@@ -113,5 +113,5 @@ holds_lab_lock() {
 
 # lab_running: the lab's API server answers and its Ceph has its env file
 lab_running() {
-  [ -f "$E2E_CEPH_DIR/env" ] && KUBECTL_TIMEOUT=10s kc get --raw /readyz >/dev/null 2>&1
+  [ -f "$E2E_CEPH_DIR/env" ] && KUBECTL_TIMEOUT=30s kc get --raw /readyz >/dev/null 2>&1
 }
