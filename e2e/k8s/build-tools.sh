@@ -13,6 +13,9 @@
 #                snapshot-controller (+ the snapshot CRDs)
 #   upstream     csi-node-driver-registrar and livenessprobe, offline from
 #                the upstream source tarballs in $UPSTREAM_DIR (~3 min cold)
+#   e2e          e2e-storage.test (Kubernetes' External Storage testsuites),
+#                agnhost and ginkgo, $K8S_VERSION (not in the default set: only
+#                `make conformance` needs it)
 # Settings: see lib.sh (versions, RBDCSI_CACHE). BUILD_NICE (default 10) is
 # the nice level of the compilers: the machine is shared.
 #
@@ -51,35 +54,83 @@ module_copy() {
 # link NAME TARGET: a stable name in $TOOLS_BIN for the versioned binary
 link() { ln -sfn "$2" "$TOOLS_BIN/$1"; }
 
-build_k8s() {
-  local out=$RBDCSI_CACHE/k8s-$K8S_VERSION src t=$SECONDS
-  if done_dir "$out"; then log "k8s $K8S_VERSION: cached in $out"; return; fi
-  log "k8s $K8S_VERSION: building (cold: ~20 min on 2 cores)"
+# k8s_src: a writable copy of k8s.io/kubernetes@$K8S_VERSION whose go.mod
+# builds outside the Kubernetes tree; prints its directory
+k8s_src() {
+  local src staging=v0.${K8S_VERSION#v1.}
   src=$(module_copy k8s.io/kubernetes "$K8S_VERSION")
   # The module points its k8s.io/* staging modules at ./staging, which the
   # module zip does not hold: use the published v0.<minor>.<patch> instead.
-  local staging=v0.${K8S_VERSION#v1.}
   (
     cd "$src"
     rm -rf go.work go.work.sum vendor
     sed -i -E "s#=> \./staging/src/(k8s\.io/[A-Za-z0-9_.-]+)\$#=> \1 $staging#" go.mod
     ! grep -q '=> \./staging' go.mod || die "unrewritten staging replace in go.mod"
     go mod download
-    local ldf="-s -w" kv maj min
-    maj=${K8S_VERSION#v}; maj=${maj%%.*}
-    min=${K8S_VERSION#v*.}; min=${min%%.*}
-    for kv in gitVersion=$K8S_VERSION gitMajor=$maj gitMinor=$min gitTreeState=clean \
-      buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ); do
-      ldf="$ldf -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
-    done
-    mkdir -p "$out/bin"
-    CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldf" \
-      -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler \
-      ./cmd/kubelet ./cmd/kubectl
-  )
+  ) >&2
+  echo "$src"
+}
+
+# k8s_ldflags: stripped, with $K8S_VERSION as the version the binaries report
+k8s_ldflags() {
+  local ldf="-s -w" kv maj min
+  maj=${K8S_VERSION#v}; maj=${maj%%.*}
+  min=${K8S_VERSION#v*.}; min=${min%%.*}
+  for kv in gitVersion=$K8S_VERSION gitMajor=$maj gitMinor=$min gitTreeState=clean \
+    buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ); do
+    ldf="$ldf -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
+  done
+  echo "$ldf"
+}
+
+# Same flags for every Kubernetes build, so they share the Go build cache
+K8S_GOFLAGS=(-trimpath -tags selinux,notest,grpcnotrace)
+
+build_k8s() {
+  local out=$RBDCSI_CACHE/k8s-$K8S_VERSION src t=$SECONDS
+  if done_dir "$out"; then log "k8s $K8S_VERSION: cached in $out"; return; fi
+  log "k8s $K8S_VERSION: building (cold: ~20 min on 2 cores)"
+  src=$(k8s_src)
+  mkdir -p "$out/bin"
+  (cd "$src" && CGO_ENABLED=0 "${NICE[@]}" go build "${K8S_GOFLAGS[@]}" -ldflags "$(k8s_ldflags)" \
+    -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler \
+    ./cmd/kubelet ./cmd/kubectl)
   finish "$out" "$src"
   link kubectl "$out/bin/kubectl"
   log "k8s $K8S_VERSION: built in $((SECONDS - t))s"
+}
+
+# The storage conformance binary: Kubernetes' test/e2e framework with only
+# the External Storage testsuites linked in (conformance/e2e-storage), and
+# from the same tree agnhost, the e2e tests' helper image program, and the
+# ginkgo runner (parallel processes).
+build_e2e() {
+  local out=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION src t=$SECONDS pkg=test/e2e/rbdcsi-storage
+  local main=$E2E_K8S_DIR/conformance/e2e-storage/storage_test.go
+  if done_dir "$out" && [ "$out/.complete" -nt "$main" ]; then log "e2e-storage $K8S_VERSION: cached in $out"; return; fi
+  log "e2e-storage $K8S_VERSION: building (cold: see docs/testing.md)"
+  src=$(k8s_src)
+  mkdir -p "$src/$pkg" "$out/bin"
+  # the file is kept out of this repository's module by its ignore tag
+  sed '/^\/\/go:build ignore$/d' "$main" >"$src/$pkg/storage_test.go"
+  rm -f "$out/.complete" # a rebuild after a change of $main
+  (
+    cd "$src"
+    # new files moved into place: a running binary is not overwritten
+    CGO_ENABLED=0 "${NICE[@]}" go test -c -vet=off "${K8S_GOFLAGS[@]}" -ldflags "$(k8s_ldflags)" \
+      -o "$out/bin/.e2e-storage.test.new" "./$pkg"
+    CGO_ENABLED=0 "${NICE[@]}" go build "${K8S_GOFLAGS[@]}" -ldflags "-s -w" \
+      -o "$out/bin/.agnhost.new" ./test/images/agnhost
+    # the ginkgo runner of the version the tests link, for parallel runs
+    CGO_ENABLED=0 "${NICE[@]}" go build -trimpath -ldflags "-s -w" \
+      -o "$out/bin/.ginkgo.new" github.com/onsi/ginkgo/v2/ginkgo
+    cp test/images/agnhost/VERSION "$out/agnhost.version"
+  )
+  mv "$out/bin/.e2e-storage.test.new" "$out/bin/e2e-storage.test"
+  mv "$out/bin/.agnhost.new" "$out/bin/agnhost"
+  mv "$out/bin/.ginkgo.new" "$out/bin/ginkgo"
+  finish "$out" "$src"
+  log "e2e-storage $K8S_VERSION: built in $((SECONDS - t))s"
 }
 
 # module_dir MODULE VERSION: the module's directory in the module cache
@@ -177,8 +228,8 @@ TOOLS=("$@")
 [ ${#TOOLS[@]} -gt 0 ] || TOOLS=(kubeconform helm sidecars upstream schemas k8s)
 for tool in "${TOOLS[@]}"; do
   case $tool in
-    k8s | schemas | helm | kubeconform | sidecars | upstream) "build_$tool" ;;
-    *) die "unknown tool $tool (k8s, schemas, helm, kubeconform, sidecars, upstream)" ;;
+    k8s | schemas | helm | kubeconform | sidecars | upstream | e2e) "build_$tool" ;;
+    *) die "unknown tool $tool (k8s, schemas, helm, kubeconform, sidecars, upstream, e2e)" ;;
   esac
 done
 log "done: ${TOOLS[*]}"

@@ -33,6 +33,8 @@
 # sidecar request refused by RBAC) last.
 #
 # usage: e2e.sh [SCENARIO...]      (default: all, in order)
+#        e2e.sh install-only        only the install, left in place
+#        e2e.sh teardown-only       only the teardown (test objects, release)
 # Needs: lab-up.sh done, images imported (images.sh), Ceph up with its env file
 # at $E2E_CEPH_DIR/env. Settings: lib.sh, plus E2E_KEEP=1 to leave the release
 # and the test objects in place (for debugging), E2E_TIMEOUT (seconds per wait,
@@ -53,7 +55,6 @@ TIMEOUT=${E2E_TIMEOUT:-120}
 # every kubectl request's bound (lib.sh), above the waits that use TIMEOUT
 KUBECTL_TIMEOUT=${KUBECTL_TIMEOUT:-$((TIMEOUT + 180))s}
 STATE_DIR=$LAB_DIR/rbd-csi-state
-KUBELET_DIR=$LAB_DIR/kubelet
 ARTIFACTS=$LAB_DIR/e2e-artifacts
 BUSYBOX=local.test/busybox:e2e
 STATIC_IMAGE=ceph-image
@@ -312,6 +313,14 @@ secrets:
   - {name: ceph-secret-admin, namespace: kube-system, type: kubernetes.io/rbd, key: "$admin_key"}
   - {name: ceph-secret-user, namespace: $TNS, type: kubernetes.io/rbd, key: "$user_key"}
 storageClasses:
+  # the chart's secretRef shorthand without fsType (the driver's default):
+  # the class the conformance testsuites copy (conformance/driver.yaml)
+  - name: rbd-default
+    allowVolumeExpansion: true
+    secretRef: {name: ceph-secret-admin, namespace: kube-system}
+    parameters:
+      clusterID: $CLUSTER_ID
+      pool: $POOL
   # ceph-csi style, with the chart's secretRef shorthand, for XFS volumes
   - name: rbd-xfs
     allowVolumeExpansion: true
@@ -750,6 +759,17 @@ teardown() {
   [ "$left" = 0 ] || log "  warning: $left mounts left below $KUBELET_DIR/plugins and pods"
 }
 
+# install-only / teardown-only: for conformance.sh, which runs its own tests
+# between the two (the release stays installed after `e2e.sh install-only`)
+case "${1:-}" in
+  install-only)
+    run_scenario install install_driver
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+    exit
+    ;;
+  teardown-only) teardown; exit 0 ;;
+esac
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block snapshot readme setup)
 T0=$SECONDS

@@ -7,6 +7,8 @@
 #        images.sh driver    only the driver image (after a code change)
 #        images.sh import    import every archive into the lab's containerd
 #        images.sh all       both
+#        images.sh e2e       the e2e testsuites' busybox and agnhost (make
+#                            conformance; build-tools.sh e2e first)
 #
 # Images (all fully qualified: the CRI lists only those):
 #   local.test/rbd-csi:e2e              the repo's Dockerfile, via buildah bud
@@ -216,6 +218,63 @@ busybox_image() {
   log "$BUSYBOX_IMAGE made"
 }
 
+# debian_image REF PACKAGE...: debian:bookworm-slim with Debian PACKAGEs, as
+# the e2e images made that way upstream (test/images/*/Dockerfile)
+debian_image() {
+  local ref=$1 c
+  shift
+  c=$(buildah from --pull-never docker.io/library/debian:bookworm-slim)
+  buildah run --network host "$c" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $* >/dev/null && rm -rf /var/lib/apt/lists/*"
+  buildah commit -q --rm "$c" "$ref" >/dev/null
+  save "$ref"
+  log "$ref made (debian:bookworm-slim with $*)"
+}
+
+# e2e_images: the images Kubernetes' storage testsuites start (make
+# conformance), under the names the e2e binary asks for (its --list-images):
+# every e2e busybox tag is the lab's busybox image; every e2e agnhost tag is
+# that image plus the agnhost program built from the same k8s.io/kubernetes
+# (build-tools.sh e2e); host-exec pods run busybox's nsenter in it.
+# glibc-dns-testing is upstream's recipe (bookworm-slim with dnsutils); the
+# nginx image, whose shell the volumes suite's exec test runs, is
+# bookworm-slim with Debian's nginx (its version, not the tag's).
+e2e_images() {
+  local bin=$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION/bin list ref c
+  [ -x "$bin/e2e-storage.test" ] && [ -x "$bin/agnhost" ] || die "$bin/e2e-storage.test missing: run build-tools.sh e2e"
+  list=$("$bin/e2e-storage.test" --list-images) || die "$bin/e2e-storage.test --list-images failed"
+  busybox_image
+  for ref in $(grep -E '^registry\.k8s\.io/e2e-test-images/busybox:' <<<"$list"); do
+    fresh "$ref" "$(archive_of "$BUSYBOX_IMAGE")" && continue
+    buildah tag "$BUSYBOX_IMAGE" "$ref"
+    save "$ref"
+    log "$ref made (the lab's busybox)"
+  done
+  for ref in $(grep -E '^registry\.k8s\.io/e2e-test-images/agnhost:' <<<"$list"); do
+    fresh "$ref" "$bin/agnhost" "$(archive_of "$BUSYBOX_IMAGE")" && continue
+    c=$(buildah from --pull-never "$BUSYBOX_IMAGE")
+    buildah copy -q "$c" "$bin/agnhost" /agnhost >/dev/null
+    buildah config --entrypoint '["/agnhost"]' --cmd '[]' "$c"
+    buildah commit -q --rm "$c" "$ref" >/dev/null
+    save "$ref"
+    log "$ref made (agnhost $(cat "$bin/../agnhost.version"))"
+  done
+  base_images
+  ref=$(grep -m1 -E '^registry\.k8s\.io/e2e-test-images/glibc-dns-testing:' <<<"$list") || die "no glibc-dns-testing among the e2e images"
+  [ -f "$(archive_of "$ref")" ] || debian_image "$ref" dnsutils
+  local first=""
+  for ref in $(grep -E '^registry\.k8s\.io/e2e-test-images/nginx:' <<<"$list"); do
+    if [ -z "$first" ]; then
+      first=$ref
+      [ -f "$(archive_of "$ref")" ] || debian_image "$ref" nginx-light
+    elif [ ! -f "$(archive_of "$ref")" ]; then
+      buildah tag "$first" "$ref"
+      save "$ref"
+      log "$ref made (as $first)"
+    fi
+  done
+  [ -n "$first" ] || die "no nginx among the e2e images"
+}
+
 build_all() {
   setup_buildah
   base_images
@@ -240,6 +299,7 @@ case $ACTION in
   driver) setup_buildah; base_images; driver_image ;;
   build) build_all ;;
   import) import_all ;;
+  e2e) setup_buildah; e2e_images ;;
   all) build_all; import_all ;;
-  *) die "usage: images.sh [base|driver|build|import|all]" ;;
+  *) die "usage: images.sh [base|driver|build|import|all|e2e]" ;;
 esac

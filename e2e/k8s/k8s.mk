@@ -7,7 +7,7 @@ K8S_CACHE ?= $(or $(RBDCSI_CACHE),/var/cache/rbd-csi)
 K8S_ENV   := RBDCSI_CACHE=$(K8S_CACHE)
 K8S_DIR   := e2e/k8s
 
-.PHONY: e2e k8s-tools k8s-images helm-lint kubeconform chart-check deploy-manifests check-deploy lab-up lab-down
+.PHONY: e2e conformance k8s-tools k8s-images helm-lint kubeconform chart-check deploy-manifests check-deploy lab-up lab-down
 
 ## e2e: the whole Kubernetes e2e on this machine: packages, cached tool builds,
 ## chart checks, images, Ceph, a one-node cluster, the scenarios, teardown
@@ -48,3 +48,11 @@ lab-up:
 
 lab-down:
 	$(K8S_ENV) bash $(K8S_DIR)/lab-down.sh
+
+## conformance: Kubernetes' External Storage testsuites (e2e/k8s/conformance/
+## driver.yaml) against the chart in the lab: brings the lab up (or reuses a
+## running one), prints `N passed, N failed, N skipped`, keeps the JUnit report
+## in $(K8S_CACHE)/last-conformance. CONFORMANCE_SUITES="volumeMode subPath"
+## or CONFORMANCE_FOCUS=REGEX runs a part. Holds /tmp/rbdcsi-lab.lock.
+conformance:
+	$(K8S_ENV) bash $(K8S_DIR)/run.sh conformance

@@ -87,7 +87,7 @@ for ((round = 0; round < 3; round++)); do
   [ -n "$mounts" ] || break
   for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 done
-mountpoint -q "$LAB_DIR/kubelet" && umount -l "$LAB_DIR/kubelet"
+mountpoint -q "$KUBELET_DIR" && umount -l "$KUBELET_DIR"
 ip link del rbdcsi-e2e0 2>/dev/null && log "deleted bridge rbdcsi-e2e0"
 
 # pod cgroups (kubelet with cgroupfs makes /kubepods in every hierarchy)

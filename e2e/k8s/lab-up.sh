@@ -234,8 +234,8 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig=scheduler.kubeconfig
 
 # --- kubelet ---------------------------------------------------------------------------
 # Bidirectional mount propagation (CSI node plugins) needs a shared mount
-mount --rbind "$LAB_DIR/kubelet" "$LAB_DIR/kubelet"
-mount --make-rshared "$LAB_DIR/kubelet"
+mount --rbind "$KUBELET_DIR" "$KUBELET_DIR"
+mount --make-rshared "$KUBELET_DIR"
 cat >kubelet-config.yaml <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -258,8 +258,8 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 imageServiceEndpoint: unix://$CONTAINERD_SOCK
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
-staticPodPath: $LAB_DIR/kubelet/manifests
-volumePluginDir: $LAB_DIR/kubelet/volume-plugins
+staticPodPath: $KUBELET_DIR/manifests
+volumePluginDir: $KUBELET_DIR/volume-plugins
 podLogsDir: $LAB_DIR/pod-logs
 evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
 imageGCHighThresholdPercent: 99
@@ -272,7 +272,7 @@ volumeStatsAggPeriod: 1m
 syncFrequency: 10s
 EOF
 start kubelet "$K8S_BIN/kubelet" --config=kubelet-config.yaml --kubeconfig=kubelet.kubeconfig \
-  --root-dir="$LAB_DIR/kubelet" --cert-dir="$LAB_DIR/pki/kubelet-generated" \
+  --root-dir="$KUBELET_DIR" --cert-dir="$LAB_DIR/pki/kubelet-generated" \
   --hostname-override="$NODE_NAME" --v="${KUBELET_V:-2}"
 node_ready() {
   [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]

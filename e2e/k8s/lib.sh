@@ -23,6 +23,8 @@ RBDCSI_CACHE=${RBDCSI_CACHE:-/var/cache/rbd-csi}
 # The lab cluster's state (certificates, etcd, containerd, kubelet root, logs).
 # Short: containerd and kubelet put unix sockets below it.
 LAB_DIR=${LAB_DIR:-/tmp/rbdcsi-k8s}
+# the lab kubelet's --root-dir (the chart's kubeletDir, the e2e tests' too)
+KUBELET_DIR=$LAB_DIR/kubelet
 # The e2e Ceph cluster (e2e/ceph/up.sh); at most 50 characters.
 E2E_CEPH_DIR=${E2E_CEPH_DIR:-/tmp/rbdcsi-k8s-ceph}
 
@@ -45,6 +47,8 @@ KUBECTL=${KUBECTL:-$K8S_BIN/kubectl}
 SCHEMA_DIR=${SCHEMA_DIR:-$RBDCSI_CACHE/k8s-schemas-$K8S_VERSION-snapshotter-$SNAPSHOTTER_VERSION}
 IMAGE_DIR=${IMAGE_DIR:-$RBDCSI_CACHE/images} # OCI archives of the lab images
 CONTAINERD_SOCK=$LAB_DIR/run/containerd.sock
+# held by whoever runs the lab (run.sh takes it; flock $LAB_LOCK CMD too)
+LAB_LOCK=${LAB_LOCK:-/tmp/rbdcsi-lab.lock}
 
 E2E_K8S_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$E2E_K8S_DIR/../.." && pwd)
@@ -95,3 +99,20 @@ kc() { KUBECONFIG=$LAB_DIR/admin.kubeconfig "$KUBECTL" --request-timeout="${KUBE
 
 # pid_alive PID: the process exists and is no zombie
 pid_alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+# holds_lab_lock: this shell runs under $LAB_LOCK already: run.sh re-ran
+# itself under it (RBDCSI_LAB_LOCKED), or one of its open files is the lock
+# file (flock(1) without -o passes its locked descriptor on)
+holds_lab_lock() {
+  local fd
+  [ "${RBDCSI_LAB_LOCKED:-}" != "$LAB_LOCK" ] || return 0
+  for fd in /proc/$$/fd/*; do
+    [ "$(readlink "$fd" 2>/dev/null)" = "$LAB_LOCK" ] && return 0
+  done
+  return 1
+}
+
+# lab_running: the lab's API server answers and its Ceph has its env file
+lab_running() {
+  [ -f "$E2E_CEPH_DIR/env" ] && KUBECTL_TIMEOUT=30s kc get --raw /readyz >/dev/null 2>&1
+}

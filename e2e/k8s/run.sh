@@ -14,15 +14,34 @@
 # and always, at the end: lab-down.sh, e2e/ceph/down.sh (E2E_KEEP=1 keeps
 # both running, with the release and test objects, for debugging).
 # Exits non-zero when a phase or a scenario fails.
+#
+# usage: run.sh [e2e|conformance]
+#   conformance (make conformance): the same lab, then instead of the
+#   scenarios: build-tools.sh e2e, images.sh e2e, e2e.sh install-only and
+#   conformance.sh (Kubernetes' External Storage testsuites). A lab that is
+#   already up (E2E_KEEP=1 before) is reused and left running.
+# The lab is one per machine: the run holds $LAB_LOCK throughout, unless it
+# was started under it already (flock $LAB_LOCK make ...).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 LOG_TAG=k8s-e2e
+MODE=${1:-e2e}
+case $MODE in
+  e2e | conformance) ;;
+  *) die "usage: run.sh [e2e|conformance]" ;;
+esac
+holds_lab_lock || {
+  log "taking the lab lock $LAB_LOCK (waits while another run holds it)"
+  # -o: the lab's daemons must not inherit the lock and keep it after the run
+  RBDCSI_LAB_LOCKED=$LAB_LOCK exec flock -o "$LAB_LOCK" bash "$0" "$@"
+}
 CEPH_SCRIPTS=$REPO_ROOT/e2e/ceph
 T0=$SECONDS
 SUMMARY=()
 RESULT=""
 BASE_PID=""
 BASE_LOG=$RBDCSI_CACHE/.images-base.log
+REUSED=0 # conformance on a lab that was up before: left as found
 
 # phase NAME COMMAND...: run, time, stop the run on failure
 phase() {
@@ -43,7 +62,9 @@ finish() {
   local rc=$?
   # a failure before the images phase: stop the background base-image build
   [ -z "$BASE_PID" ] || { pkill -TERM -P "$BASE_PID" 2>/dev/null; kill "$BASE_PID" 2>/dev/null; }
-  if [ "${E2E_KEEP:-0}" = 1 ]; then
+  if [ "$REUSED" = 1 ]; then
+    log "the lab was up before the run: left running"
+  elif [ "${E2E_KEEP:-0}" = 1 ]; then
     log "E2E_KEEP=1: lab ($LAB_DIR) and Ceph ($E2E_CEPH_DIR) left running; stop them with"
     log "  $E2E_K8S_DIR/lab-down.sh; CEPH_DIR=$E2E_CEPH_DIR $CEPH_SCRIPTS/down.sh"
   else
@@ -68,14 +89,17 @@ finish() {
 }
 trap finish EXIT
 
-run_e2e() {
+# run_tests SCRIPT ARGS...: run a test script; its last `N passed, N failed`
+# line becomes the run's result
+run_tests() {
   local out=$RBDCSI_CACHE/.e2e-output rc=0
-  "$E2E_K8S_DIR/e2e.sh" 2>&1 | tee "$out"
+  "$@" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   RESULT=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
   rm -f "$out"
   return $rc
 }
+run_e2e() { run_tests "$E2E_K8S_DIR/e2e.sh"; }
 
 # base_images_wait: the background `images.sh base` finished well
 base_images_wait() {
@@ -88,6 +112,21 @@ base_images_wait() {
 
 images_build() { base_images_wait && "$E2E_K8S_DIR/images.sh" build; }
 
+# conformance_phases: the e2e binary and its images, the driver, the tests
+conformance_phases() {
+  phase e2e-tool "$E2E_K8S_DIR/build-tools.sh" e2e
+  phase e2e-imgs sh -c "'$E2E_K8S_DIR/images.sh' e2e && '$E2E_K8S_DIR/images.sh' import"
+  phase install "$E2E_K8S_DIR/e2e.sh" install-only
+  phase conform run_tests "$E2E_K8S_DIR/conformance.sh"
+}
+
+if [ "$MODE" = conformance ] && lab_running; then
+  REUSED=1
+  log "the lab is up ($LAB_DIR, Ceph $E2E_CEPH_DIR): reusing it"
+  conformance_phases
+  exit 0
+fi
+
 phase deps "$E2E_K8S_DIR/install-deps.sh"
 # The Dockerfile's base images are mostly downloads (debootstrap, apt): make
 # them while the tools compile, which saves minutes on a cold run.
@@ -95,9 +134,10 @@ mkdir -p "$RBDCSI_CACHE"
 "$E2E_K8S_DIR/images.sh" base >"$BASE_LOG" 2>&1 &
 BASE_PID=$!
 phase tools "$E2E_K8S_DIR/build-tools.sh"
-phase checks sh -c "'$E2E_K8S_DIR/chart-check.sh' all && '$E2E_K8S_DIR/render-deploy.sh' --check"
+[ "$MODE" = e2e ] && phase checks sh -c "'$E2E_K8S_DIR/chart-check.sh' all && '$E2E_K8S_DIR/render-deploy.sh' --check"
 phase images images_build
 phase ceph env CEPH_DIR="$E2E_CEPH_DIR" CEPH_RESTART=1 CEPH_DATA_POOL=0 CEPH_OSD_GB="${E2E_CEPH_OSD_GB:-4}" \
   "$CEPH_SCRIPTS/up.sh"
 phase lab "$E2E_K8S_DIR/lab-up.sh"
+[ "$MODE" = conformance ] && { conformance_phases; exit 0; }
 phase e2e run_e2e
