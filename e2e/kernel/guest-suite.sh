@@ -128,7 +128,7 @@ suite_crypt() {
   modprobe dm_crypt || { say "modprobe dm_crypt failed"; return 1; }
   wait_mgr || return 1
   local m a
-  for m in $MAPPERS; do
+  for m in ${KERNEL_CRYPT_MAPPERS:-$MAPPERS}; do
     part "crypt-node-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_E2E_CRYPT=1 RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
       $(gotest node.test $((300 * SLOW))) -test.run 'TestEncrypted'
     for a in mount block; do

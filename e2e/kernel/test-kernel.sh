@@ -10,6 +10,7 @@
 #                   sharing one guest and one Ceph (default "facts,node,sanity chaos";
 #                   suites: facts, node, sanity, crypt, chaos, bench, smoke)
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
+#   KERNEL_CRYPT_MAPPERS  mappers of the crypt suite (default KERNEL_MAPPERS)
 #   KERNEL_RUN      a -test.run pattern for the suites' test binaries
 #   KERNEL_SANITY_IDEMPOTENT  csi-sanity's repeats of idempotent calls
 #                   (default 10, as in make test; CI uses 2)
@@ -71,6 +72,7 @@ for suite in $SUITES; do
     --timeout "${KERNEL_GUEST_TIMEOUT:-5400}" --mem "${KERNEL_MEM:-2560}" \
     --env KERNEL_SUITE="$suite" --env KERNEL_BIN="$BIN" --env RBDCSI_REPO="$ROOT" \
     --env KERNEL_MAPPERS="${KERNEL_MAPPERS:-krbd rbd-nbd}" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
+    --env KERNEL_CRYPT_MAPPERS="${KERNEL_CRYPT_MAPPERS:-${KERNEL_MAPPERS:-krbd rbd-nbd}}" \
     --env KERNEL_RUN="${KERNEL_RUN:-}" --env KERNEL_SANITY_IDEMPOTENT="${KERNEL_SANITY_IDEMPOTENT:-10}" || rc=$?
   [ "$rc" -eq 0 ] || guest_failed+=("$suite (exit $rc)")
   if [ -s "$run/parts.txt" ]; then
