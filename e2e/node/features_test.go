@@ -52,7 +52,7 @@ func TestKRBDStageRefusesJournalingThenRBDNBDStagesIt(t *testing.T) {
 }
 
 // With the exclusive-lock feature (not among the defaults, which keep the
-// in-tree `layering`; see README "Single writer across nodes"), the
+// in-tree `layering`; see docs/operations.md "Single writer across nodes"), the
 // mapping of a staged volume owns the image's exclusive lock once it has
 // written, and releases it at unstage: a librbd client elsewhere sees the
 // owner. Runs with every mapper (fuse by default).

@@ -1,7 +1,7 @@
 package driver
 
 // Which cephx user a request's Secret is for, decided here for every RPC
-// that takes secrets (README "Secrets"):
+// that takes secrets (docs/secrets.md):
 //
 //  1. A Secret that names its user (userID, with userKey or key) is that
 //     user, whatever the request or the ID say.

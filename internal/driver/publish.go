@@ -46,7 +46,7 @@ func (d *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 	if staticVolume(req.GetVolumeId(), req.GetVolumeContext()) {
 		// ControllerUnpublishVolume gets no volume context and could never
 		// find such a claim again: these attach as before, guarded by the
-		// node's watcher check only (README "Single writer across nodes").
+		// node's watcher check only (docs/operations.md "Single writer across nodes").
 		klog.V(2).InfoS("Attaching a static volume without an attachment record", "volume", req.GetVolumeId(), "node", req.GetNodeId())
 		return &csi.ControllerPublishVolumeResponse{}, nil
 	}
