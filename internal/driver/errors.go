@@ -46,6 +46,8 @@ var errorKinds = []errorKind{
 		mounter.ErrWrongFilesystem, mounter.ErrOnlineResizeDenied,
 		crypt.ErrNoDMCrypt, crypt.ErrNotEmpty, crypt.ErrNotFormatted, crypt.ErrBusy,
 	}, code: codes.FailedPrecondition},
+	{is: []error{mounter.ErrUnreadable}, code: codes.Unavailable,
+		hint: "; the mapping fails its reads: its Ceph client may be fenced (ceph osd blocklist ls) or the cluster unreachable; the stage is retried"},
 	{is: []error{mapper.ErrImageNotFound}, code: codes.NotFound},
 	{is: []error{mapper.ErrAccessDenied}, code: codes.PermissionDenied},
 	{is: []error{mapper.ErrMapTimeout}, code: codes.DeadlineExceeded},

@@ -46,6 +46,11 @@ type Interface interface {
 // filesystem asked for; it is never reformatted.
 var ErrWrongFilesystem = errors.New("device holds another filesystem")
 
+// ErrUnreadable reports a device whose start could not be read: blkid
+// found nothing on it, which it also says when its reads fail, so it is
+// neither formatted nor mounted.
+var ErrUnreadable = errors.New("device cannot be read")
+
 // ErrOnlineResizeDenied reports that the kernel refused to grow a mounted
 // filesystem for lack of privilege; growing it at the next stage works.
 var ErrOnlineResizeDenied = errors.New("online resize not permitted")
@@ -274,11 +279,17 @@ func exitCode(err error) int {
 }
 
 // Format implements Interface using blkid, which exits 2 when it finds
-// nothing on the device.
+// nothing on the device, and also when it could not read it: "nothing" is
+// believed only once the device's start reads back, or a volume whose
+// mapping fails its reads (a fenced client, a transient error) would be
+// formatted over its data.
 func (r *Real) Format(ctx context.Context, dev string) (string, error) {
 	out, err := r.run(ctx, "blkid", "-p", "-s", "TYPE", "-s", "PTTYPE", "-o", "export", dev)
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == 2 {
+		if err := readStart(ctx, dev); err != nil {
+			return "", fmt.Errorf("%w: blkid found nothing on %s, but reading it failed (%v); it was neither formatted nor mounted", ErrUnreadable, dev, err)
+		}
 		return "", nil
 	}
 	if err != nil {
@@ -293,6 +304,35 @@ func (r *Real) Format(ctx context.Context, dev string) (string, error) {
 		}
 	}
 	return "unknown", nil
+}
+
+// probeBytes covers where every filesystem and LUKS header blkid knows
+// starts (xfs and LUKS at 0, ext4 at 1 KiB, btrfs at 64 KiB).
+const probeBytes = 128 << 10
+
+// readStart reads the first probeBytes of dev, bounded by ctx: a read
+// blocked in the kernel is abandoned (its goroutine ends with the read).
+func readStart(ctx context.Context, dev string) error {
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Open(dev)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		_, err = io.ReadFull(f, make([]byte, probeBytes))
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			err = nil // a device smaller than the probe was read whole
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Mount implements Interface.

@@ -3,6 +3,7 @@ package mounter
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +55,41 @@ func TestFormatNamesTheFilesystemOrNothing(t *testing.T) {
 				t.Fatalf("Format = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestFormatNeverCallsAnUnreadableDeviceEmpty: blkid exits 2 ("nothing
+// found") for paths it cannot read as well; Format must not pass that on
+// as a blank device, which FormatAndMount would format.
+func TestFormatNeverCallsAnUnreadableDeviceEmpty(t *testing.T) {
+	if _, err := exec.LookPath("blkid"); err != nil {
+		t.Skipf("blkid not installed (util-linux): %v", err)
+	}
+	tests := map[string]string{
+		"missing device":            filepath.Join(t.TempDir(), "gone"),
+		"a directory, not a device": t.TempDir(),
+	}
+	r := New(time.Minute)
+	for name, dev := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := r.Format(ctxT(t), dev)
+			if !errors.Is(err, ErrUnreadable) {
+				t.Fatalf("Format(%s) = %q, %v; want ErrUnreadable", dev, got, err)
+			}
+			if err := r.FormatAndMount(ctxT(t), dev, t.TempDir(), "ext4", nil); !errors.Is(err, ErrUnreadable) {
+				t.Fatalf("FormatAndMount(%s) = %v; want ErrUnreadable before any mkfs", dev, err)
+			}
+		})
+	}
+}
+
+func TestReadStartReadsSmallDevicesWhole(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "small")
+	if err := os.WriteFile(p, []byte("tiny"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := readStart(ctxT(t), p); err != nil {
+		t.Fatalf("readStart of a 4-byte device: %v", err)
 	}
 }
 
