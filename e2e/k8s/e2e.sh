@@ -599,6 +599,15 @@ scenario_cleanup() {
   log "  ok: pod dyn-app deleted"
   until_true "$TIMEOUT" "volume unmounted and unmapped on the node" no_node_state "$pv" "$img"
   until_true "$TIMEOUT" "VolumeAttachment of $pv gone (ControllerUnpublishVolume)" detached "$pv"
+  # the ReadWriteOnce volume moves to a second pod: attached again, the
+  # first pod's data read back there, detached when that pod goes
+  busybox_pod dyn-app2 "$DYN_PVC" fs 'true' >/dev/null
+  until_true "$TIMEOUT" "second pod dyn-app2 Running with the volume" pod_ready dyn-app2
+  check "VolumeAttachment of $pv attached again for dyn-app2 ($(attachments_of "$pv"))" attached "$pv"
+  check "dyn-app2 reads what dyn-app wrote (sha256 of 8 MiB)" pod_exec dyn-app2 'sha256sum -c /data/blob.sha256 >/dev/null'
+  kc delete pod -n "$TNS" dyn-app2 --wait=true --timeout="${TIMEOUT}s" >/dev/null
+  until_true "$TIMEOUT" "volume unmounted and unmapped after dyn-app2" no_node_state "$pv" "$img"
+  until_true "$TIMEOUT" "VolumeAttachment of $pv gone after dyn-app2" detached "$pv"
   kc delete pvc -n "$TNS" "$DYN_PVC" --wait=true --timeout="${TIMEOUT}s" >/dev/null
   until_true "$TIMEOUT" "PV $pv deleted" gone pv "$pv"
   image_absent() { ! rbdc ls "$POOL" | matches -x "$img"; }
