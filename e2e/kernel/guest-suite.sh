@@ -131,10 +131,12 @@ suite_chaos() {
 suite_crypt() {
   modprobe dm_crypt || { say "modprobe dm_crypt failed"; return 1; }
   wait_mgr || return 1
-  local m a
+  local m a run=()
+  # as in suite_chaos: KERNEL_RUN, when set, picks the tests
+  [ -n "${KERNEL_RUN:-}" ] || run=(-test.run TestEncrypted)
   for m in ${KERNEL_CRYPT_MAPPERS:-$MAPPERS}; do
     part "crypt-node-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_E2E_CRYPT=1 RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
-      $(gotest node.test $((300 * SLOW))) -test.run 'TestEncrypted'
+      $(gotest node.test $((300 * SLOW)) "${run[@]}")
     for a in mount block; do
       part "crypt-sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_ENCRYPTED=1 RBDCSI_SANITY_IDEMPOTENT_COUNT="${KERNEL_SANITY_IDEMPOTENT:-10}" -- \
         $(gotest "sanity-$a.test" $((240 * SLOW)))

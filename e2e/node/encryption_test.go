@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -229,4 +233,85 @@ func TestEncryptedStageRefusesAnImageNeitherEmptyNorLUKS(t *testing.T) {
 		t.Fatalf("the refused stage changed the data: checksum %s, written %s", got, want)
 	}
 	f.unpublishUnstage(t)
+}
+
+// TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway: the
+// data of an encrypted volume survives `rbd-csi rotate-kek` SIGKILLed
+// between its steps and run again; the volume then stages with the new KEK
+// alone, and the old one is refused.
+func TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway(t *testing.T) {
+	needDMCrypt(t)
+	f := encryptedFixture(t, "ext4")
+	f.create(t, 64<<20)
+	image := f.vol.VolumeContext["imageName"]
+	f.stagePublish(t)
+	want := writeMarked(t, filepath.Join(f.target(), "data.bin"), 1<<20)
+	f.unpublishUnstage(t)
+
+	oldKEK, newKEK := f.kek, harness.NewKEK(t)
+	for _, point := range []string{"rotate-after-next", ""} {
+		out, err := rotateKEK(t, f, image, oldKEK, newKEK, point)
+		killed := false
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			ws, _ := exit.Sys().(syscall.WaitStatus)
+			killed = ws.Signaled() && ws.Signal() == syscall.SIGKILL
+		}
+		switch {
+		case point != "" && !killed:
+			t.Fatalf("rotate-kek was not killed at %s: %v\n%s", point, err, out)
+		case point == "" && !strings.Contains(out, image+": "):
+			t.Fatalf("the resumed rotate-kek did not report %s: %v\n%s", image, err, out)
+		}
+	}
+
+	f.kek = oldKEK
+	_, err := f.drv.Node().NodeStageVolume(ctxT(t), &csi.NodeStageVolumeRequest{
+		VolumeId: f.vol.VolumeId, StagingTargetPath: f.stagingDir(t), VolumeCapability: f.capability(),
+		Secrets: f.secrets(), VolumeContext: f.vol.VolumeContext,
+	})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stage with the old KEK after the rotation: %v; want FailedPrecondition", err)
+	}
+	if left := harness.CryptDevices(); len(left) != 0 {
+		t.Fatalf("the refused stage left %v", left)
+	}
+	f.kek = newKEK
+	f.stagePublish(t)
+	if got := fileSum(t, filepath.Join(f.target(), "data.bin")); got != want {
+		t.Fatalf("checksum after the rotation %s, written %s", got, want)
+	}
+	f.unpublishUnstage(t)
+	wantCiphertextOnly(t, f, image)
+}
+
+// rotateKEK runs the driver binary's rotate-kek over the fixture's pool
+// with the KEKs in files, SIGKILLed at failpoint when it is not "". Other
+// tests' encrypted images in the pool (other KEKs) make it exit 1; the
+// caller looks for its own image in the output.
+func rotateKEK(t *testing.T, f *fixture, image, oldKEK, newKEK, failpoint string) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{"old": oldKEK, "new": newKEK}
+	for name, k := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(k+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.Binary(t), "rotate-kek", "--pool", f.env.Pool,
+		"--old-kek-file", filepath.Join(dir, "old"), "--new-kek-file", filepath.Join(dir, "new"))
+	cmd.Env = append(os.Environ(), "CEPH_MON_HOST="+strings.Join(f.env.Monitors, ","), "CEPH_ADMIN_KEY="+f.env.Admin.Key, "CEPH_ADMIN_ID="+f.env.Admin.User)
+	if failpoint != "" {
+		cmd.Env = append(cmd.Env, "RBD_CSI_FAILPOINTS="+failpoint)
+	}
+	out, err := cmd.CombinedOutput()
+	for _, k := range []string{oldKEK, newKEK} {
+		if strings.Contains(string(out), k) {
+			t.Fatal("rotate-kek printed a KEK") // and its output is not shown
+		}
+	}
+	t.Logf("rotate-kek (failpoint %q): %v\n%s", failpoint, err, out)
+	return string(out), err
 }
