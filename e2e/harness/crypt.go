@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/kms"
@@ -37,8 +39,17 @@ func CryptDevices() []string {
 }
 
 // HasDMCrypt reports whether this kernel can open LUKS: device-mapper's
-// control node exists (dm_crypt itself is loaded on demand).
+// control node exists, or appears once dm_crypt is loaded, as the driver
+// loads it (a guest kernel that has not loaded it yet can).
 func HasDMCrypt() bool {
+	if _, err := os.Stat("/dev/mapper/control"); err == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if exec.CommandContext(ctx, "modprobe", "dm_crypt").Run() != nil {
+		return false
+	}
 	_, err := os.Stat("/dev/mapper/control")
 	return err == nil
 }

@@ -96,6 +96,11 @@ func TestEncryptedStageOnANodeWithoutDMCryptIsFailedPrecondition(t *testing.T) {
 		VolumeId: f.vol.VolumeId, StagingTargetPath: f.stagingDir(t), VolumeCapability: f.capability(),
 		Secrets: f.secrets(), VolumeContext: f.vol.VolumeContext,
 	})
+	if err == nil {
+		// Undo it, so that the tests after this one start clean.
+		_, uerr := f.drv.Node().NodeUnstageVolume(ctxT(t), &csi.NodeUnstageVolumeRequest{VolumeId: f.vol.VolumeId, StagingTargetPath: f.staging()})
+		t.Fatalf("an encrypted volume staged on a node without device-mapper (unstaged again: %v); want FailedPrecondition naming device-mapper", uerr)
+	}
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "device-mapper") {
 		t.Fatalf("stage of an encrypted volume without device-mapper: %v; want FailedPrecondition naming device-mapper", err)
 	}
