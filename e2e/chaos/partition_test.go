@@ -269,8 +269,11 @@ func TestChaosNodePartitionedVolumeMovesThroughFencing(t *testing.T) {
 		t.Errorf("node-a's application is blocked in a write a minute after it was told to stop")
 	}
 	_, failures, _ := w.snapshot()
+	w.mu.Lock() // the writer may still be blocked in a write (stop timed out)
+	lateOK := w.lateOK
+	w.mu.Unlock()
 	fig.set("node_a_failed_writes", failures)
-	fig.set("node_a_late_fsync_ok", w.lateOK)
+	fig.set("node_a_late_fsync_ok", lateOK)
 	unstaged := l.unstageWithRetries(ctx, a, vol)
 	fig.set("node_a_unstaged", unstaged == nil)
 	if unstaged != nil {

@@ -35,6 +35,7 @@ func TestStatusOfMapsEveryErrorKindToItsCode(t *testing.T) {
 		{"mapper mapping conflict", mapper.ErrMappingConflict, codes.FailedPrecondition, ""},
 		{"mounter wrong filesystem", mounter.ErrWrongFilesystem, codes.FailedPrecondition, ""},
 		{"mounter online resize denied", mounter.ErrOnlineResizeDenied, codes.FailedPrecondition, ""},
+		{"mounter unreadable device is retried", mounter.ErrUnreadable, codes.Unavailable, ""},
 		{"mapper image not found", mapper.ErrImageNotFound, codes.NotFound, ""},
 		{"mapper access denied", mapper.ErrAccessDenied, codes.PermissionDenied, ""},
 		{"mapper map timeout", mapper.ErrMapTimeout, codes.DeadlineExceeded, ""},
