@@ -61,7 +61,10 @@ func (d *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 		return nil, statusOf(err, "volume "+req.GetVolumeId())
 	}
 	mode := req.GetVolumeCapability().GetAccessMode().GetMode()
-	want := attach.Claim{Mode: mode.String(), Shared: sharedMode(mode), ReadOnly: readOnlyMode(mode) || req.GetReadonly(), Since: time.Now().UTC()}
+	// ReadOnly comes from the access mode alone: the node stages a writer
+	// mode read-write whatever the readonly flag (only the publish bind
+	// mount honours it), so such a node can write and must be fenced.
+	want := attach.Claim{Mode: mode.String(), Shared: sharedMode(mode), ReadOnly: readOnlyMode(mode), Since: time.Now().UTC()}
 	var got attach.Claim
 	store := attach.Store{Backend: d.opts.Backend, Creds: who.creds}
 	_, err = store.Update(ctx, ref, func(r attach.Record) (attach.Record, bool, error) {

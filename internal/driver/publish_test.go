@@ -174,18 +174,26 @@ func TestControllerUnpublishFencesOnlyALostWriter(t *testing.T) {
 	tests := []struct {
 		name     string
 		cap      *csi.VolumeCapability
+		readonly bool // the publish request's flag
 		watchers []ceph.Watcher
 		fenced   []string
 	}{
-		{"writer that unstaged is not fenced", mountCap(), nil, []string{}},
-		{"writer that still has the image open is fenced", mountCap(), lost, []string{"10.0.0.7:0/1234"}},
-		{"reader is never fenced", fsCap("ext4", csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY), lost, []string{}},
-		{"shared block writers are not told apart, so not fenced", blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER), lost, []string{}},
+		{"writer that unstaged is not fenced", mountCap(), false, nil, []string{}},
+		{"writer that still has the image open is fenced", mountCap(), false, lost, []string{"10.0.0.7:0/1234"}},
+		// The node stages a writer mode read-write whatever the publish
+		// flag says (only the bind mount is read-only), so it can write.
+		{"writer mode published readonly is fenced too", mountCap(), true, lost, []string{"10.0.0.7:0/1234"}},
+		{"reader is never fenced", fsCap("ext4", csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY), false, lost, []string{}},
+		{"shared block writers are not told apart, so not fenced", blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER), false, lost, []string{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newAttachEnv(t)
-			e.mustPublish(t, "node-a", tt.cap)
+			if _, err := e.d.ControllerPublishVolume(context.Background(), &csi.ControllerPublishVolumeRequest{
+				VolumeId: e.id, NodeId: "node-a", VolumeCapability: tt.cap, Readonly: tt.readonly, Secrets: secrets(),
+			}); err != nil {
+				t.Fatal(err)
+			}
 			e.fake.SetWatchers(e.ref, tt.watchers)
 			if err := e.unpublish("node-a"); err != nil {
 				t.Fatal(err)
