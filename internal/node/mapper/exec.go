@@ -89,6 +89,7 @@ func RunTool(ctx context.Context, ex Executor, c Command) (string, error) {
 func runTool(ctx context.Context, ex Executor, c Command) (string, error) {
 	stdout, stderr, err := ex.Run(ctx, c)
 	if err != nil {
+		c.Stdin = nil // a passphrase or key must not live on in the error
 		return string(stdout), &toolError{cmd: c, err: err, stderr: tail(string(stderr), 800)}
 	}
 	return string(stdout), nil

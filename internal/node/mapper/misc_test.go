@@ -1,7 +1,9 @@
 package mapper
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -301,5 +303,24 @@ func TestReadLogTailKeepsLatestStart(t *testing.T) {
 	}
 	if got := readLogTail(p, 4096); got != "new failure\n" {
 		t.Errorf("readLogTail = %q", got)
+	}
+}
+
+// failingExec fails every command.
+type failingExec struct{}
+
+func (failingExec) Run(context.Context, Command) ([]byte, []byte, error) {
+	return nil, []byte("boom"), errors.New("exit status 1")
+}
+
+func TestToolErrorKeepsNoStdin(t *testing.T) {
+	secret := []byte("a-luks-passphrase-0123456789")
+	_, err := runTool(context.Background(), failingExec{}, Command{Path: "cryptsetup", Args: []string{"open"}, Stdin: secret})
+	var te *toolError
+	if !errors.As(err, &te) {
+		t.Fatalf("runTool error %v is no toolError", err)
+	}
+	if te.cmd.Stdin != nil || strings.Contains(fmt.Sprintf("%#v %+v", te, te), string(secret)) {
+		t.Fatal("the failed command's error still holds its stdin")
 	}
 }
