@@ -16,8 +16,6 @@
 #                       emulated guest on a loaded machine needs more)
 #   CEPH_MGR_WAIT       seconds to wait for the mgr (default 60); 0 = start it
 #                       and return at once (slow emulated guests, e2e/kernel)
-#   CEPH_MON_WAIT       seconds to wait for the monitor (default 30; emulated
-#                       guests on a loaded machine need more)
 #   CEPH_MGR_MODULES    minimal (default: only the always-on modules, faster
 #                       start) | all (every installed mgr module)
 #   CEPH_POOL           RBD pool (default kube; empty = none)

@@ -57,10 +57,10 @@ render_checks() {
   grep -qF "fieldPath: status.hostIP" <<<"$out" || die "metrics.nodeBindAddress=hostIP: no HOST_IP from status.hostIP"
   expect_arg "--metrics-address=0.0.0.0:9682" --set metrics.nodeBindAddress=0.0.0.0
   expect_arg "--keyring-dir=/run/rbd-csi/keyrings"
+  grep -qF "medium: Memory" <<<"$out" || die "the keyring directory is not an in-memory emptyDir"
   # a restarted controller lists at once: the StorageClass's Secret by default
   expect_arg "--secrets-dir=/etc/rbd-csi/listing" --values "$CHART/ci/setup-values.yaml" --namespace rbd-csi
   grep -qF "path: 1b767d01-4012-4593-9ca9-79007570bf1e/userKey" <<<"$out" || die "setup values: the StorageClass Secret is not mounted as listing credentials"
-  grep -qF "medium: Memory" <<<"$out" || die "the keyring directory is not an in-memory emptyDir"
   log "render checks: node metrics on loopback under hostNetwork, keyrings in memory"
 }
 
