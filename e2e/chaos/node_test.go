@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 )
@@ -63,7 +63,11 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 	d.Restart()
 	// Reads must come through the mappings that survived, not the page
 	// cache that holds what was written.
-	dropPageCache(t)
+	targets := make([]string, len(vols))
+	for i, v := range vols {
+		targets[i] = v.target
+	}
+	dropCaches(t, targets...)
 
 	fig.set("volumes", len(vols))
 	fig.zero(t, "corrupt_in_place", countCorrupt(t, vols))
@@ -199,11 +203,23 @@ func writeSynced(path string, data []byte) error {
 	return fh.Close()
 }
 
-// dropPageCache writes back and drops the kernel's clean page cache (the
-// scenario runs as root on the host).
-func dropPageCache(t *testing.T) {
+// dropCaches writes back the filesystems holding paths (syncfs) and drops
+// the kernel's clean page cache, so that reads come from the mappings.
+// Never sync(2): that would also wait for any other node's filesystem,
+// including a fenced one whose writes can never complete.
+func dropCaches(t *testing.T, paths ...string) {
 	t.Helper()
-	syscall.Sync()
+	for _, path := range paths {
+		fh, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = unix.Syncfs(int(fh.Fd()))
+		fh.Close()
+		if err != nil {
+			t.Fatalf("syncfs %s: %v", path, err)
+		}
+	}
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
 		t.Fatalf("drop the page cache: %v", err)
 	}
@@ -260,7 +276,7 @@ func checkWriterAfterRestage(ctx context.Context, t *testing.T, fig *figure, p *
 	if err := stagePublish(ctx, p, d, v); err != nil {
 		t.Fatalf("restage: %v", err)
 	}
-	dropPageCache(t)
+	dropCaches(t, v.target)
 	data, err := os.ReadFile(filepath.Join(v.target, "writer.bin"))
 	corrupt := 0
 	if got := sha256.Sum256(data); err != nil || got != sum {

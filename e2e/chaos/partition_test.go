@@ -28,7 +28,6 @@ import (
 
 	"github.com/ceph/go-ceph/rbd"
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -88,6 +87,7 @@ type fencedWriter struct {
 	firstErr  error
 	lateOK    int // late writes whose fsync returned success: never proof that they reached Ceph
 	late      bool
+	stopOnce  sync.Once
 	quit      chan struct{}
 	done      chan struct{}
 }
@@ -197,7 +197,7 @@ func errnoText(err error) string {
 // stop ends the application; it reports whether its goroutine came back
 // (a write blocked in the kernel keeps it).
 func (w *fencedWriter) stop(within time.Duration) bool {
-	close(w.quit)
+	w.stopOnce.Do(func() { close(w.quit) })
 	select {
 	case <-w.done:
 		return true
@@ -231,6 +231,18 @@ func TestChaosNodePartitionedVolumeMovesThroughFencing(t *testing.T) {
 		t.Fatal("node-a could not attach and stage a fresh volume")
 	}
 	w := startFencedWriter(t, filepath.Join(l.staging(a, 0), "data.bin"))
+	t.Cleanup(func() {
+		// A step that failed must not leave a mounted, mapped volume
+		// behind (on a host, a stuck one blocks sync(2) for everyone).
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		w.stop(time.Minute)
+		for _, nd := range l.nodes {
+			if err := l.unstageWithRetries(ctx, nd, vol); err != nil {
+				t.Errorf("clean-up: unstage on %s: %v", nd.id, err)
+			}
+		}
+	})
 	if !w.waitAcked(20, 2*time.Minute) {
 		_, failures, _ := w.snapshot()
 		t.Fatalf("node-a's application did not complete 20 writes before the fence (%d failures)", failures)
@@ -239,6 +251,8 @@ func TestChaosNodePartitionedVolumeMovesThroughFencing(t *testing.T) {
 	// The CO gives node-a up and detaches while node-a still has the image
 	// open: the controller fences node-a's client, then releases the claim.
 	listed := l.blocklistEntries(t)
+	_, early, _ := w.snapshot()
+	fig.zero(t, "node_a_failures_before_fence", early, "(a write failed before the fence: what follows would not show the fence's effect)")
 	t0 := time.Now()
 	if _, err := l.ctrl.Controller().ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: vol.VolumeId, NodeId: a.id, Secrets: l.pool.Secrets()}); err != nil {
 		t.Fatalf("detach from the lost node-a: %v", err)
@@ -248,12 +262,18 @@ func TestChaosNodePartitionedVolumeMovesThroughFencing(t *testing.T) {
 	acked, _, _ := w.snapshot()
 	fig.set("acked_before_fence", acked)
 	fig.set("fence_seconds", fmt.Sprintf("%.1f", fenceDone.Sub(t0).Seconds()))
-	fig.set("clients_fenced", l.blocklistEntries(t)-listed)
+	fenced := l.blocklistEntries(t) - listed
+	fig.set("clients_fenced", fenced)
+	if listed < 0 || fenced < 1 {
+		t.Errorf("the detach of node-a, which had the image open, added %d blocklist entries; want at least 1", fenced)
+	}
 
 	// Node-a's writes must now fail, not hang.
 	hung := 0
 	if firstFail, err, ok := w.waitFailure(time.Minute); ok {
-		fig.set("seconds_to_failed_write", fmt.Sprintf("%.1f", max(0, firstFail.Sub(fenceDone).Seconds())))
+		// from the fence's start: the blocklist may take effect before the
+		// detach call returns
+		fig.set("seconds_to_failed_write", fmt.Sprintf("%.1f", firstFail.Sub(t0).Seconds()))
 		fig.set("node_a_error", strconv.Quote(errnoText(err)))
 	} else {
 		hung = 1
@@ -353,30 +373,12 @@ func (l *lab) moveTo(ctx context.Context, nd *node, vol *csi.Volume) (int, error
 	}
 }
 
-// dropCachesOf writes back the filesystem holding path and drops the
-// clean page cache. Never sync(2): that would also wait for the fenced
-// node's filesystem.
-func dropCachesOf(t *testing.T, path string) {
-	t.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	if err := unix.Syncfs(int(fh.Fd())); err != nil {
-		t.Fatalf("syncfs %s: %v", path, err)
-	}
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
-		t.Fatalf("drop the page cache: %v", err)
-	}
-}
-
 // lostAcknowledged counts the writes node-a had acknowledged before the
 // fence that node-b does not read back.
 func (l *lab) lostAcknowledged(t *testing.T, nd *node, acked uint64) int {
 	t.Helper()
 	path := filepath.Join(l.staging(nd, 0), "data.bin")
-	dropCachesOf(t, path)
+	dropCaches(t, path)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Errorf("node-b reads node-a's file: %v", err)
