@@ -97,7 +97,7 @@ func (k *knownPools) list() []poolAccess {
 func (k *knownPools) lookup(cl ceph.Cluster, pool string) (ceph.Credentials, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	a, ok := k.pools[cl.Key()+"|"+pool]
+	a, ok := k.pools[poolAccess{cluster: cl, pool: pool}.key()]
 	return a.creds, ok
 }
 

@@ -176,7 +176,7 @@ func newUserCache() *userCache { return &userCache{pools: map[string]map[string]
 // or a create that has not written it yet) records none and is read
 // again next time.
 func (c *userCache) lookup(ctx context.Context, b ceph.Backend, a poolAccess, entries []ceph.ImageEntry) (map[string]string, error) {
-	key := a.cluster.Key() + "|" + a.pool
+	key := a.key()
 	c.mu.Lock()
 	known := c.pools[key]
 	c.mu.Unlock()

@@ -81,15 +81,15 @@ func (d *nodeService) reattachVolume(ctx context.Context, st *stageState) {
 	defer cancel()
 	m := d.mappers[st.Mapper]
 	dev := *st.Device
-	if healthy, _ := m.Check(ctx, dev); healthy {
+	healthy, state := m.Check(ctx, dev)
+	if healthy {
 		klog.V(2).InfoS("Start-up re-attach: device still served", "volume", st.VolumeID, "device", dev.Path)
 		return
 	}
 	ref := d.stagedImage(st)
 	creds, err := d.nodeCredentials(st.Image.ClusterID)
 	if err != nil {
-		_, msg := m.Check(ctx, dev)
-		klog.InfoS("Start-up re-attach: no credential for the volume's cluster, device left as it is", "volume", st.VolumeID, "device", dev.Path, "image", ref.String(), "cluster", st.Image.ClusterID, "state", msg, "fix", err.Error())
+		klog.InfoS("Start-up re-attach: no credential for the volume's cluster, device left as it is", "volume", st.VolumeID, "device", dev.Path, "image", ref.String(), "cluster", st.Image.ClusterID, "state", state, "fix", err.Error())
 		return
 	}
 	info, err := d.opts.Backend.StatImage(ctx, creds, ref)

@@ -12,13 +12,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
+	"github.com/rbd-csi/rbd-csi/internal/node/mounter"
 )
 
 // Errors, matched with errors.Is.
@@ -216,7 +216,7 @@ func (c *Crypt) format(ctx context.Context, dev string, passphrase []byte, readO
 	if readOnly {
 		return fmt.Errorf("%w: %s is empty and the volume is read-only, so it cannot be formatted: stage it read-write once first", ErrNotFormatted, dev)
 	}
-	if err := zeroHead(dev); err != nil {
+	if err := zeroHead(ctx, dev); err != nil {
 		return err
 	}
 	_, err := c.run(ctx, passphrase, "luksFormat", "--batch-mode", "--type", "luks2",
@@ -229,18 +229,12 @@ func (c *Crypt) format(ctx context.Context, dev string, passphrase []byte, readO
 }
 
 // zeroHead refuses a device whose first headBytes are not all zeros.
-func zeroHead(dev string) error {
-	f, err := os.Open(dev)
+func zeroHead(ctx context.Context, dev string) error {
+	head, err := mounter.ReadStart(ctx, dev, headBytes)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", dev, err)
 	}
-	defer f.Close()
-	buf := make([]byte, headBytes)
-	n, err := io.ReadFull(f, buf)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read %s: %w", dev, err)
-	}
-	if i := bytes.IndexFunc(buf[:n], func(r rune) bool { return r != 0 }); i >= 0 {
+	if i := bytes.IndexFunc(head, func(r rune) bool { return r != 0 }); i >= 0 {
 		return fmt.Errorf("%w: %s has no signature but holds data (a non-zero byte at offset %d): refusing to format it as LUKS (its data is left as it is)", ErrNotEmpty, dev, i)
 	}
 	return nil

@@ -287,7 +287,7 @@ func (r *Real) Format(ctx context.Context, dev string) (string, error) {
 	out, err := r.run(ctx, "blkid", "-p", "-s", "TYPE", "-s", "PTTYPE", "-o", "export", dev)
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() == 2 {
-		if err := readStart(ctx, dev); err != nil {
+		if _, err := ReadStart(ctx, dev, probeBytes); err != nil {
 			return "", fmt.Errorf("%w: blkid found nothing on %s, but reading it failed (%v); it was neither formatted nor mounted", ErrUnreadable, dev, err)
 		}
 		return "", nil
@@ -310,28 +310,34 @@ func (r *Real) Format(ctx context.Context, dev string) (string, error) {
 // starts (xfs and LUKS at 0, ext4 at 1 KiB, btrfs at 64 KiB).
 const probeBytes = 128 << 10
 
-// readStart reads the first probeBytes of dev, bounded by ctx: a read
-// blocked in the kernel is abandoned (its goroutine ends with the read).
-func readStart(ctx context.Context, dev string) error {
-	done := make(chan error, 1)
+// ReadStart returns the first n bytes of dev (fewer when it is smaller),
+// bounded by ctx: a read blocked in the kernel (a fenced or hung mapping)
+// is abandoned, its goroutine ending with the read.
+func ReadStart(ctx context.Context, dev string, n int) ([]byte, error) {
+	type result struct {
+		head []byte
+		err  error
+	}
+	done := make(chan result, 1)
 	go func() {
 		f, err := os.Open(dev)
 		if err != nil {
-			done <- err
+			done <- result{err: err}
 			return
 		}
 		defer f.Close()
-		_, err = io.ReadFull(f, make([]byte, probeBytes))
+		buf := make([]byte, n)
+		got, err := io.ReadFull(f, buf)
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			err = nil // a device smaller than the probe was read whole
+			err = nil // a device smaller than n was read whole
 		}
-		done <- err
+		done <- result{buf[:got], err}
 	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.head, r.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 

@@ -88,8 +88,9 @@ func TestReadStartReadsSmallDevicesWhole(t *testing.T) {
 	if err := os.WriteFile(p, []byte("tiny"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := readStart(ctxT(t), p); err != nil {
-		t.Fatalf("readStart of a 4-byte device: %v", err)
+	head, err := ReadStart(ctxT(t), p, probeBytes)
+	if err != nil || string(head) != "tiny" {
+		t.Fatalf("ReadStart of a 4-byte device = %q, %v; want all of it", head, err)
 	}
 }
 
