@@ -36,7 +36,11 @@ func (b *bench) scalePhases(n int) error {
 	if err != nil {
 		return err
 	}
-	defer func() { p.stop() }()
+	defer func() {
+		if p != nil { // nil when a restart failed
+			p.stop()
+		}
+	}()
 	var rssFirst float64
 	fmt.Printf("scale: filling pool %s with %d volumes at c=32 (pool %s stays empty)\n", b.cfg.pool, n, empty)
 	first := min(2000, n)
@@ -188,8 +192,33 @@ func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
 	if err != nil {
 		return err
 	}
-	defer func() { p.stop() }()
+	defer func() {
+		if p != nil { // nil when the restart failed
+			p.stop()
+		}
+	}()
 	vols := make([]driverVolume, n)
+	// Every volume must be unstaged before the cluster goes: an rbd-fuse
+	// left behind without its cluster hangs whatever stats its file
+	// (losetup -a, for one).
+	defer func() {
+		for _, v := range vols {
+			if v.vol == nil {
+				continue
+			}
+			if p == nil {
+				fmt.Fprintf(os.Stderr, "bench: volume %s left staged at %s: the node plugin did not restart; unmount it and kill its rbd-fuse before stopping the cluster\n", v.vol.VolumeId, v.staging)
+				stranded = true
+				continue
+			}
+			if err := b.unstageWithRetries(p.node, v); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: volume %s left staged at %s: %v; unmount it and kill its rbd-fuse before stopping the cluster\n", v.vol.VolumeId, v.staging, err)
+				stranded = true
+				continue
+			}
+			_, _ = ctl.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: v.vol.VolumeId, Secrets: b.secrets()})
+		}
+	}()
 	start := time.Now()
 	for i := range vols {
 		resp, err := ctl.client.CreateVolume(context.Background(), b.createReqWith(fmt.Sprintf("scale-node-%d", i), 1<<30, "fuse"))
@@ -206,22 +235,6 @@ func (b *bench) nodeScale(ctl *controllerProcess, n int) error {
 		}
 	}
 	b.sum.note("scale: %d fuse volumes created, staged and published through a node plugin process in %v", n, time.Since(start).Round(time.Millisecond))
-	// Every volume must be unstaged before the cluster goes: an rbd-fuse
-	// left behind without its cluster hangs whatever stats its file
-	// (losetup -a, for one).
-	defer func() {
-		for _, v := range vols {
-			if v.vol == nil {
-				continue
-			}
-			if err := b.unstageWithRetries(p.node, v); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: volume %s left staged at %s: %v; unmount it and kill its rbd-fuse before stopping the cluster\n", v.vol.VolumeId, v.staging, err)
-				stranded = true
-				continue
-			}
-			_, _ = ctl.client.DeleteVolume(context.Background(), &csi.DeleteVolumeRequest{VolumeId: v.vol.VolumeId, Secrets: b.secrets()})
-		}
-	}()
 	p.stop()
 	if p, err = b.startDriverProcess(b.cfg.driverBinary, args); err != nil {
 		return fmt.Errorf("restart: %w", err)
