@@ -227,7 +227,7 @@ func TestChaosNodePartitionedVolumeMovesThroughFencing(t *testing.T) {
 	a, b := l.nodes[0], l.nodes[1]
 	vol := l.createVolume(ctx, t, "pvc-partitioned")
 	image := vol.VolumeContext["imageName"]
-	if !l.attachAndStage(ctx, t, 0, a, vol) {
+	if _, staged := l.attachAndStage(ctx, t, 0, a, vol); !staged {
 		t.Fatal("node-a could not attach and stage a fresh volume")
 	}
 	w := startFencedWriter(t, filepath.Join(l.staging(a, 0), "data.bin"))

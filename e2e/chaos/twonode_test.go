@@ -137,12 +137,13 @@ func (l *lab) round(t *testing.T, i int) int {
 	}
 	vol := resp.Volume
 	staged := make([]bool, len(l.nodes))
+	published := make([]bool, len(l.nodes))
 	var wg sync.WaitGroup
 	begin := make(chan struct{})
 	for k, nd := range l.nodes {
 		wg.Go(func() {
 			<-begin
-			staged[k] = l.attachAndStage(ctx, t, i, nd, vol)
+			published[k], staged[k] = l.attachAndStage(ctx, t, i, nd, vol)
 		})
 	}
 	close(begin)
@@ -154,8 +155,8 @@ func (l *lab) round(t *testing.T, i int) int {
 		}
 	}
 	for k, nd := range l.nodes {
-		if staged[k] {
-			l.detach(ctx, t, i, nd, vol)
+		if staged[k] || published[k] {
+			l.detach(ctx, t, i, nd, vol) // unstaging what was never staged is a no-op
 		}
 	}
 	if _, err := l.ctrl.Controller().DeleteVolume(ctx, l.pool.DeleteReq(vol.VolumeId)); err != nil {
@@ -169,8 +170,9 @@ func (l *lab) staging(nd *node, i int) string {
 }
 
 // attachAndStage is the CO's order for one node; it reports whether the
-// node staged the volume. A refused publish must be FailedPrecondition.
-func (l *lab) attachAndStage(ctx context.Context, t *testing.T, i int, nd *node, vol *csi.Volume) bool {
+// volume was published to the node and whether the node staged it. A
+// refused publish must be FailedPrecondition.
+func (l *lab) attachAndStage(ctx context.Context, t *testing.T, i int, nd *node, vol *csi.Volume) (published, staged bool) {
 	pub := &csi.ControllerPublishVolumeResponse{}
 	if !l.noAttach {
 		var err error
@@ -178,30 +180,31 @@ func (l *lab) attachAndStage(ctx context.Context, t *testing.T, i int, nd *node,
 			VolumeId: vol.VolumeId, NodeId: nd.id, VolumeCapability: mountCap("ext4"), Secrets: l.pool.Secrets(),
 		})
 		if status.Code(err) == codes.FailedPrecondition {
-			return false
+			return false, false
 		}
 		if err != nil {
 			t.Errorf("round %d: publish to %s: %v", i, nd.id, err)
-			return false
+			return false, false
 		}
 	}
+	published = !l.noAttach
 	staging := l.staging(nd, i)
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		t.Error(err)
-		return false
+		return published, false
 	}
 	_, err := nd.drv.Node().NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
 		VolumeId: vol.VolumeId, StagingTargetPath: staging, VolumeCapability: mountCap("ext4"),
 		Secrets: l.pool.Secrets(), VolumeContext: vol.VolumeContext, PublishContext: pub.PublishContext,
 	})
 	if l.noAttach && status.Code(err) == codes.FailedPrecondition {
-		return false // the watcher check saw the other node
+		return false, false // the watcher check saw the other node
 	}
 	if err != nil {
 		t.Errorf("round %d: stage on %s after its publish succeeded: %v", i, nd.id, err)
-		return false
+		return published, false
 	}
-	return true
+	return published, true
 }
 
 func (l *lab) detach(ctx context.Context, t *testing.T, i int, nd *node, vol *csi.Volume) {
