@@ -7,7 +7,7 @@
 #
 # Settings (environment):
 #   KERNEL_SUITES   guests to boot, each a comma-separated list of suites
-#                   sharing one guest and one Ceph (default "facts,node,sanity chaos";
+#                   sharing one guest and one Ceph (default "facts,node,sanity,crypt chaos";
 #                   suites: facts, node, sanity, crypt, chaos, bench, smoke)
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
 #   KERNEL_CRYPT_MAPPERS  mappers of the crypt suite (default KERNEL_MAPPERS)
@@ -30,7 +30,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SUITES=${KERNEL_SUITES:-facts,node,sanity chaos}
+SUITES=${KERNEL_SUITES:-facts,node,sanity,crypt chaos}
 BASE=${KERNEL_BASE:-/tmp/rbdcsi-kernel}
 GO_TAGS=${GO_TAGS:-pacific}
 export KERNEL_BASE=$BASE
