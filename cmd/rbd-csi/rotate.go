@@ -43,9 +43,13 @@ Re-wraps the data-encryption key of every encrypted image of the pool
 one; the data is not re-encrypted. Each image is rewritten in three steps
 (new wrap beside the old, switch, drop the spare), so a volume opens with
 one of the two KEKs at every moment and a run that was killed is finished
-by running it again. Put the new KEK into the StorageClass's Secrets once
-it reports every image done. Keys are read from files or stdin, never from
-the command line. Exit status 1 when an image could not be re-wrapped.
+by running it again; the pool is listed again after each pass, for the
+images made meanwhile. Put the new KEK under encryptionKEK and the old one
+under encryptionKEKPrevious in the StorageClass's Secrets before the run
+(nodes then open volumes under either), and remove encryptionKEKPrevious
+once it reports every image done (docs/secrets.md). Keys are read from
+files or stdin, never from the command line. Exit status 1 when an image
+could not be re-wrapped.
 
 `+accessHelp+`
 Flags:

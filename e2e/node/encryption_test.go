@@ -242,8 +242,10 @@ func TestEncryptedStageRefusesAnImageNeitherEmptyNorLUKS(t *testing.T) {
 
 // TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway: the
 // data of an encrypted volume survives `rbd-csi rotate-kek` SIGKILLed
-// between its steps and run again; the volume then stages with the new KEK
-// alone, and the old one is refused.
+// between its steps and run again; while the rotation is midway, the
+// volume stages with the rotation's Secrets (the new KEK, the old one as
+// the previous); after it, with the new KEK alone, and the old one is
+// refused.
 func TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway(t *testing.T) {
 	needDMCrypt(t)
 	f := encryptedFixture(t, "ext4")
@@ -254,6 +256,8 @@ func TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway(t *test
 	f.unpublishUnstage(t)
 
 	oldKEK, newKEK := f.kek, harness.NewKEK(t)
+	// The Secrets switched first: the key is still under the old KEK alone.
+	stageWithRotationSecrets(t, f, oldKEK, newKEK, want, "before the rotation")
 	for _, point := range []string{"rotate-after-next", ""} {
 		out, err := rotateKEK(t, f, image, oldKEK, newKEK, point)
 		killed := false
@@ -267,6 +271,9 @@ func TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway(t *test
 			t.Fatalf("rotate-kek was not killed at %s: %v\n%s", point, err, out)
 		case point == "" && !strings.Contains(out, image+": "):
 			t.Fatalf("the resumed rotate-kek did not report %s: %v\n%s", image, err, out)
+		}
+		if point != "" {
+			stageWithRotationSecrets(t, f, oldKEK, newKEK, want, "midway through the rotation")
 		}
 	}
 
@@ -288,6 +295,20 @@ func TestEncryptedVolumeOpensWithTheNewKEKOnlyAfterARotationKilledMidway(t *test
 	}
 	f.unpublishUnstage(t)
 	wantCiphertextOnly(t, f, image)
+}
+
+// stageWithRotationSecrets stages and publishes the fixture's volume with
+// the Secrets of a rotation in progress (newKEK, and oldKEK as the
+// previous one), checks data.bin, and unpublishes and unstages it.
+func stageWithRotationSecrets(t *testing.T, f *fixture, oldKEK, newKEK, want, when string) {
+	t.Helper()
+	f.kek, f.kekPrevious = newKEK, oldKEK
+	defer func() { f.kek, f.kekPrevious = oldKEK, "" }()
+	f.stagePublish(t)
+	if got := fileSum(t, filepath.Join(f.target(), "data.bin")); got != want {
+		t.Fatalf("checksum %s %s, written %s", when, got, want)
+	}
+	f.unpublishUnstage(t)
 }
 
 // rotateKEK runs the driver binary's rotate-kek over the fixture's pool

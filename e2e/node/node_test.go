@@ -40,8 +40,9 @@ type fixture struct {
 	mapper string
 	// params are extra StorageClass parameters for create.
 	params map[string]string
-	// kek, when set, is the KEK every Secret carries (encrypted volumes).
-	kek string
+	// kek, when set, is the KEK every Secret carries (encrypted volumes);
+	// kekPrevious, the one a rotation in progress retires.
+	kek, kekPrevious string
 }
 
 func newFixture(t *testing.T, fs string) *fixture {
@@ -74,6 +75,9 @@ func (f *fixture) secrets() map[string]string {
 	s := map[string]string{"userID": f.env.Admin.User, "userKey": f.env.Admin.Key}
 	if f.kek != "" {
 		s[kms.DefaultSecretKey] = f.kek
+	}
+	if f.kekPrevious != "" {
+		s[kms.PreviousSecretKey(kms.DefaultSecretKey)] = f.kekPrevious
 	}
 	return s
 }

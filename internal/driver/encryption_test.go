@@ -180,3 +180,51 @@ func TestRestoreWithAnotherKEKIsFailedPrecondition(t *testing.T) {
 		}
 	}
 }
+
+// rotationSecrets are the Secrets of a KEK rotation in progress: otherKEK
+// is the new KEK, testKEK the previous one.
+func rotationSecrets() map[string]string {
+	s := encSecrets(otherKEK)
+	s[kms.PreviousSecretKey(kms.DefaultSecretKey)] = testKEK
+	return s
+}
+
+// wrappedWith is the fingerprint of the KEK an image's key is wrapped with.
+func wrappedWith(t *testing.T, fake *cephfake.Backend, name string) string {
+	t.Helper()
+	info, err := fake.StatImage(context.Background(), adminCreds(), ref(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kms.Describe(info.Metadata[kms.MetaDEK])
+	if err != nil {
+		t.Fatalf("image %s: %v", name, err)
+	}
+	return w.KEKID
+}
+
+// During a rotation (the new KEK in the Secret, the old one as the
+// previous), volumes and restores of old volumes are wrapped with the new
+// KEK, so rotate-kek has nothing of theirs to do.
+func TestCreateAndRestoreDuringAKEKRotationWrapWithTheNewKEK(t *testing.T) {
+	d, fake := newTestDriver(t)
+	src := mustCreate(t, d, encrypted(createReq("pvc-src", 1<<30, nil)))
+	snap := mustSnapshot(t, d, "snap-enc", src.GetVolumeId())
+	newKEK, _ := kms.NewSecretKEK(otherKEK)
+
+	fresh := encrypted(createReq("pvc-new", 1<<30, nil))
+	fresh.Secrets = rotationSecrets()
+	restore := encrypted(fromSnapshot("pvc-r", snap.GetSnapshotId(), 0))
+	restore.Secrets = rotationSecrets()
+	var restored string
+	for _, req := range []*csi.CreateVolumeRequest{fresh, restore} {
+		image := mustCreate(t, d, req).GetVolumeContext()["imageName"]
+		if got := wrappedWith(t, fake, image); got != newKEK.KEKID() {
+			t.Errorf("%s: wrapped with %s, want the new KEK %s", req.Name, got, newKEK.KEKID())
+		}
+		restored = image
+	}
+	if !dekOf(t, fake, restored, otherKEK).Equal(dekOf(t, fake, src.GetVolumeContext()["imageName"], testKEK)) {
+		t.Fatal("the restore does not keep its source's key")
+	}
+}

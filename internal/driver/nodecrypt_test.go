@@ -225,3 +225,18 @@ func TestUnstageClosesLUKSBeforeUnmapping(t *testing.T) {
 	}
 	e.wantNothingStaged(t)
 }
+
+// A volume rotate-kek has not reached yet stages with the Secrets of a
+// rotation in progress: its key is under the previous KEK.
+func TestEncryptedStageDuringAKEKRotationOpensWithThePreviousKEK(t *testing.T) {
+	e := newEncNodeEnv(t)
+	r := e.encStageReq(fsCap("ext4", modeSNW))
+	r.Secrets = rotationSecrets()
+	if _, err := e.d.NodeStageVolume(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if e.kernel.Open(e.cryptName()) == "" {
+		t.Fatal("LUKS not opened")
+	}
+	e.wantNoKeyInCommands(t)
+}

@@ -90,7 +90,9 @@ func (c *Config) Entry(kmsID string) (Entry, error) {
 }
 
 // Open returns the KMS of kmsID with the KEK from secrets (what names the
-// secrets in errors, e.g. "provisioner secrets").
+// secrets in errors, e.g. "provisioner secrets"). When the secrets also
+// hold a different KEK under PreviousSecretKey, it is a Keyring: a
+// rotation is in progress.
 func (c *Config) Open(kmsID string, secrets map[string]string, what string) (KMS, error) {
 	e, err := c.Entry(kmsID)
 	if err != nil {
@@ -100,9 +102,31 @@ func (c *Config) Open(kmsID string, secrets map[string]string, what string) (KMS
 	if !ok {
 		return nil, fmt.Errorf("%w: the %s have no key %q: add the volume's KEK to the Secret the StorageClass names", ErrNoKEK, what, e.SecretKey)
 	}
+	cur, err := secretKEK(raw, what, e.SecretKey)
+	if err != nil {
+		return nil, err
+	}
+	prevKey := PreviousSecretKey(e.SecretKey)
+	raw, ok = secrets[prevKey]
+	if !ok {
+		return cur, nil
+	}
+	prev, err := secretKEK(raw, what, prevKey)
+	if err != nil {
+		return nil, err
+	}
+	if prev.KEKID() == cur.KEKID() {
+		return cur, nil
+	}
+	return &Keyring{Current: cur, Previous: prev}, nil
+}
+
+// secretKEK parses the KEK under key of the secrets; errors name the key,
+// never the value.
+func secretKEK(raw, what, key string) (*SecretKEK, error) {
 	k, err := NewSecretKEK(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s key %q: %w", what, e.SecretKey, err)
+		return nil, fmt.Errorf("%s key %q: %w", what, key, err)
 	}
 	return k, nil
 }

@@ -40,39 +40,63 @@ type RotateResult struct {
 // ErrRotationIncomplete: some images could not be re-wrapped.
 var ErrRotationIncomplete = errors.New("KEK rotation incomplete")
 
-// Run rotates every image of the pool. A failure on one image is recorded
-// and the others go on; the error then wraps ErrRotationIncomplete.
+// maxListings bounds how often Run lists the pool again for images made
+// while it ran.
+const maxListings = 5
+
+// Run rotates every image of the pool, then lists the pool again and
+// rotates the images that appeared meanwhile (volumes and snapshots made
+// while it ran), until a listing shows none (at most maxListings). A
+// failure on one image is recorded and the others go on; the error then
+// wraps ErrRotationIncomplete.
 func (r Rotation) Run(ctx context.Context) (RotateResult, error) {
 	var res RotateResult
 	if r.Old.KEKID() == r.New.KEKID() {
 		return res, fmt.Errorf("%w: the old and the new KEK are the same key (%s)", ErrConfig, r.New.KEKID())
 	}
-	names, err := r.Backend.ListImages(ctx, r.Creds, r.Cluster, r.Pool)
-	if err != nil {
-		return res, fmt.Errorf("list the images of pool %s: %w", r.Pool, err)
-	}
-	for _, name := range names {
-		outcome, err := r.image(ctx, name)
-		switch {
-		case err != nil:
-			res.Failed = append(res.Failed, name+": "+err.Error())
-			outcome = "failed: " + err.Error()
-		case outcome == outcomeRotated:
-			res.Rotated++
-		case outcome == outcomeDone:
-			res.Done++
-		case outcome == outcomePlain:
-			res.Plain++
-			continue
+	seen := map[string]bool{}
+	for listing := 0; listing < maxListings; listing++ {
+		names, err := r.Backend.ListImages(ctx, r.Creds, r.Cluster, r.Pool)
+		if err != nil {
+			return res, fmt.Errorf("list the images of pool %s: %w", r.Pool, err)
 		}
-		if r.Progress != nil {
-			r.Progress(name, outcome)
+		fresh := 0
+		for _, name := range names {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			fresh++
+			r.rotateOne(ctx, name, &res)
+		}
+		if fresh == 0 {
+			break
 		}
 	}
 	if len(res.Failed) > 0 {
-		return res, fmt.Errorf("%w: %d of %d images failed; fix them and run it again", ErrRotationIncomplete, len(res.Failed), len(names))
+		return res, fmt.Errorf("%w: %d of %d images failed; fix them and run it again", ErrRotationIncomplete, len(res.Failed), len(seen))
 	}
 	return res, nil
+}
+
+// rotateOne rotates one image and counts the outcome.
+func (r Rotation) rotateOne(ctx context.Context, name string, res *RotateResult) {
+	outcome, err := r.image(ctx, name)
+	switch {
+	case err != nil:
+		res.Failed = append(res.Failed, name+": "+err.Error())
+		outcome = "failed: " + err.Error()
+	case outcome == outcomeRotated:
+		res.Rotated++
+	case outcome == outcomeDone:
+		res.Done++
+	case outcome == outcomePlain:
+		res.Plain++
+		return
+	}
+	if r.Progress != nil {
+		r.Progress(name, outcome)
+	}
 }
 
 const (

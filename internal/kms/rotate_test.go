@@ -130,3 +130,30 @@ func TestRotationRefusesTheSameKEKTwice(t *testing.T) {
 		t.Fatalf("err %v, want ErrConfig", err)
 	}
 }
+
+// An image made while a run goes on (a CreateVolume or CreateSnapshot
+// still under the old KEK) is found by the run's next listing.
+func TestRotationTakesTheImagesMadeWhileItRan(t *testing.T) {
+	e := newRotateEnv(t, "a")
+	r := e.rotation()
+	made := false
+	r.Progress = func(image, outcome string) {
+		if made {
+			return
+		}
+		made = true
+		dek, _ := NewDEK()
+		blob, _ := e.old.Wrap(context.Background(), dek, "late")
+		if err := e.b.CreateImage(context.Background(), e.creds, e.ref("late"), ceph.ImageSpec{Size: 1 << 20, Features: ceph.FeatureLayering, Metadata: map[string]string{MetaDEK: blob}}); err != nil {
+			t.Error(err)
+		}
+		e.deks["late"] = dek
+	}
+	res, err := r.Run(context.Background())
+	if err != nil || res.Rotated != 2 {
+		t.Fatalf("%+v, %v; want both images re-wrapped", res, err)
+	}
+	if !e.opens(t, "late", e.new) || e.opens(t, "late", e.old) {
+		t.Fatal("the image made during the run is not under the new KEK only")
+	}
+}

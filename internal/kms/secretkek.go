@@ -104,7 +104,7 @@ func (s *SecretKEK) Unwrap(_ context.Context, blob, image string) (DEK, error) {
 		return DEK{}, err
 	}
 	if env.KEKID != s.id {
-		return DEK{}, fmt.Errorf("%w: the key of image %s is wrapped with KEK %s, the Secret holds KEK %s", ErrWrongKEK, image, env.KEKID, s.id)
+		return DEK{}, fmt.Errorf("%w: the key of image %s is wrapped with KEK %s, the Secret holds KEK %s (during a KEK rotation the Secret keeps the old KEK under the KEK's key + %q until rotate-kek has re-wrapped every image)", ErrWrongKEK, image, env.KEKID, s.id, PreviousSuffix)
 	}
 	if env.Image != image {
 		return DEK{}, fmt.Errorf("%w: image %s holds the wrapped key of image %q", ErrWrongVolume, image, env.Image)
