@@ -54,9 +54,10 @@ if [ "$(id -u)" -ne 0 ] && [ "$SIMULATE" != 1 ]; then
   fi
 fi
 
+# Waits for the dpkg lock: .ci/run installs from two lanes at once.
 apt_get() {
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get -q -o Dpkg::Use-Pty=0 "$@"
+    apt-get -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=900 "$@"
 }
 apt_update() {
   if [ "$SIMULATE" = 1 ]; then log "would run: apt-get update"; return; fi
