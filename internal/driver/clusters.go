@@ -133,12 +133,12 @@ func (d *controllerService) listingPools(ctx context.Context) ([]poolAccess, err
 // discoverPools lists the RBD pools of cl with the credentials under
 // --secrets-dir/<clusterID>/, none when there are none.
 func (d *controllerService) discoverPools(ctx context.Context, cl ceph.Cluster) ([]poolAccess, error) {
-	cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
-	if errors.Is(err, os.ErrNotExist) {
+	cr, err := dirCredentials(d.opts.SecretsDir, cl.ID)
+	if errors.Is(err, errNoDirSecret) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "secrets for cluster %q: %v", cl.ID, err)
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	pools, err := d.opts.Backend.RBDPools(ctx, cr, cl)
 	if err != nil {
@@ -154,14 +154,12 @@ func (d *controllerService) discoverPools(ctx context.Context, cl ceph.Cluster) 
 // credsFor finds credentials for a call that carries none: a Secret mounted
 // under --secrets-dir/<clusterID>/, else those last used for the pool.
 func (d *controllerService) credsFor(cl ceph.Cluster, pool string) (ceph.Credentials, error) {
-	if d.opts.SecretsDir != "" && cl.ID != "" {
-		cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
-		if err == nil {
-			return cr, nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return ceph.Credentials{}, status.Errorf(codes.FailedPrecondition, "secrets for cluster %q: %v", cl.ID, err)
-		}
+	cr, err := dirCredentials(d.opts.SecretsDir, cl.ID)
+	if err == nil {
+		return cr, nil
+	}
+	if !errors.Is(err, errNoDirSecret) {
+		return ceph.Credentials{}, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if cr, ok := d.usedPools.lookup(cl, pool); ok {
 		return cr, nil
@@ -169,22 +167,40 @@ func (d *controllerService) credsFor(cl ceph.Cluster, pool string) (ceph.Credent
 	return ceph.Credentials{}, status.Errorf(codes.FailedPrecondition, "no credentials for pool %q: mount a Secret with userID and userKey at %s/<clusterID>/ (--secrets-dir), or create a volume in the pool first", pool, d.opts.SecretsDir)
 }
 
-// readSecretDir reads a mounted Kubernetes Secret holding userID and userKey.
-func readSecretDir(dir string) (ceph.Credentials, error) {
+// errNoDirSecret: --secrets-dir holds no Secret for the cluster (the flag
+// is unset, the cluster has no ID, or the files are missing).
+var errNoDirSecret = errors.New("no Secret for the cluster under --secrets-dir")
+
+// dirCredentials reads the Secret mounted for a cluster under secretsDir
+// (userID and userKey in secretsDir/<clusterID>/), the one layout the
+// controller and the node share. errNoDirSecret when there is none; other
+// errors say why the Secret there is unusable, never quoting the key.
+func dirCredentials(secretsDir, clusterID string) (ceph.Credentials, error) {
+	if secretsDir == "" || clusterID == "" {
+		return ceph.Credentials{}, errNoDirSecret
+	}
+	dir := filepath.Join(secretsDir, clusterID)
 	user, err := os.ReadFile(filepath.Join(dir, params.SecretUserID))
+	if errors.Is(err, os.ErrNotExist) {
+		return ceph.Credentials{}, errNoDirSecret
+	}
 	if err != nil {
-		return ceph.Credentials{}, err
+		return ceph.Credentials{}, fmt.Errorf("the Secret for cluster %q under --secrets-dir is unusable: %w", clusterID, err)
 	}
 	key, err := os.ReadFile(filepath.Join(dir, params.SecretUserKey))
 	if err != nil {
-		return ceph.Credentials{}, err
+		return ceph.Credentials{}, fmt.Errorf("the Secret for cluster %q under --secrets-dir has %s but no usable %s: %w", clusterID, params.SecretUserID, params.SecretUserKey, err)
 	}
+	return dirSecret(dir, user, key)
+}
+
+func dirSecret(dir string, user, key []byte) (ceph.Credentials, error) {
 	cr, err := params.Credentials(map[string]string{
 		params.SecretUserID:  strings.TrimSpace(string(user)),
 		params.SecretUserKey: strings.TrimSpace(string(key)),
 	}, "")
 	if err != nil {
-		return ceph.Credentials{}, fmt.Errorf("in %s: %w", dir, err)
+		return ceph.Credentials{}, fmt.Errorf("the Secret in %s is unusable: %w", dir, err)
 	}
 	return cr, nil
 }

@@ -738,12 +738,24 @@ func TestRestartedControllerWithSecretsDirListsAndMeasuresAtOnce(t *testing.T) {
 		t.Errorf("ListSnapshots right after a restart = %v, %v; want [%s]", ls.GetEntries(), err, snap.Snapshot.SnapshotId)
 	}
 	capResp, err := fresh.GetCapacity(ctx, &csi.GetCapacityRequest{})
-	if err != nil || capResp.AvailableCapacity != 2*(10<<30) {
-		t.Errorf("GetCapacity without parameters right after a restart = %v, %v; want the two RBD pools' %d", capResp, err, 2*(10<<30))
+	if err != nil || capResp.AvailableCapacity != 10<<30 {
+		t.Errorf("GetCapacity without parameters right after a restart = %v, %v; want the cluster's %d (its two RBD pools share it)", capResp, err, 10<<30)
 	}
 	capResp, err = fresh.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: map[string]string{"clusterID": clusterID, "pool": testPool}})
 	if err != nil || capResp.AvailableCapacity != 10<<30 {
 		t.Errorf("GetCapacity of pool %s right after a restart = %v, %v; want %d", testPool, capResp, err, 10<<30)
+	}
+}
+
+// The pools of one cluster share its OSDs: GetCapacity without parameters
+// is the largest pool's figure, not their sum.
+func TestGetCapacityWithoutParametersCountsAClustersSpaceOnce(t *testing.T) {
+	_, fake := newTestDriver(t)
+	fake.Usage = ceph.PoolUsage{MaxAvail: 10 << 30}
+	fake.PoolUsages = map[string]ceph.PoolUsage{testPool: {MaxAvail: 10 << 30, UsedBytes: 1 << 30, QuotaBytes: 3 << 30}}
+	resp, err := restartedController(t, fake).GetCapacity(context.Background(), &csi.GetCapacityRequest{})
+	if err != nil || resp.AvailableCapacity != 10<<30 {
+		t.Fatalf("GetCapacity = %v, %v; want the larger pool's %d (2 GiB and 10 GiB of one cluster's space)", resp, err, 10<<30)
 	}
 }
 

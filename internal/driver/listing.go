@@ -44,12 +44,17 @@ func (d *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacit
 	return &csi.GetCapacityResponse{AvailableCapacity: int64(u.Available())}, nil
 }
 
+// totalCapacity answers GetCapacity without parameters: for each Ceph
+// cluster the most any one of its pools offers, summed over the clusters.
+// Pools (and RADOS namespaces) of one cluster share its OSDs, so their
+// available figures are the same space seen several times: a sum would
+// promise it once per pool.
 func (d *controllerService) totalCapacity(ctx context.Context) (*csi.GetCapacityResponse, error) {
 	pools, err := d.listingPools(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var total uint64
+	best := map[string]uint64{} // physical cluster: largest pool figure
 	for _, a := range pools {
 		u, err := d.opts.Backend.PoolUsage(ctx, a.creds, a.cluster, a.pool)
 		if skippable(a, err) {
@@ -58,7 +63,13 @@ func (d *controllerService) totalCapacity(ctx context.Context) (*csi.GetCapacity
 		if err != nil {
 			return nil, statusOf(err, "read capacity of pool "+a.pool)
 		}
-		total += u.Available()
+		cl := a.cluster
+		cl.RadosNamespace = ""
+		best[cl.Key()] = max(best[cl.Key()], u.Available())
+	}
+	var total uint64
+	for _, avail := range best {
+		total += avail
 	}
 	return &csi.GetCapacityResponse{AvailableCapacity: int64(total)}, nil
 }

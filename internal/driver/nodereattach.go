@@ -3,8 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -49,7 +47,7 @@ func (d *nodeService) startReattach() *reattachPass {
 		if _, ok := d.mappers[st.Mapper].(mapper.Reattacher); !ok {
 			continue
 		}
-		unlock, err := d.locks.Lock(ctx, "node/"+st.VolumeID)
+		unlock, err := d.lockNodeVolume(ctx, st.VolumeID)
 		if err != nil {
 			continue
 		}
@@ -131,11 +129,8 @@ var errNoNodeCredential = errors.New("give the node plugin a credential for the 
 // nodeCredentials reads the node's own credential for a cluster from
 // --secrets-dir, the controller's layout.
 func (d *nodeService) nodeCredentials(clusterID string) (ceph.Credentials, error) {
-	if d.opts.SecretsDir == "" || clusterID == "" {
-		return ceph.Credentials{}, errNoNodeCredential
-	}
-	cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, clusterID))
-	if errors.Is(err, os.ErrNotExist) {
+	cr, err := dirCredentials(d.opts.SecretsDir, clusterID)
+	if errors.Is(err, errNoDirSecret) {
 		return ceph.Credentials{}, errNoNodeCredential
 	}
 	return cr, err

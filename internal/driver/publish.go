@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -208,12 +207,12 @@ func (d *controllerService) lockedAttachVolume(ctx context.Context, volumeID str
 	if err != nil {
 		return ceph.ImageRef{}, nil, err
 	}
-	if d.opts.SecretsDir == "" || cl.ID == "" {
+	cr, err := dirCredentials(d.opts.SecretsDir, cl.ID)
+	if errors.Is(err, errNoDirSecret) {
 		return ceph.ImageRef{}, nil, status.Errorf(codes.FailedPrecondition, "volume %q: the request carries no secrets and no --secrets-dir Secret serves its cluster: set csi.storage.k8s.io/controller-publish-secret-name and -namespace in the StorageClass, or mount a Secret for cluster %q under --secrets-dir (chart: controller.listingCredentials), which also serves volumes made before", volumeID, cl.ID)
 	}
-	cr, err := readSecretDir(filepath.Join(d.opts.SecretsDir, cl.ID))
 	if err != nil {
-		return ceph.ImageRef{}, nil, status.Errorf(codes.FailedPrecondition, "volume %q carries no secrets, and the Secret for cluster %q under --secrets-dir is unusable: %v", volumeID, cl.ID, err)
+		return ceph.ImageRef{}, nil, status.Errorf(codes.FailedPrecondition, "volume %q carries no secrets: %v", volumeID, err)
 	}
 	who.creds = cr
 	return d.lockedRef(ctx, volumeID, id, cr)

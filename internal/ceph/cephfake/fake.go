@@ -35,8 +35,10 @@ type Backend struct {
 	FSID string
 	// NonRBDPools are pools RBDPools leaves out (no rbd application).
 	NonRBDPools map[string]bool
-	// Usage is what PoolUsage reports for every pool.
+	// Usage is what PoolUsage reports for every pool not in PoolUsages.
 	Usage ceph.PoolUsage
+	// PoolUsages, by pool name, overrides Usage.
+	PoolUsages map[string]ceph.PoolUsage
 	// PartialGrace: RemovePartialImage answers ErrInProgress for an image
 	// created less than this long ago, as the real backend does for pieces
 	// that may be a create still running. Zero removes at once.
@@ -371,6 +373,9 @@ func (b *Backend) PoolUsage(ctx context.Context, cr ceph.Credentials, cl ceph.Cl
 	defer b.mu.Unlock()
 	if err := b.enter(ctx, "usage", cr, ceph.ImageRef{Cluster: cl, Pool: pool}); err != nil {
 		return ceph.PoolUsage{}, err
+	}
+	if u, ok := b.PoolUsages[pool]; ok {
+		return u, nil
 	}
 	return b.Usage, nil
 }
