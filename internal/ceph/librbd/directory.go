@@ -74,8 +74,17 @@ func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph
 		var firstErr error
 		sem := make(chan struct{}, metadataReaders)
 		var wg sync.WaitGroup
+		stopped := func() bool { // a failed read or an ended call: start no more
+			mu.Lock()
+			defer mu.Unlock()
+			return firstErr != nil || ctx.Err() != nil
+		}
 		for _, id := range ids {
 			sem <- struct{}{}
+			if stopped() {
+				<-sem
+				break
+			}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
@@ -91,6 +100,9 @@ func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph
 			}()
 		}
 		wg.Wait()
+		if firstErr == nil {
+			firstErr = ctx.Err()
+		}
 		return firstErr
 	})
 	return out, err
