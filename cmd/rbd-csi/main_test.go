@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 )
 
 func TestMetricsAddressIsOffByDefaultAndTakenAsGiven(t *testing.T) {
@@ -42,5 +46,34 @@ func TestHelpDocumentsTheMetricsAddress(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q", want)
 		}
+	}
+}
+
+func TestNBDReattachTimeoutFlag(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want time.Duration
+		err  bool
+	}{
+		{name: "the default is the mapper's", want: mapper.DefaultNBDReattachTimeout},
+		{name: "a value is taken as given", args: []string{"--nbd-reattach-timeout=90s"}, want: 90 * time.Second},
+		{name: "zero is refused, not read as the default", args: []string{"--nbd-reattach-timeout=0s"}, err: true},
+		{name: "a negative value is refused", args: []string{"--nbd-reattach-timeout=-5s"}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("rbd-csi", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			got, err := parseFlags(fs, tc.args)
+			if (err != nil) != tc.err {
+				t.Fatalf("err %v, want an error: %t", err, tc.err)
+			}
+			if err == nil && got.nbdReattach != tc.want {
+				t.Fatalf("timeout %v, want %v", got.nbdReattach, tc.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), "--nbd-reattach-timeout") {
+				t.Fatalf("%q does not name the flag", err)
+			}
+		})
 	}
 }
