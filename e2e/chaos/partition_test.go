@@ -209,12 +209,6 @@ func (w *fencedWriter) stop(within time.Duration) bool {
 // TestChaosNodePartitionedVolumeMovesThroughFencing: see the file comment.
 func TestChaosNodePartitionedVolumeMovesThroughFencing(t *testing.T) {
 	requireChaos(t)
-	if harness.Mapper(t) == "fuse" {
-		// Measured: the fenced rbd-fuse takes writes into librbd's cache and
-		// its fsync blocks instead of failing, and the ext4 journal on top
-		// then blocks every sync(2) on the host until rbd-fuse is killed.
-		t.Skip("node-partitioned runs with krbd and rbd-nbd (make test-kernel, suite chaos): a fenced rbd-fuse blocks its writers' fsync instead of failing it, and with them the host's sync(2)")
-	}
 	l := startLab(t)
 	if l.noAttach {
 		t.Skip("node-partitioned moves the volume through ControllerUnpublishVolume: unset RBDCSI_TWONODE_NO_ATTACH")

@@ -295,6 +295,14 @@ func TestFuseConfPassesMonitorsAsGiven(t *testing.T) {
 	}
 }
 
+// A fenced rbd-fuse must fail writes, not hold them in librbd's cache.
+func TestFuseConfTurnsLibrbdsCacheOff(t *testing.T) {
+	conf := fuseConf(ctxTimeout(t, time.Minute), Image{Monitors: []string{"mon-a"}})
+	if !strings.Contains(conf, "\nrbd_cache = false\n") {
+		t.Errorf("fuse ceph.conf leaves librbd's cache on:\n%s", conf)
+	}
+}
+
 func TestReadLogTailKeepsLatestStart(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "log")
 	content := logMarker + "t1 starting rbd-fuse\nold failure --- with dashes\n" + logMarker + "t2 starting rbd-fuse\nnew failure\n"
