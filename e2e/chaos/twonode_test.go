@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +149,11 @@ func (l *lab) round(t *testing.T, i int) int {
 	}
 	close(begin)
 	wg.Wait()
+	if l.noAttach && !slices.Contains(staged, true) {
+		// Both backed out (each saw the other after mapping): like its
+		// kubelet, node-a tries again, now alone.
+		published[0], staged[0] = l.attachAndStage(ctx, t, i, l.nodes[0], vol)
+	}
 	mounted := 0
 	for k, nd := range l.nodes {
 		if staged[k] && mountedRW(t, l.staging(nd, i)) {

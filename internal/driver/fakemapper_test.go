@@ -31,6 +31,12 @@ type fakeMapper struct {
 	mapErr   error
 	unmapErr error
 	sick     string // Check reports unhealthy with this message when set
+	// onMap, when set, runs after a successful Map (another node mapping
+	// the same image at that moment, say).
+	onMap func(img mapper.Image)
+	// unmapBusy Unmap calls fail with ErrDeviceBusy before one succeeds
+	// (udev's probe holding a device mapped a moment ago).
+	unmapBusy int
 }
 
 func newFakeMapper(t *testing.T, dir string) *fakeMapper {
@@ -65,6 +71,9 @@ func (f *fakeMapper) Map(_ context.Context, img mapper.Image, opts mapper.MapOpt
 		}
 	}
 	f.mapped[img.Spec()] = opts.ReadOnly
+	if f.onMap != nil {
+		f.onMap(img)
+	}
 	return mapper.Device{Path: path, Mapper: f.name, Attrs: map[string]string{
 		mapper.AttrPool: img.Pool, mapper.AttrNamespace: img.RadosNamespace, mapper.AttrImage: img.Name,
 	}}, nil
@@ -76,6 +85,10 @@ func (f *fakeMapper) Unmap(_ context.Context, dev mapper.Device) error {
 	f.unmapped = append(f.unmapped, dev)
 	if f.unmapErr != nil {
 		return f.unmapErr
+	}
+	if f.unmapBusy > 0 {
+		f.unmapBusy--
+		return fmt.Errorf("%w: %s is held open", mapper.ErrDeviceBusy, dev.Path)
 	}
 	img := mapper.Image{Pool: dev.Attrs[mapper.AttrPool], RadosNamespace: dev.Attrs[mapper.AttrNamespace], Name: dev.Attrs[mapper.AttrImage]}
 	delete(f.mapped, img.Spec())

@@ -333,6 +333,11 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	if !prevMapped {
+		if err := d.checkSoleWriter(ctx, r, ref); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.openCrypt(ctx, st, dek, ref); err != nil {
 		return nil, err
 	}
@@ -425,12 +430,24 @@ func (d *nodeService) rollbackMap(st *stageState, hadState bool, mapErr error) {
 	}
 }
 
+// busyRollbackFor bounds how long a rollback retries a device that is
+// still busy: udev's probe of a device mapped a moment ago holds it open
+// for a few milliseconds, and the kubelet does not unstage a stage that
+// failed.
+const busyRollbackFor = 10 * time.Second
+
 // rollbackStage undoes a failed stage so that nothing stays mapped or
 // mounted; the state file goes only once everything is undone.
 func (d *nodeService) rollbackStage(st *stageState) {
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	if err := d.teardownStage(ctx, st); err != nil {
+	err := d.teardownStage(ctx, st)
+	giveUp := time.Now().Add(busyRollbackFor)
+	for wait := 20 * time.Millisecond; status.Code(err) == codes.FailedPrecondition && time.Now().Before(giveUp); wait = min(2*wait, time.Second) {
+		time.Sleep(wait)
+		err = d.teardownStage(ctx, st)
+	}
+	if err != nil {
 		klog.ErrorS(err, "Rolling back a failed NodeStageVolume left work for NodeUnstageVolume", "volume", st.VolumeID)
 	}
 }
@@ -465,6 +482,26 @@ func (d *nodeService) checkNotInUse(ctx context.Context, r stageRequest, ref cep
 	}
 	if len(ws) > 0 {
 		return status.Errorf(codes.FailedPrecondition, "volume image %s is in use by client %d at %s (another node still has it mapped): unmount it there, or wait for a crashed node's watch to expire (about 30 s); `rbd status %s` shows the client", ref, ws[0].Client, ws[0].Addr, ref)
+	}
+	return nil
+}
+
+// checkSoleWriter is the same check after the map: a single-writer volume
+// now mapped read-write here may have no client but this mapping. Two
+// nodes that both passed checkNotInUse at the same moment see each other
+// here, and both back out (their kubelets retry, and the first to map
+// again wins). Attach records keep that from happening; this catches it
+// where they are off (attachRequired: false, static volumes).
+func (d *nodeService) checkSoleWriter(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
+	if readOnlyMode(r.mode) || r.mode == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER {
+		return nil
+	}
+	ws, err := d.opts.Backend.Watchers(ctx, r.creds, ref)
+	if err != nil {
+		return statusOf(err, "list clients of "+ref.String()+" after mapping it")
+	}
+	if len(ws) > 1 {
+		return status.Errorf(codes.FailedPrecondition, "volume image %s has %d clients after this node mapped it, one of them at %s: another node mapped it at the same moment, so this node unmapped it again; the stage is retried (`rbd status %s` shows the clients)", ref, len(ws), ws[0].Addr, ref)
 	}
 	return nil
 }

@@ -294,6 +294,58 @@ func TestNodeStageVolumeMapsWithTheClusterFSID(t *testing.T) {
 	}
 }
 
+// Two nodes that pass the watcher check at the same moment both map: the
+// check after the map sees the other client, and the stage backs out,
+// leaving nothing mapped or staged.
+func TestNodeStageVolumeBacksOutWhenAnotherClientMappedAtTheSameMoment(t *testing.T) {
+	tests := []struct {
+		name    string
+		capab   *csi.VolumeCapability
+		clients int // after the map: this node's and another's, or this node's alone
+		allowed bool
+	}{
+		{"single-node writer filesystem with a second client backs out", fsCap("ext4", modeSNW), 2, false},
+		{"single-node writer block with a second client backs out", blockCap(modeSNW), 2, false},
+		{"single-node writer filesystem as the only client is staged", fsCap("ext4", modeSNW), 1, true},
+		{"read-only filesystem with a second client is staged", fsCap("ext4", modeSRO), 2, true},
+		{"multi-node multi-writer block with a second client is staged", blockCap(modeMMW), 2, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newNodeEnv(t)
+			e.m.onMap = func(mapper.Image) {
+				ws := []ceph.Watcher{{Addr: "10.0.0.9:0/9", Client: 9}, {Addr: "10.1.2.3:0/42", Client: 4711}}
+				e.ceph.SetWatchers(e.ref, ws[:tc.clients])
+			}
+			_, err := e.d.NodeStageVolume(context.Background(), e.stageReq(tc.capab))
+			if tc.allowed {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantCode(t, err, codes.FailedPrecondition, "2 clients", "another node mapped it")
+			e.wantNothingStaged(t)
+		})
+	}
+}
+
+// A stage that backs out right after its map finds the device held for a
+// moment by udev's probe: the rollback tries again, and nothing is left.
+func TestNodeStageRollbackRetriesADeviceBusyForAMoment(t *testing.T) {
+	e := newNodeEnv(t)
+	e.m.onMap = func(mapper.Image) {
+		e.ceph.SetWatchers(e.ref, []ceph.Watcher{{Addr: "10.0.0.9:0/9", Client: 9}, {Addr: "10.1.2.3:0/42", Client: 4711}})
+	}
+	e.m.unmapBusy = 3
+	_, err := e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))
+	wantCode(t, err, codes.FailedPrecondition, "another node mapped it")
+	e.wantNothingStaged(t)
+	if n := len(e.m.unmapped); n != 4 {
+		t.Fatalf("%d unmap attempts, want 3 busy ones and the one that worked", n)
+	}
+}
+
 func TestNodeStageVolumeOfImageOpenElsewhere(t *testing.T) {
 	tests := []struct {
 		name    string
