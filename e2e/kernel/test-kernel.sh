@@ -12,8 +12,10 @@
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
 #   KERNEL_CRYPT_MAPPERS  mappers of the crypt suite (default KERNEL_MAPPERS)
 #   KERNEL_RUN      a -test.run pattern for the suites' test binaries
-#   KERNEL_CHAOS_RUN  the chaos suite's scenarios (default TestChaosNode:
-#                   all node scenarios)
+#   KERNEL_CHAOS_RUN  the chaos suite's scenarios (default
+#                   TestChaosNode|TestChaosTwoNodes: all node scenarios and
+#                   the two-node race)
+#   KERNEL_TWONODE_ROUNDS  rounds of the two-node race (default 100)
 #   KERNEL_SANITY_IDEMPOTENT  csi-sanity's repeats of idempotent calls
 #                   (default 10, as in make test; CI uses 2)
 #   KERNEL_BASE     work directory (default /tmp/rbdcsi-kernel): binaries,
@@ -75,7 +77,8 @@ for suite in $SUITES; do
     --env KERNEL_SUITE="$suite" --env KERNEL_BIN="$BIN" --env RBDCSI_REPO="$ROOT" \
     --env KERNEL_MAPPERS="${KERNEL_MAPPERS:-krbd rbd-nbd}" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
     --env KERNEL_CRYPT_MAPPERS="${KERNEL_CRYPT_MAPPERS:-${KERNEL_MAPPERS:-krbd rbd-nbd}}" \
-    --env KERNEL_CHAOS_RUN="${KERNEL_CHAOS_RUN:-TestChaosNode}" \
+    --env KERNEL_CHAOS_RUN="${KERNEL_CHAOS_RUN:-TestChaosNode|TestChaosTwoNodes}" \
+    --env KERNEL_TWONODE_ROUNDS="${KERNEL_TWONODE_ROUNDS:-100}" \
     --env KERNEL_RUN="${KERNEL_RUN:-}" --env KERNEL_SANITY_IDEMPOTENT="${KERNEL_SANITY_IDEMPOTENT:-10}" || rc=$?
   [ "$rc" -eq 0 ] || guest_failed+=("$suite (exit $rc)")
   if [ -s "$run/parts.txt" ]; then
