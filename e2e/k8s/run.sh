@@ -31,9 +31,13 @@ case $MODE in
   *) die "usage: run.sh [e2e|conformance]" ;;
 esac
 holds_lab_lock || {
-  log "taking the lab lock $LAB_LOCK (waits while another run holds it)"
+  wait_s=${LAB_LOCK_WAIT:-3600}
+  log "taking the lab lock $LAB_LOCK (waits up to ${wait_s}s while another run holds it; LAB_LOCK_WAIT)"
   # -o: the lab's daemons must not inherit the lock and keep it after the run
-  RBDCSI_LAB_LOCKED=$LAB_LOCK exec flock -o "$LAB_LOCK" bash "$0" "$@"
+  rc=0
+  RBDCSI_LAB_LOCKED=$LAB_LOCK flock -o -w "$wait_s" -E 75 "$LAB_LOCK" bash "$0" "$@" || rc=$?
+  [ "$rc" -ne 75 ] || die "another make e2e or make conformance held the lab lock $LAB_LOCK for ${wait_s}s (fuser $LAB_LOCK shows it); stop it or raise LAB_LOCK_WAIT"
+  exit "$rc"
 }
 CEPH_SCRIPTS=$REPO_ROOT/e2e/ceph
 T0=$SECONDS
