@@ -180,6 +180,7 @@ func TestChaosNodeContainerRestartWithoutNodeCredential(t *testing.T) {
 		t.Errorf("the writer did not complete 20 writes within 5 min of the re-attaching stage")
 	}
 	checkWriterAfterRestage(ctx, t, fig, p, d, v, sum)
+	fig.secretsInLog(t, []*harness.Driver{d}, p.Env.Admin.Key)
 }
 
 // restageUntilAccepted repeats NodeStageVolume while the image still shows
