@@ -407,6 +407,12 @@ func fsDefaults(fs string) []string {
 	return nil
 }
 
+// singleWriter says whether a mode lets one node alone write: the modes
+// whose stage checks the image's other clients.
+func singleWriter(m csi.VolumeCapability_AccessMode_Mode) bool {
+	return !readOnlyMode(m) && m != csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER
+}
+
 func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 	return m == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY || m == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
 }
@@ -473,7 +479,7 @@ func (d *nodeService) statAndCheckNotInUse(ctx context.Context, r stageRequest, 
 // checkNotInUse refuses to map a single-writer volume that a client
 // elsewhere has open: two writers would corrupt the filesystem.
 func (d *nodeService) checkNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
-	if readOnlyMode(r.mode) || r.mode == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER {
+	if !singleWriter(r.mode) {
 		return nil
 	}
 	ws, err := d.opts.Backend.Watchers(ctx, r.creds, ref)
@@ -493,7 +499,7 @@ func (d *nodeService) checkNotInUse(ctx context.Context, r stageRequest, ref cep
 // again wins). Attach records keep that from happening; this catches it
 // where they are off (attachRequired: false, static volumes).
 func (d *nodeService) checkSoleWriter(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
-	if readOnlyMode(r.mode) || r.mode == csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER {
+	if !singleWriter(r.mode) {
 		return nil
 	}
 	ws, err := d.opts.Backend.Watchers(ctx, r.creds, ref)
