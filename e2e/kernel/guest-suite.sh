@@ -120,9 +120,9 @@ suite_chaos() {
   # alone (CI: node-partitioned only).
   [ -n "${KERNEL_RUN:-}" ] || run=(-test.run "${KERNEL_CHAOS_RUN:-TestChaosNode|TestChaosTwoNodes}")
   for m in $MAPPERS; do
-    part "chaos-$m" $((180 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_CHAOS=1 RBDCSI_CHAOS_FIGURES="$GUEST_OUT/chaos.figures" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" \
+    part "chaos-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_CHAOS=1 RBDCSI_CHAOS_FIGURES="$GUEST_OUT/chaos.figures" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" \
       RBDCSI_TWONODE_ROUNDS="${KERNEL_TWONODE_ROUNDS:-100}" -- \
-      $(gotest chaos.test $((180 * SLOW)) "${run[@]}")
+      $(gotest chaos.test $((300 * SLOW)) "${run[@]}")
   done
 }
 
