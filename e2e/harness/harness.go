@@ -117,7 +117,7 @@ func (d *Driver) start() error {
 	d.mu.Lock()
 	d.cmd, d.done = cmd, done
 	d.mu.Unlock()
-	if err := waitForSocket(d.Sock, done, 20*time.Second); err != nil {
+	if err := waitForSocket(d.Sock, done, 2*time.Minute); err != nil {
 		out, _ := os.ReadFile(d.Log)
 		return fmt.Errorf("%w; log:\n%s", err, out)
 	}
