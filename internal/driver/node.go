@@ -333,7 +333,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if !prevMapped {
+	if !prevMapped && !r.hasAttachRecord() {
 		if err := d.checkSoleWriter(ctx, r, ref); err != nil {
 			return nil, err
 		}
@@ -496,8 +496,11 @@ func (d *nodeService) checkNotInUse(ctx context.Context, r stageRequest, ref cep
 // now mapped read-write here may have no client but this mapping. Two
 // nodes that both passed checkNotInUse at the same moment see each other
 // here, and both back out (their kubelets retry, and the first to map
-// again wins). Attach records keep that from happening; this catches it
-// where they are off (attachRequired: false, static volumes).
+// again wins). A stage under an attach record skips it: checkAttached has
+// shown the record grants this node alone (and a lost holder is fenced
+// before its record is released), so the round trips would prove nothing
+// more. It guards what records do not cover (attachRequired: false,
+// static volumes).
 func (d *nodeService) checkSoleWriter(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
 	if !singleWriter(r.mode) {
 		return nil
@@ -512,15 +515,22 @@ func (d *nodeService) checkSoleWriter(ctx context.Context, r stageRequest, ref c
 	return nil
 }
 
+// hasAttachRecord says whether the volume was published under an attach
+// record (its generation travels in the publish context).
+func (r stageRequest) hasAttachRecord() bool {
+	_, ok := r.publish[attach.ContextGeneration]
+	return ok
+}
+
 // checkAttached refuses a stage whose attachment (publish_context) the
 // image's record no longer grants this node: a kubelet acting on a
 // detach-and-attach elsewhere it has not seen yet. Volumes published
 // without records (no publish_context) stage as before.
 func (d *nodeService) checkAttached(ctx context.Context, r stageRequest, ref ceph.ImageRef) error {
-	g, ok := r.publish[attach.ContextGeneration]
-	if !ok {
+	if !r.hasAttachRecord() {
 		return nil
 	}
+	g := r.publish[attach.ContextGeneration]
 	gen, err := strconv.ParseUint(g, 10, 64)
 	if err != nil {
 		return invalid("publish_context %s %q is not a number", attach.ContextGeneration, g)

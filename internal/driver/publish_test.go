@@ -331,7 +331,13 @@ func TestNodeStageVolumeChecksTheAttachmentItCarries(t *testing.T) {
 	}
 	req := e.stageReq(c)
 	req.PublishContext = current
+	watchers := e.ceph.Calls["watchers"]
 	if _, err := e.d.NodeStageVolume(context.Background(), req); err != nil {
 		t.Fatalf("stage with the current attachment: %v", err)
+	}
+	// The record makes the node the only holder: no second client listing
+	// after the map.
+	if n := e.ceph.Calls["watchers"] - watchers; n != 1 {
+		t.Fatalf("%d client listings in a stage under an attach record, want the one before the map", n)
 	}
 }
