@@ -79,9 +79,10 @@ func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph
 			defer mu.Unlock()
 			return firstErr != nil || ctx.Err() != nil
 		}
+		cut := false
 		for _, id := range ids {
 			sem <- struct{}{}
-			if stopped() {
+			if cut = stopped(); cut {
 				<-sem
 				break
 			}
@@ -100,8 +101,8 @@ func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph
 			}()
 		}
 		wg.Wait()
-		if firstErr == nil {
-			firstErr = ctx.Err()
+		if firstErr == nil && cut {
+			firstErr = ctx.Err() // some images were never read
 		}
 		return firstErr
 	})
