@@ -54,11 +54,21 @@ module_copy() {
 # link NAME TARGET: a stable name in $TOOLS_BIN for the versioned binary
 link() { ln -sfn "$2" "$TOOLS_BIN/$1"; }
 
+# K8S_SRC: the one prepared copy of k8s.io/kubernetes@$K8S_VERSION that the
+# Kubernetes build and the e2e build share; removed once both are built
+K8S_SRC=$WORK/k8s.io_kubernetes@$K8S_VERSION
+K8S_SRC_READY=$K8S_SRC/.rbdcsi-prepared
+
 # k8s_src: a writable copy of k8s.io/kubernetes@$K8S_VERSION whose go.mod
-# builds outside the Kubernetes tree; prints its directory
+# builds outside the Kubernetes tree, made once; prints its directory
 k8s_src() {
   local src staging=v0.${K8S_VERSION#v1.}
+  if [ -e "$K8S_SRC_READY" ]; then
+    echo "$K8S_SRC"
+    return
+  fi
   src=$(module_copy k8s.io/kubernetes "$K8S_VERSION")
+  [ "$src" = "$K8S_SRC" ] || die "the Kubernetes source copy is $src, expected $K8S_SRC"
   # The module points its k8s.io/* staging modules at ./staging, which the
   # module zip does not hold: use the published v0.<minor>.<patch> instead.
   (
@@ -68,7 +78,15 @@ k8s_src() {
     ! grep -q '=> \./staging' go.mod || die "unrewritten staging replace in go.mod"
     go mod download
   ) >&2
+  touch "$K8S_SRC_READY"
   echo "$src"
+}
+
+# k8s_src_done: drop the shared source copy when nothing needs it any more
+k8s_src_done() {
+  if done_dir "$RBDCSI_CACHE/k8s-$K8S_VERSION" && done_dir "$RBDCSI_CACHE/k8s-e2e-storage-$K8S_VERSION"; then
+    rm -rf "$K8S_SRC"
+  fi
 }
 
 # k8s_ldflags: stripped, with $K8S_VERSION as the version the binaries report
@@ -95,7 +113,8 @@ build_k8s() {
   (cd "$src" && CGO_ENABLED=0 "${NICE[@]}" go build "${K8S_GOFLAGS[@]}" -ldflags "$(k8s_ldflags)" \
     -o "$out/bin/" ./cmd/kube-apiserver ./cmd/kube-controller-manager ./cmd/kube-scheduler \
     ./cmd/kubelet ./cmd/kubectl)
-  finish "$out" "$src"
+  finish "$out" ""
+  k8s_src_done
   link kubectl "$out/bin/kubectl"
   log "k8s $K8S_VERSION: built in $((SECONDS - t))s"
 }
@@ -129,7 +148,8 @@ build_e2e() {
   mv "$out/bin/.e2e-storage.test.new" "$out/bin/e2e-storage.test"
   mv "$out/bin/.agnhost.new" "$out/bin/agnhost"
   mv "$out/bin/.ginkgo.new" "$out/bin/ginkgo"
-  finish "$out" "$src"
+  finish "$out" ""
+  k8s_src_done
   log "e2e-storage $K8S_VERSION: built in $((SECONDS - t))s"
 }
 

@@ -284,14 +284,24 @@ build_all() {
   driver_image
 }
 
+# import_all: every archive this lab's containerd has not imported yet, or
+# that changed since (a stamp per archive in the lab's directory, which
+# lab-down.sh removes with the lab)
 import_all() {
   [ -S "$CONTAINERD_SOCK" ] || die "the lab's containerd is not running ($CONTAINERD_SOCK): run lab-up.sh"
-  local a n=0
+  local a stamp n=0 kept=0
+  mkdir -p "$LAB_DIR/imported"
   for a in "$IMAGE_DIR"/*.tar; do
+    stamp=$LAB_DIR/imported/$(basename "$a")
+    if [ -e "$stamp" ] && [ "$stamp" -nt "$a" ]; then
+      kept=$((kept + 1))
+      continue
+    fi
     ctr_lab image import "$a" >/dev/null || die "importing $a failed"
+    touch "$stamp"
     n=$((n + 1))
   done
-  log "imported $n images into the lab's containerd"
+  log "imported $n images into the lab's containerd ($kept imported before and unchanged)"
 }
 
 case $ACTION in

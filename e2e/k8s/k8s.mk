@@ -7,12 +7,17 @@ K8S_CACHE ?= $(or $(RBDCSI_CACHE),/var/cache/rbd-csi)
 K8S_ENV   := RBDCSI_CACHE=$(K8S_CACHE)
 K8S_DIR   := e2e/k8s
 
-.PHONY: e2e conformance k8s-tools k8s-images helm-lint kubeconform chart-check deploy-manifests check-deploy lab-up lab-down
+.PHONY: e2e e2e-down conformance k8s-tools k8s-images helm-lint kubeconform chart-check deploy-manifests check-deploy lab-up lab-down
 
 ## e2e: the whole Kubernetes e2e on this machine: packages, cached tool builds,
 ## chart checks, images, Ceph, a one-node cluster, the scenarios, teardown
 e2e:
 	$(K8S_ENV) bash $(K8S_DIR)/run.sh
+
+## e2e-down: stop the lab and its Ceph that `LAB_KEEP=1 make e2e` (or
+## E2E_KEEP=1) left running for a `make conformance` after it
+e2e-down:
+	$(K8S_ENV) bash $(K8S_DIR)/run.sh down
 
 ## k8s-tools: build (or find cached) Kubernetes, helm, kubeconform, sidecars
 k8s-tools:

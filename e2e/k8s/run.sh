@@ -12,14 +12,19 @@
 #   lab       lab-up.sh (imports the images)
 #   e2e       e2e.sh (scenarios; prints `N passed, N failed`)
 # and always, at the end: lab-down.sh, e2e/ceph/down.sh (E2E_KEEP=1 keeps
-# both running, with the release and test objects, for debugging).
+# both running, with the release and test objects, for debugging;
+# LAB_KEEP=1 keeps both running after a run that passed, with the release
+# and test objects removed as usual, for a `make conformance` after it).
 # Exits non-zero when a phase or a scenario fails.
 #
-# usage: run.sh [e2e|conformance]
+# usage: run.sh [e2e|conformance|down]
 #   conformance (make conformance): the same lab, then instead of the
 #   scenarios: build-tools.sh e2e, images.sh e2e, e2e.sh install-only and
 #   conformance.sh (Kubernetes' External Storage testsuites). A lab that is
-#   already up (E2E_KEEP=1 before) is reused and left running.
+#   already up (E2E_KEEP=1 or LAB_KEEP=1 before) is reused and left running;
+#   its driver image is rebuilt from this tree and imported first, so the
+#   testsuites never see an older driver.
+#   down (make e2e-down): stop a lab and its Ceph that a run left running.
 # The lab is one per machine: the run holds $LAB_LOCK throughout, unless it
 # was started under it already (flock $LAB_LOCK make ...).
 set -uo pipefail
@@ -27,8 +32,8 @@ source "$(dirname "$0")/lib.sh"
 LOG_TAG=k8s-e2e
 MODE=${1:-e2e}
 case $MODE in
-  e2e | conformance) ;;
-  *) die "usage: run.sh [e2e|conformance]" ;;
+  e2e | conformance | down) ;;
+  *) die "usage: run.sh [e2e|conformance|down]" ;;
 esac
 holds_lab_lock || {
   wait_s=${LAB_LOCK_WAIT:-3600}
@@ -46,6 +51,17 @@ RESULT=""
 BASE_PID=""
 BASE_LOG=$RBDCSI_CACHE/.images-base.log
 REUSED=0 # conformance on a lab that was up before: left as found
+
+# lab_teardown: stop the lab and its Ceph (idempotent)
+lab_teardown() {
+  "$E2E_K8S_DIR/lab-down.sh" >/dev/null 2>&1
+  CEPH_DIR=$E2E_CEPH_DIR "$CEPH_SCRIPTS/down.sh" >/dev/null 2>&1
+}
+if [ "$MODE" = down ]; then
+  lab_teardown
+  log "lab ($LAB_DIR) and its Ceph ($E2E_CEPH_DIR) stopped"
+  exit 0
+fi
 
 # phase NAME COMMAND...: run, time, stop the run on failure
 phase() {
@@ -68,9 +84,8 @@ finish() {
   [ -z "$BASE_PID" ] || { pkill -TERM -P "$BASE_PID" 2>/dev/null; kill "$BASE_PID" 2>/dev/null; }
   if [ "$REUSED" = 1 ]; then
     log "the lab was up before the run: left running"
-  elif [ "${E2E_KEEP:-0}" = 1 ]; then
-    log "E2E_KEEP=1: lab ($LAB_DIR) and Ceph ($E2E_CEPH_DIR) left running; stop them with"
-    log "  $E2E_K8S_DIR/lab-down.sh; CEPH_DIR=$E2E_CEPH_DIR $CEPH_SCRIPTS/down.sh"
+  elif [ "${E2E_KEEP:-0}" = 1 ] || { [ "${LAB_KEEP:-0}" = 1 ] && [ $rc -eq 0 ]; }; then
+    log "lab ($LAB_DIR) and Ceph ($E2E_CEPH_DIR) left running (E2E_KEEP or LAB_KEEP); make e2e-down stops them"
   else
     local t=$SECONDS
     "$E2E_K8S_DIR/lab-down.sh" --keep >/dev/null 2>&1
@@ -81,8 +96,7 @@ finish() {
       cp -r "$LAB_DIR/logs" "$LAB_DIR/e2e-artifacts" "$RBDCSI_CACHE/last-failed-lab/" 2>/dev/null
       log "logs of the failed run: $RBDCSI_CACHE/last-failed-lab"
     fi
-    "$E2E_K8S_DIR/lab-down.sh" >/dev/null 2>&1
-    CEPH_DIR=$E2E_CEPH_DIR "$CEPH_SCRIPTS/down.sh" >/dev/null 2>&1
+    lab_teardown
     SUMMARY+=("$(printf '%-8s %4ds  %s' teardown $((SECONDS - t)) ok)")
   fi
   log "summary (total $((SECONDS - T0))s):"
@@ -126,7 +140,9 @@ conformance_phases() {
 
 if [ "$MODE" = conformance ] && lab_running; then
   REUSED=1
-  log "the lab is up ($LAB_DIR, Ceph $E2E_CEPH_DIR): reusing it"
+  log "the lab is up ($LAB_DIR, Ceph $E2E_CEPH_DIR): reusing it, with this tree's driver image"
+  phase tools "$E2E_K8S_DIR/build-tools.sh"
+  phase images "$E2E_K8S_DIR/images.sh" build
   conformance_phases
   exit 0
 fi

@@ -7,14 +7,18 @@
 #
 # Environment (from test-kernel.sh): GUEST_OUT, KERNEL_SUITE (comma-separated:
 # node, sanity, crypt, chaos, bench, smoke), KERNEL_BIN (the host-built binaries), RBDCSI_REPO,
-# KERNEL_RUN (a -test.run pattern, optional), KERNEL_MAPPERS (default
-# "krbd rbd-nbd"), KERNEL_SLOW (timeout factor, default 8: every command is
-# 5-10x slower under emulation).
+# KERNEL_RUN (a -test.run pattern, may be empty), KERNEL_MAPPERS,
+# KERNEL_SANITY_MAPPERS, KERNEL_CRYPT_MAPPERS, KERNEL_CHAOS_RUN,
+# KERNEL_TWONODE_ROUNDS, KERNEL_SANITY_IDEMPOTENT and KERNEL_SLOW (timeout
+# factor: every command is 5-10x slower under emulation). Their defaults
+# live in test-kernel.sh alone, which always passes them.
 set -uo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-: "${GUEST_OUT:?}" "${KERNEL_SUITE:?}" "${KERNEL_BIN:?}" "${RBDCSI_REPO:?}"
-MAPPERS=${KERNEL_MAPPERS:-krbd rbd-nbd}
-SLOW=${KERNEL_SLOW:-8}
+: "${GUEST_OUT:?}" "${KERNEL_SUITE:?}" "${KERNEL_BIN:?}" "${RBDCSI_REPO:?}" "${KERNEL_RUN?}"
+: "${KERNEL_MAPPERS:?}" "${KERNEL_SANITY_MAPPERS:?}" "${KERNEL_CRYPT_MAPPERS:?}" "${KERNEL_CHAOS_RUN:?}"
+: "${KERNEL_TWONODE_ROUNDS:?}" "${KERNEL_SANITY_IDEMPOTENT:?}" "${KERNEL_SLOW:?}"
+MAPPERS=$KERNEL_MAPPERS
+SLOW=$KERNEL_SLOW
 T0=$SECONDS
 say() { echo "[guest $((SECONDS - T0))s] $*"; }
 
@@ -105,9 +109,9 @@ suite_node() {
 suite_sanity() {
   wait_mgr || return 1
   local m a
-  for m in $MAPPERS; do
+  for m in $KERNEL_SANITY_MAPPERS; do
     for a in mount block; do
-      part "sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_IDEMPOTENT_COUNT="${KERNEL_SANITY_IDEMPOTENT:-10}" -- \
+      part "sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_IDEMPOTENT_COUNT="$KERNEL_SANITY_IDEMPOTENT" -- \
         $(gotest "sanity-$a.test" $((240 * SLOW)))
     done
   done
@@ -118,10 +122,10 @@ suite_chaos() {
   # KERNEL_RUN (in gotest) narrows the node scenarios; a second -test.run
   # here would override it. KERNEL_CHAOS_RUN picks scenarios of this suite
   # alone (CI: node-partitioned only).
-  [ -n "${KERNEL_RUN:-}" ] || run=(-test.run "${KERNEL_CHAOS_RUN:-TestChaosNode|TestChaosTwoNodes}")
+  [ -n "$KERNEL_RUN" ] || run=(-test.run "$KERNEL_CHAOS_RUN")
   for m in $MAPPERS; do
     part "chaos-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_CHAOS=1 RBDCSI_CHAOS_FIGURES="$GUEST_OUT/chaos.figures" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" \
-      RBDCSI_TWONODE_ROUNDS="${KERNEL_TWONODE_ROUNDS:-100}" -- \
+      RBDCSI_TWONODE_ROUNDS="$KERNEL_TWONODE_ROUNDS" -- \
       $(gotest chaos.test $((300 * SLOW)) "${run[@]}")
   done
 }
@@ -134,12 +138,12 @@ suite_crypt() {
   wait_mgr || return 1
   local m a run=()
   # as in suite_chaos: KERNEL_RUN, when set, picks the tests
-  [ -n "${KERNEL_RUN:-}" ] || run=(-test.run TestEncrypted)
-  for m in ${KERNEL_CRYPT_MAPPERS:-$MAPPERS}; do
+  [ -n "$KERNEL_RUN" ] || run=(-test.run TestEncrypted)
+  for m in $KERNEL_CRYPT_MAPPERS; do
     part "crypt-node-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_E2E_CRYPT=1 RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- \
       $(gotest node.test $((300 * SLOW)) "${run[@]}")
     for a in mount block; do
-      part "crypt-sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_ENCRYPTED=1 RBDCSI_SANITY_IDEMPOTENT_COUNT="${KERNEL_SANITY_IDEMPOTENT:-10}" -- \
+      part "crypt-sanity-$a-$m" $((240 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBDCSI_SANITY_ENCRYPTED=1 RBDCSI_SANITY_IDEMPOTENT_COUNT="$KERNEL_SANITY_IDEMPOTENT" -- \
         $(gotest "sanity-$a.test" $((240 * SLOW)))
     done
   done

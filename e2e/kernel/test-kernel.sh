@@ -10,6 +10,7 @@
 #                   sharing one guest and one Ceph (default "facts,node,sanity,crypt chaos";
 #                   suites: facts, node, sanity, crypt, chaos, bench, smoke)
 #   KERNEL_MAPPERS  default "krbd rbd-nbd"
+#   KERNEL_SANITY_MAPPERS  mappers of the sanity suite (default KERNEL_MAPPERS)
 #   KERNEL_CRYPT_MAPPERS  mappers of the crypt suite (default KERNEL_MAPPERS)
 #   KERNEL_RUN      a -test.run pattern for the suites' test binaries
 #   KERNEL_CHAOS_RUN  the chaos suite's scenarios (default
@@ -33,6 +34,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SUITES=${KERNEL_SUITES:-facts,node,sanity,crypt chaos}
+MAPPERS=${KERNEL_MAPPERS:-krbd rbd-nbd}
 BASE=${KERNEL_BASE:-/tmp/rbdcsi-kernel}
 GO_TAGS=${GO_TAGS:-pacific}
 export KERNEL_BASE=$BASE
@@ -75,8 +77,9 @@ for suite in $SUITES; do
   "$HERE/run-guest.sh" --rundir "$run" --payload "$run/recipe/guest-suite.sh" \
     --timeout "${KERNEL_GUEST_TIMEOUT:-5400}" --mem "${KERNEL_MEM:-2560}" \
     --env KERNEL_SUITE="$suite" --env KERNEL_BIN="$BIN" --env RBDCSI_REPO="$ROOT" \
-    --env KERNEL_MAPPERS="${KERNEL_MAPPERS:-krbd rbd-nbd}" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
-    --env KERNEL_CRYPT_MAPPERS="${KERNEL_CRYPT_MAPPERS:-${KERNEL_MAPPERS:-krbd rbd-nbd}}" \
+    --env KERNEL_MAPPERS="$MAPPERS" --env KERNEL_SLOW="${KERNEL_SLOW:-8}" \
+    --env KERNEL_SANITY_MAPPERS="${KERNEL_SANITY_MAPPERS:-$MAPPERS}" \
+    --env KERNEL_CRYPT_MAPPERS="${KERNEL_CRYPT_MAPPERS:-$MAPPERS}" \
     --env KERNEL_CHAOS_RUN="${KERNEL_CHAOS_RUN:-TestChaosNode|TestChaosTwoNodes}" \
     --env KERNEL_TWONODE_ROUNDS="${KERNEL_TWONODE_ROUNDS:-100}" \
     --env KERNEL_RUN="${KERNEL_RUN:-}" --env KERNEL_SANITY_IDEMPOTENT="${KERNEL_SANITY_IDEMPOTENT:-10}" || rc=$?
