@@ -158,16 +158,8 @@ func (b *bench) listOnce(i int) error {
 	if i > 0 {
 		return nil
 	}
-	token := ""
-	for {
-		r, err := b.client.ListVolumes(context.Background(), &csi.ListVolumesRequest{MaxEntries: 500, StartingToken: token})
-		if err != nil {
-			return err
-		}
-		if token = r.NextToken; token == "" {
-			return nil
-		}
-	}
+	_, _, err := walkVolumes(b.client)
+	return err
 }
 
 func (b *bench) roundTripCleanup(ids, snapIDs []string, rawSrc string) error {

@@ -12,6 +12,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 )
@@ -96,4 +100,20 @@ func (f *figure) secretsInLog(t *testing.T, drivers []*harness.Driver, keys ...s
 	}
 	// Never print the keys themselves, not even in a failure.
 	f.zero(t, "secrets_in_log", n)
+}
+
+// whileFailedPrecondition calls fn until it returns anything but
+// FailedPrecondition, as a kubelet retries a stage or unstage the driver
+// refused for now (another client still on the image, a device still
+// held), for at most limit, every pause. It returns the number of calls and
+// fn's last error.
+func whileFailedPrecondition(limit, pause time.Duration, fn func() error) (int, error) {
+	deadline := time.Now().Add(limit)
+	for n := 1; ; n++ {
+		err := fn()
+		if status.Code(err) != codes.FailedPrecondition || time.Now().After(deadline) {
+			return n, err
+		}
+		time.Sleep(pause)
+	}
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
@@ -186,14 +184,10 @@ func TestChaosNodeContainerRestartWithoutNodeCredential(t *testing.T) {
 // restageUntilAccepted repeats NodeStageVolume while the image still shows
 // the dead rbd-nbd's watch (FailedPrecondition, "in use"), for up to 3 min.
 func restageUntilAccepted(ctx context.Context, p *harness.Pool, d *harness.Driver, v *nodeVolume) (int, error) {
-	deadline := time.Now().Add(3 * time.Minute)
-	for n := 1; ; n++ {
+	return whileFailedPrecondition(3*time.Minute, 5*time.Second, func() error {
 		_, err := d.Node().NodeStageVolume(ctx, v.stageReq(p))
-		if err == nil || status.Code(err) != codes.FailedPrecondition || time.Now().After(deadline) {
-			return n, err
-		}
-		time.Sleep(5 * time.Second)
-	}
+		return err
+	})
 }
 
 // logLine returns the first line of the plugin's log holding every one

@@ -28,8 +28,6 @@ import (
 
 	"github.com/ceph/go-ceph/rbd"
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/e2e/harness"
 )
@@ -352,19 +350,14 @@ func (l *lab) moveTo(ctx context.Context, nd *node, vol *csi.Volume) (int, error
 		VolumeId: vol.VolumeId, StagingTargetPath: staging, VolumeCapability: mountCap("ext4"),
 		Secrets: l.pool.Secrets(), VolumeContext: vol.VolumeContext, PublishContext: pub.PublishContext,
 	}
-	refusals := 0
-	deadline := time.Now().Add(time.Minute)
-	for {
+	calls, err := whileFailedPrecondition(time.Minute, 2*time.Second, func() error {
 		_, err := nd.drv.Node().NodeStageVolume(ctx, stage)
-		if err == nil {
-			return refusals, nil
-		}
-		if status.Code(err) != codes.FailedPrecondition || time.Now().After(deadline) {
-			return refusals, fmt.Errorf("stage on %s after the fence: %w", nd.id, err)
-		}
-		refusals++
-		time.Sleep(2 * time.Second)
+		return err
+	})
+	if err != nil {
+		return calls, fmt.Errorf("stage on %s after the fence: %w", nd.id, err)
 	}
+	return calls - 1, nil
 }
 
 // lostAcknowledged counts the writes node-a had acknowledged before the

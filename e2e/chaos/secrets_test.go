@@ -105,6 +105,12 @@ func encryptedFlow(ctx context.Context, t *testing.T, p *harness.Pool, d *harnes
 	if err != nil {
 		t.Fatal(err)
 	}
+	clone := withKEK(p.CreateReq("pvc-secrets-clone"), kek)
+	clone.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: vol.VolumeId}}}
+	cloned, err := d.Controller().CreateVolume(ctx, clone)
+	if err != nil {
+		t.Fatal(err)
+	}
 	wrongRestore := withKEK(p.CreateReq("pvc-secrets-wrong-kek"), wrongKEK)
 	wrongRestore.VolumeContentSource = restore.VolumeContentSource
 	if _, err := d.Controller().CreateVolume(ctx, wrongRestore); status.Code(err) != codes.FailedPrecondition {
@@ -116,13 +122,18 @@ func encryptedFlow(ctx context.Context, t *testing.T, p *harness.Pool, d *harnes
 		t.Fatal(err)
 	}
 	if os.Geteuid() == 0 {
-		stageEncrypted(ctx, t, p, d, vol, secrets)
+		wrongSecrets := p.Secrets()
+		wrongSecrets[kms.DefaultSecretKey] = wrongKEK
+		stageEncrypted(ctx, t, p, d, vol, secrets, wrongSecrets)
 	}
-	deks := []kms.DEK{p.DEK(t, harness.ImageName(vol.VolumeId), kek), p.DEK(t, harness.ImageName(restored.Volume.VolumeId), kek)}
+	var deks []kms.DEK
+	for _, v := range []*csi.Volume{vol, restored.Volume, cloned.Volume} {
+		deks = append(deks, p.DEK(t, harness.ImageName(v.VolumeId), kek))
+	}
 	if _, err := d.Controller().DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: snap.Snapshot.SnapshotId, Secrets: secrets}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{vol.VolumeId, restored.Volume.VolumeId} {
+	for _, id := range []string{cloned.Volume.VolumeId, vol.VolumeId, restored.Volume.VolumeId} {
 		if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(id)); err != nil {
 			t.Fatal(err)
 		}
@@ -131,15 +142,22 @@ func encryptedFlow(ctx context.Context, t *testing.T, p *harness.Pool, d *harnes
 }
 
 // stageEncrypted stages (and unstages) an encrypted volume, or checks the
-// refusal of a kernel without device-mapper; a wrong KEK is refused first.
-func stageEncrypted(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, vol *csi.Volume, secrets map[string]string) {
+// refusal of a kernel without device-mapper; a stage with the wrong KEK's
+// Secrets is refused first (FailedPrecondition, for the KEK where the
+// kernel has device-mapper).
+func stageEncrypted(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, vol *csi.Volume, secrets, wrongSecrets map[string]string) {
 	t.Helper()
 	staging := filepath.Join(p.Dir, "enc", "staging")
 	if err := os.MkdirAll(staging, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	req := &csi.NodeStageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging, VolumeCapability: mountCap("ext4"), Secrets: secrets, VolumeContext: vol.VolumeContext}
+	req := &csi.NodeStageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging, VolumeCapability: mountCap("ext4"), Secrets: wrongSecrets, VolumeContext: vol.VolumeContext}
 	_, err := d.Node().NodeStageVolume(ctx, req)
+	if status.Code(err) != codes.FailedPrecondition || (harness.HasDMCrypt() && !strings.Contains(err.Error(), "KEK")) {
+		t.Fatalf("encrypted stage with the wrong KEK: %v, want FailedPrecondition naming the KEK", err)
+	}
+	req.Secrets = secrets
+	_, err = d.Node().NodeStageVolume(ctx, req)
 	if !harness.HasDMCrypt() {
 		if status.Code(err) != codes.FailedPrecondition {
 			t.Fatalf("encrypted stage without device-mapper: %v, want FailedPrecondition", err)

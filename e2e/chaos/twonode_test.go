@@ -219,11 +219,10 @@ func (l *lab) detach(ctx context.Context, t *testing.T, i int, nd *node, vol *cs
 	// still held: right after a mount, udev's probe of the new filesystem
 	// can hold the loop device for a moment.
 	unstage := &csi.NodeUnstageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: l.staging(nd, i)}
-	_, err := nd.drv.Node().NodeUnstageVolume(ctx, unstage)
-	for try := 0; status.Code(err) == codes.FailedPrecondition && try < 20; try++ {
-		time.Sleep(250 * time.Millisecond)
-		_, err = nd.drv.Node().NodeUnstageVolume(ctx, unstage)
-	}
+	_, err := whileFailedPrecondition(5*time.Second, 250*time.Millisecond, func() error {
+		_, err := nd.drv.Node().NodeUnstageVolume(ctx, unstage)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("round %d: unstage on %s: %v", i, nd.id, err)
 	}

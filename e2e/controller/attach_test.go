@@ -81,6 +81,12 @@ func TestAttachCrashAtEachStepThenRetryCompletes(t *testing.T) {
 		_, err := d.Controller().ControllerUnpublishVolume(ctx, unpublishReq(f, id, "node-a"))
 		return err
 	})
+	// The window after the fence and before the release: the record still
+	// gives the volume to node-a, so node-b waits for the retry.
+	_, err = d.Controller().ControllerPublishVolume(ctx, publishReq(f, id, "node-b"))
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("publish to node-b between node-a's fence and its release = %v, want FailedPrecondition", err)
+	}
 	if _, err := d.Controller().ControllerUnpublishVolume(ctx, unpublishReq(f, id, "node-a")); err != nil {
 		t.Fatalf("unpublish retry: %v", err)
 	}

@@ -61,7 +61,11 @@ render_checks() {
   # a restarted controller lists at once: the StorageClass's Secret by default
   expect_arg "--secrets-dir=/etc/rbd-csi/listing" --values "$CHART/ci/setup-values.yaml" --namespace rbd-csi
   grep -qF "path: 1b767d01-4012-4593-9ca9-79007570bf1e/userKey" <<<"$out" || die "setup values: the StorageClass Secret is not mounted as listing credentials"
-  log "render checks: node metrics on loopback under hostNetwork, keyrings in memory"
+  # without credentials, given or derived, no --secrets-dir (and the NOTES,
+  # which helm renders only against a cluster, warn on the same helper)
+  out=$("$HELM" template rbd-csi "$CHART" --kube-version "$K8S_VERSION")
+  ! grep -qF -- "--secrets-dir=" <<<"$out" || die "default values: --secrets-dir without listing credentials"
+  log "render checks: node metrics on loopback under hostNetwork, keyrings in memory, listing credentials"
 }
 
 # Kinds without a schema offline: the Prometheus Operator publishes its CRDs

@@ -33,8 +33,8 @@
 # sidecar request refused by RBAC) last.
 #
 # usage: e2e.sh [SCENARIO...]      (default: all, in order)
-#        e2e.sh install-only        only the install, left in place
-#        e2e.sh teardown-only       only the teardown (test objects, release)
+#        e2e.sh install-only        only the install, left in place (make
+#                                   conformance; the lab's teardown removes it)
 # Needs: lab-up.sh done, images imported (images.sh), Ceph up with its env file
 # at $E2E_CEPH_DIR/env. Settings: lib.sh, plus E2E_KEEP=1 to leave the release
 # and the test objects in place (for debugging), E2E_TIMEOUT (seconds per wait,
@@ -370,6 +370,7 @@ EOF
   check "controller runs: $names" grep -qw csi-snapshotter <<<"$names"
   check_sidecars
   check_security
+  check_attach_guard "$values"
   [ "$METRICS" = 1 ] || { log "  metrics not checked: E2E_METRICS=0"; return 0; }
   local port
   for port in "$METRICS_PORT" "$METRICS_NODE_PORT"; do
@@ -398,6 +399,18 @@ check_sidecars() {
     check "livenessprobe listens on the loopback only (port $port)" \
       [ "$(ss -Hltn "sport = :$port" | awk '{print $4}')" = "127.0.0.1:$port" ]
   done
+}
+
+# check_attach_guard VALUES: an upgrade that flips csiDriver.attachRequired,
+# which Kubernetes cannot change on the existing CSIDriver, is refused by the
+# chart before anything is applied, with the command that unblocks it (a
+# server-side dry run: the chart's lookup sees the live CSIDriver)
+check_attach_guard() {
+  local out rc=0
+  out=$("$HELM" upgrade "$RELEASE" "$REPO_ROOT/charts/rbd-csi" -n "$NS" -f "$1" --set csiDriver.attachRequired=false \
+    --dry-run=server 2>&1) || rc=$?
+  refused() { [ "$rc" -ne 0 ] && grep -qF "kubectl delete csidriver $DRIVER" <<<"$out"; }
+  check "an upgrade flipping attachRequired is refused with what to do" refused || { log "  helm said: $(tail -n 3 <<<"$out")"; return 1; }
 }
 
 # check_security: what the chart promises about privileges holds in the
@@ -768,17 +781,14 @@ teardown() {
   [ "$left" = 0 ] || log "  warning: $left mounts left below $KUBELET_DIR/plugins and pods"
 }
 
-# install-only / teardown-only: for conformance.sh, which runs its own tests
-# between the two (the release stays installed after `e2e.sh install-only`)
-case "${1:-}" in
-  install-only)
-    run_scenario install install_driver
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit
-    ;;
-  teardown-only) teardown; exit 0 ;;
-esac
+# install-only: for conformance.sh, which runs its own tests against the
+# release this leaves installed
+if [ "${1:-}" = install-only ]; then
+  run_scenario install install_driver
+  echo "$PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
+  exit
+fi
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(static dynamic expand cleanup block snapshot readme setup)
 T0=$SECONDS

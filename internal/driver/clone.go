@@ -177,23 +177,44 @@ func (d *controllerService) volumeSource(ctx context.Context, plan createPlan, v
 // the new image. A plain source into an encrypted StorageClass, or the
 // reverse, is InvalidArgument: LUKS cannot be added or removed by cloning.
 func cloneKeyMetadata(ctx context.Context, plan createPlan, src cloneSource) (map[string]string, error) {
-	blob, srcEncrypted := src.meta[kms.MetaDEK]
+	_, srcEncrypted := src.meta[kms.MetaDEK]
 	if srcEncrypted != plan.params.Encryption.Enabled {
 		return nil, invalid("content source %q has %s=%v and the StorageClass %v: restore or clone an encrypted volume into an encrypted StorageClass and a plain one into a plain one", src.id, params.KeyEncrypted, srcEncrypted, plan.params.Encryption.Enabled)
 	}
 	if !srcEncrypted {
 		return nil, nil
 	}
-	// A snapshot image carries its volume's wrap, bound to that volume.
-	bound, err := kms.Describe(blob)
+	// The image the key must be bound to comes from the source, never from
+	// the wrap: Unwrapped refuses a wrap copied from another volume.
+	want, err := wrapImage(src)
 	if err != nil {
-		return nil, statusOf(err, "volume key of content source "+src.parent.String())
+		return nil, err
 	}
-	dek, err := kms.Unwrapped(ctx, plan.kms, src.meta, bound.Image)
+	dek, err := kms.Unwrapped(ctx, plan.kms, src.meta, want)
 	if err != nil {
 		return nil, statusOf(err, "unwrap the volume key of content source "+src.parent.String()+" with the KEK of the provisioner secrets")
 	}
 	return wrapMetadata(ctx, plan, dek)
+}
+
+// wrapImage is the image a content source's wrapped key must be bound to:
+// a volume's own image; for a snapshot image, which carries the wrap of
+// the volume it was taken of (clone copies image-meta), that volume's image,
+// named by the snapshot's owner record. Deriving it from the source, never
+// from the wrap itself, is what refuses a wrap copied between volumes.
+func wrapImage(src cloneSource) (string, error) {
+	if src.volume {
+		return src.parent.Name, nil
+	}
+	var record snapOwner
+	if json.Unmarshal([]byte(src.meta[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
+		return "", status.Errorf(codes.FailedPrecondition, "content source %q: snapshot image %s has an encrypted volume key but no readable %s record naming the volume it was taken of, so the key cannot be checked; restore from another snapshot", src.id, src.parent, metaOwner)
+	}
+	id, err := volid.Decode(record.Source)
+	if err != nil {
+		return "", status.Errorf(codes.FailedPrecondition, "content source %q: snapshot image %s records source volume %q, which is no volume ID: %v", src.id, src.parent, record.Source, err)
+	}
+	return id.Image, nil
 }
 
 // sourceRef resolves a source ID, which must be in the new volume's cluster:

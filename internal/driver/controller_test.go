@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -698,15 +696,7 @@ func TestListVolumesRereadsTheRecordOfAnImageRecreatedUnderItsName(t *testing.T)
 // where the chart mounts them (--secrets-dir/<clusterID>/).
 func restartedController(t *testing.T, fake *cephfake.Backend) *testDriver {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, clusterID), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, v := range secrets() {
-		if err := os.WriteFile(filepath.Join(dir, clusterID, name), []byte(v+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := secretsDirWith(t, "admin", testKey)
 	cfg, err := clusterconfig.Parse([]byte(`[{"clusterID":"c1","monitors":["127.0.0.1:6789"]}]`))
 	if err != nil {
 		t.Fatal(err)

@@ -57,3 +57,14 @@ func TestDirCredentials(t *testing.T) {
 		})
 	}
 }
+
+// secretsDirWith is a --secrets-dir holding one credential (user, key) for
+// the test cluster, laid out as the chart mounts it: <dir>/<clusterID>/userID
+// and userKey, each with the trailing newline a Secret volume keeps.
+func secretsDirWith(t *testing.T, user, key string) string {
+	t.Helper()
+	dir := t.TempDir()
+	mustWriteFile(t, filepath.Join(dir, clusterID, params.SecretUserID), user+"\n")
+	mustWriteFile(t, filepath.Join(dir, clusterID, params.SecretUserKey), key+"\n")
+	return dir
+}

@@ -143,6 +143,59 @@ func TestRestoreAndCloneOfAnEncryptedVolumeKeepItsKeyWrappedForTheNewImage(t *te
 	}
 }
 
+// A restore of a snapshot of a restored volume: each generation's key is
+// bound to its own image, and the snapshot image carries its volume's.
+func TestRestoreOfASnapshotOfARestoredVolumeKeepsTheKey(t *testing.T) {
+	d, fake := newTestDriver(t)
+	src := mustCreate(t, d, encrypted(createReq("pvc-src", 1<<30, nil)))
+	dek := dekOf(t, fake, src.GetVolumeContext()["imageName"], testKEK)
+	snap := mustSnapshot(t, d, "snap-1", src.GetVolumeId())
+	restored := mustCreate(t, d, encrypted(fromSnapshot("pvc-r1", snap.GetSnapshotId(), 0)))
+	snap2 := mustSnapshot(t, d, "snap-2", restored.GetVolumeId())
+	again := mustCreate(t, d, encrypted(fromSnapshot("pvc-r2", snap2.GetSnapshotId(), 0)))
+	clone := mustCreate(t, d, encrypted(fromVolume("pvc-c", again.GetVolumeId(), 0)))
+	for _, v := range []*csi.Volume{restored, again, clone} {
+		image := v.GetVolumeContext()["imageName"]
+		if !dekOf(t, fake, image, testKEK).Equal(dek) {
+			t.Errorf("%s opens with another key than the first volume", image)
+		}
+	}
+}
+
+// A wrapped key copied onto a content source from another volume unwraps
+// with the right KEK, but it is bound to that other volume: the restore or
+// clone is refused instead of making a volume that opens with a key its
+// data was never written with.
+func TestRestoreOrCloneOfASourceHoldingAnotherVolumesKeyIsFailedPrecondition(t *testing.T) {
+	d, fake := newTestDriver(t)
+	ctx := context.Background()
+	victim := mustCreate(t, d, encrypted(createReq("pvc-victim", 1<<30, nil)))
+	other := mustCreate(t, d, encrypted(createReq("pvc-other", 1<<30, nil)))
+	snap := mustSnapshot(t, d, "snap-victim", victim.GetVolumeId())
+	otherInfo, err := fake.StatImage(ctx, adminCreds(), ref(other.GetVolumeContext()["imageName"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, snapImage, _ := decodeSnapshotID(snap.GetSnapshotId())
+	tests := []struct {
+		name  string
+		image string // where the other volume's wrap is copied to
+		req   *csi.CreateVolumeRequest
+	}{
+		{"a snapshot image holding another volume's key", snapImage, encrypted(fromSnapshot("pvc-r", snap.GetSnapshotId(), 0))},
+		{"a source volume holding another volume's key", victim.GetVolumeContext()["imageName"], encrypted(fromVolume("pvc-c", victim.GetVolumeId(), 0))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := fake.SetMetadata(ctx, adminCreds(), ref(tt.image), map[string]string{kms.MetaDEK: otherInfo.Metadata[kms.MetaDEK]}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := d.CreateVolume(ctx, tt.req)
+			wantCode(t, err, codes.FailedPrecondition, "another volume")
+		})
+	}
+}
+
 func TestRestoreAcrossEncryptionIsInvalidArgument(t *testing.T) {
 	d, _ := newTestDriver(t)
 	enc := mustCreate(t, d, encrypted(createReq("pvc-enc", 1<<30, nil)))

@@ -530,6 +530,12 @@ func (d *nodeService) checkAttached(ctx context.Context, r stageRequest, ref cep
 	if !r.hasAttachRecord() {
 		return nil
 	}
+	// A publish context made for another node means the kubelet and this
+	// plugin disagree on the node's ID (the CO's node ID and --node-id); the
+	// record would refuse it too, but not say why.
+	if n, ok := r.publish[attach.ContextNode]; ok && n != d.opts.NodeID {
+		return status.Errorf(codes.FailedPrecondition, "volume %s was published to node %q, and this node plugin's --node-id is %q: each node must run its plugin with the node ID the kubelet registered (the chart passes the node name)", r.volumeID, n, d.opts.NodeID)
+	}
 	g := r.publish[attach.ContextGeneration]
 	gen, err := strconv.ParseUint(g, 10, 64)
 	if err != nil {

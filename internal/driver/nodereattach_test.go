@@ -82,10 +82,7 @@ func reattachEnv(t *testing.T) (*nodeEnv, *reattachingMapper) {
 // credential for cluster c1.
 func withNodeCredential(t *testing.T, e *nodeEnv, user string) {
 	t.Helper()
-	dir := t.TempDir()
-	mustWriteFile(t, filepath.Join(dir, clusterID, "userID"), user+"\n")
-	mustWriteFile(t, filepath.Join(dir, clusterID, "userKey"), testKey+"\n")
-	e.opts.SecretsDir = dir
+	e.opts.SecretsDir = secretsDirWith(t, user, testKey)
 }
 
 func mustWriteFile(t *testing.T, path, data string) {

@@ -2,8 +2,6 @@ package driver
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -270,16 +268,7 @@ func TestControllerPublishWithoutSecretsUsesTheSecretsDir(t *testing.T) {
 	_, err := e.d.ControllerPublishVolume(context.Background(), req)
 	wantCode(t, err, codes.FailedPrecondition, "controller-publish-secret-name", "--secrets-dir")
 
-	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, clusterID), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for name, v := range map[string]string{"userID": "admin", "userKey": testKey} {
-		if err := os.WriteFile(filepath.Join(dir, clusterID, name), []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.d.opts.SecretsDir = dir
+	e.d.opts.SecretsDir = secretsDirWith(t, "admin", testKey)
 	if _, err := e.d.ControllerPublishVolume(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +308,8 @@ func TestNodeStageVolumeChecksTheAttachmentItCarries(t *testing.T) {
 		{"an attachment that ended", stale, codes.FailedPrecondition},
 		{"another node's attachment", elsewhere, codes.FailedPrecondition},
 		{"a generation that is no number", map[string]string{attach.ContextGeneration: "x"}, codes.InvalidArgument},
+		{"the current attachment handed to another node", map[string]string{
+			attach.ContextNode: "node-2", attach.ContextGeneration: current[attach.ContextGeneration]}, codes.FailedPrecondition},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -67,6 +67,39 @@ app.kubernetes.io/part-of: rbd-csi
 {{- default (printf "%s-listing" (include "rbd-csi.fullname" .)) .Values.controller.listingCredentials.existingSecret -}}
 {{- end -}}
 
+{{/*
+The listing credentials derived from the StorageClasses, as JSON
+{"<clusterID>": "<Secret name>"}: without explicit
+controller.listingCredentials, each cluster's are those of the first
+enabled StorageClass naming it with a secretRef in the release's namespace
+(its userID and userKey keys), so that a restarted controller answers
+ListVolumes and GetCapacity at once and can publish volumes whose
+StorageClass names no controller-publish Secret. Empty with explicit ones.
+*/}}
+{{- define "rbd-csi.derivedListing" -}}
+{{- $l := .Values.controller.listingCredentials -}}
+{{- $derived := dict -}}
+{{- if not (or $l.existingSecret $l.clusters) -}}
+{{- range .Values.storageClasses -}}
+{{- $cid := get (get . "parameters" | default dict) "clusterID" -}}
+{{- $ref := get . "secretRef" -}}
+{{- if and (or (not (hasKey . "enabled")) .enabled) $cid $ref (eq (get $ref "namespace" | default $.Release.Namespace) $.Release.Namespace) (not (hasKey $derived $cid)) -}}
+{{- $_ := set $derived $cid $ref.name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $derived -}}
+{{- end -}}
+
+{{/*
+"true" when the controller has listing credentials, given or derived
+(what mounts --secrets-dir, and what the NOTES' warning looks at).
+*/}}
+{{- define "rbd-csi.hasListingCredentials" -}}
+{{- $l := .Values.controller.listingCredentials -}}
+{{- if or $l.existingSecret $l.clusters (include "rbd-csi.derivedListing" . | fromJson) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "rbd-csi.reattachSecretName" -}}
 {{- default (printf "%s-reattach" (include "rbd-csi.fullname" .)) .Values.node.reattachCredentials.existingSecret -}}
 {{- end -}}

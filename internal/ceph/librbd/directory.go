@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/ceph/go-ceph/rados"
+	"k8s.io/klog/v2"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 )
@@ -32,15 +33,17 @@ func (b *Backend) ListImageIDs(ctx context.Context, cr ceph.Credentials, cl ceph
 	ref := ceph.ImageRef{Cluster: cl, Pool: pool}
 	err := b.onPool(ctx, "list image IDs of", ref, cr, func(_ *conn, io *rados.IOContext) error {
 		var err error
-		out, err = readDirectory(io)
+		out, err = readDirectory(io, ref)
 		return err
 	})
 	return out, err
 }
 
-func readDirectory(io *rados.IOContext) ([]ceph.ImageEntry, error) {
-	var out []ceph.ImageEntry
-	var bad error
+// readDirectory lists the directory. Entries it cannot decode are left
+// out, and said so in the log with their names, so that one damaged entry
+// neither hides the rest nor goes unnoticed; a directory of nothing but
+// damaged entries is an error.
+func readDirectory(io *rados.IOContext, ref ceph.ImageRef) ([]ceph.ImageEntry, error) {
 	vals, err := io.GetAllOmapValues(directoryObject, "", dirNamePrefix, directoryPage)
 	if errors.Is(err, rados.ErrNotFound) {
 		return nil, nil // no image was ever made here
@@ -48,19 +51,50 @@ func readDirectory(io *rados.IOContext) ([]ceph.ImageEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", directoryObject, err)
 	}
+	out, bad := decodeDirectory(vals)
+	if len(bad) == 0 {
+		return out, nil
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s of %s: no readable entry; the first unreadable: %w", directoryObject, ref, bad[0])
+	}
+	names := make([]string, 0, len(bad))
+	for _, e := range bad {
+		names = append(names, e.name)
+	}
+	klog.ErrorS(bad[0], "Left unreadable rbd_directory entries out of the listing: those images are not listed until the entries are repaired (rbd ls reads the same directory)",
+		"pool", ref.String(), "entries", names)
+	return out, nil
+}
+
+// badEntry is a directory entry whose value does not decode.
+type badEntry struct {
+	name string
+	err  error
+}
+
+func (e badEntry) Error() string {
+	return fmt.Sprintf("directory entry of image %q: %v", e.name, e.err)
+}
+
+// decodeDirectory turns directory omap values ("name_<image>" → encoded
+// ID) into entries sorted by name, and the entries it could not decode,
+// also sorted.
+func decodeDirectory(vals map[string][]byte) ([]ceph.ImageEntry, []badEntry) {
+	var out []ceph.ImageEntry
+	var bad []badEntry
 	for k, v := range vals {
+		name := strings.TrimPrefix(k, dirNamePrefix)
 		id, _, err := decodeString(v)
 		if err != nil {
-			bad = fmt.Errorf("directory entry %s: %w", k, err)
+			bad = append(bad, badEntry{name: name, err: err})
 			continue
 		}
-		out = append(out, ceph.ImageEntry{Name: strings.TrimPrefix(k, dirNamePrefix), ID: id})
-	}
-	if len(out) == 0 && bad != nil {
-		return nil, bad
+		out = append(out, ceph.ImageEntry{Name: name, ID: id})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	sort.Slice(bad, func(i, j int) bool { return bad[i].name < bad[j].name })
+	return out, bad
 }
 
 // MetadataByID implements ceph.Backend: one omap read of each image's
