@@ -16,6 +16,10 @@ type SnapInfo struct {
 	// Reported by CreateSnap and StatSnap, which open the image anyway, so
 	// that callers need no separate CloneDepth.
 	Depth int
+	// ImageMetadata is the image-meta of the snapshot's image (its owner
+	// record and wrapped key), reported by StatSnap, which has the image
+	// open anyway: callers need no separate StatImage.
+	ImageMetadata map[string]string
 }
 
 // Parent is the image and snapshot a clone reads unwritten data through.
@@ -44,7 +48,8 @@ type SnapshotBackend interface {
 	// CreateSnap takes the snapshot, or returns the existing one of that
 	// name: creating is idempotent.
 	CreateSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) (SnapInfo, error)
-	// StatSnap returns ErrNotFound when the image or the snapshot is missing.
+	// StatSnap returns ErrNotFound when the image or the snapshot is missing;
+	// the answer carries the image's metadata.
 	StatSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) (SnapInfo, error)
 	// ListSnaps names the image's snapshots in the user namespace (those
 	// `rbd snap ls` shows). ErrNotFound when the image is missing.

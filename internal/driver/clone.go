@@ -140,11 +140,7 @@ func (d *controllerService) snapshotSource(ctx context.Context, plan createPlan,
 	if !ready {
 		return cloneSource{}, status.Errorf(codes.Aborted, "snapshot %q is not ready: its image %s is being flattened; retry later", snapshotID, ref)
 	}
-	info, err := d.opts.Backend.StatImage(ctx, plan.creds, ref)
-	if err != nil {
-		return cloneSource{}, statusOf(err, "inspect snapshot image "+ref.String())
-	}
-	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth, meta: info.Metadata}, nil
+	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth, meta: snap.ImageMetadata}, nil
 }
 
 func (d *controllerService) volumeSource(ctx context.Context, plan createPlan, volumeID string) (cloneSource, error) {

@@ -341,23 +341,18 @@ func (d *controllerService) lookupSnapshot(ctx context.Context, snapshotID strin
 // returns its owner record; nil, nil, nil when it is gone or is no complete
 // snapshot.
 func (d *controllerService) statSnapshot(ctx context.Context, creds ceph.Credentials, ref ceph.ImageRef) (*csi.Snapshot, *snapOwner, error) {
-	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
-	if errors.Is(err, ceph.ErrNotFound) {
-		return nil, nil, nil
-	}
-	if err != nil {
-		return nil, nil, statusOf(err, "inspect snapshot image "+ref.String())
-	}
-	var record snapOwner
-	if json.Unmarshal([]byte(info.Metadata[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
-		return nil, nil, nil
-	}
 	snap, err := d.opts.Backend.StatSnap(ctx, creds, ref, snapName)
 	if errors.Is(err, ceph.ErrNotFound) {
-		return nil, nil, nil // CreateSnapshot has not finished (or DeleteSnapshot has begun)
+		// The image is gone, or CreateSnapshot has not finished (or
+		// DeleteSnapshot has begun).
+		return nil, nil, nil
 	}
 	if err != nil {
 		return nil, nil, statusOf(err, "inspect snapshot "+ref.String()+"@"+snapName)
+	}
+	var record snapOwner
+	if json.Unmarshal([]byte(snap.ImageMetadata[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
+		return nil, nil, nil
 	}
 	ready, err := d.withinBound(ctx, creds, ref, snap.Depth)
 	if err != nil {

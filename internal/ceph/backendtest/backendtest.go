@@ -321,7 +321,7 @@ func (c *contract) noWatchers(t *testing.T) {
 }
 
 func (c *contract) snapshots(t *testing.T) {
-	ref := c.create(t, "snaps", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
+	ref := c.create(t, "snaps", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: map[string]string{"rbd-csi.test": "snaps"}})
 	first, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, ref, "s1")
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +336,9 @@ func (c *contract) snapshots(t *testing.T) {
 	stat, err := c.Backend.StatSnap(c.ctx(t), c.Creds, ref, "s1")
 	if err != nil || stat.ID != first.ID || stat.Size != first.Size {
 		t.Errorf("StatSnap = %+v, %v; want %+v", stat, err, first)
+	}
+	if got := stat.ImageMetadata["rbd-csi.test"]; got != "snaps" {
+		t.Errorf("StatSnap's image metadata = %v; want rbd-csi.test=snaps", stat.ImageMetadata)
 	}
 	names, err := c.Backend.ListSnaps(c.ctx(t), c.Creds, ref)
 	if err != nil || !slices.Equal(names, []string{"s1"}) {

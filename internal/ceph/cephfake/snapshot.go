@@ -82,7 +82,9 @@ func (b *Backend) StatSnap(ctx context.Context, cr ceph.Credentials, ref ceph.Im
 	if !ok || s.trashed {
 		return ceph.SnapInfo{}, notFound("snap-stat", ref)
 	}
-	return b.withDepth(img, s.info), nil
+	info := b.withDepth(img, s.info)
+	info.ImageMetadata = maps.Clone(img.Metadata)
+	return info, nil
 }
 
 // ListSnaps implements ceph.Backend.

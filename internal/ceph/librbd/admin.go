@@ -44,6 +44,6 @@ func (b *Backend) PoolInit(ctx context.Context, cr ceph.Credentials, cl ceph.Clu
 			return err
 		}
 		defer io.Destroy()
-		return rbd.PoolInit(io, false)
+		return c.withPoolCheck(pool, func() error { return rbd.PoolInit(io, false) })
 	})
 }

@@ -104,6 +104,7 @@ type conn struct {
 	broken  bool
 	mgrSeen time.Time // when the mgr was last seen active
 	fsidVal string    // the cluster's fsid, once read
+	checks  poolChecks
 	// stranded counts calls whose caller gave up at its deadline while
 	// librados still waits (monitor commands have no librados timeout,
 	// see connect). Past maxStranded, new calls fail at once instead of
@@ -238,6 +239,8 @@ func (b *Backend) configure(rc *rados.Conn, cl ceph.Cluster, cr ceph.Credentials
 		// Several connections live in one process: a shared admin socket
 		// path would collide, and the driver does not need one.
 		{"admin_socket", ""},
+		// Pools are validated once per connection (withPoolCheck).
+		{"rbd_validate_pool", "false"},
 		{"log_to_stderr", "false"},
 		{"err_to_stderr", "false"},
 		{"log_file", ""},

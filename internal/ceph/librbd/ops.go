@@ -19,8 +19,9 @@ import (
 
 // CreateImage implements ceph.Backend.
 func (b *Backend) CreateImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, spec ceph.ImageSpec) error {
-	return b.onPool(ctx, "create image", ref, cr, func(_ *conn, io *rados.IOContext) error {
-		if err := createImage(io, ref.Name, spec); err != nil {
+	return b.onPool(ctx, "create image", ref, cr, func(c *conn, io *rados.IOContext) error {
+		err := c.withPoolCheck(dataPoolOf(ref.Pool, spec.DataPool), func() error { return createImage(io, ref.Name, spec) })
+		if err != nil {
 			return err
 		}
 		failpoint.Crash("create-before-metadata")
@@ -67,6 +68,14 @@ func readImageID(io *rados.IOContext, name string) (string, error) {
 		return "", fmt.Errorf("id object of %s is malformed (%d bytes): %v", name, n, err)
 	}
 	return id, nil
+}
+
+// dataPoolOf is the pool an image's data goes to: its data pool, if any.
+func dataPoolOf(pool, dataPool string) string {
+	if dataPool != "" {
+		return dataPool
+	}
+	return pool
 }
 
 func createImage(io *rados.IOContext, name string, spec ceph.ImageSpec) error {

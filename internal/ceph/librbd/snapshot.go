@@ -51,6 +51,9 @@ func (b *Backend) StatSnap(ctx context.Context, cr ceph.Credentials, ref ceph.Im
 			if info, err = snapInfo(img, snap); err != nil {
 				return err
 			}
+			if info.ImageMetadata, err = img.ListMetadata(); err != nil {
+				return fmt.Errorf("metadata: %w", err)
+			}
 			info.Depth, err = depthOf(c, img)
 			return err
 		})
@@ -144,7 +147,10 @@ func (b *Backend) CloneImage(ctx context.Context, cr ceph.Credentials, parent ce
 		if err := finishRemovals(cio, child.Name); err != nil {
 			return err
 		}
-		if err := cloneImage(pio, parent.Name, snap, cio, child.Name, spec); err != nil {
+		err = c.withPoolCheck(dataPoolOf(child.Pool, spec.DataPool), func() error {
+			return cloneImage(pio, parent.Name, snap, cio, child.Name, spec)
+		})
+		if err != nil {
 			return err
 		}
 		failpoint.Crash("clone-before-metadata")

@@ -50,6 +50,9 @@ const (
 	fuseFSType = "fuse.rbd-fuse"
 	// probeTimeout bounds a health probe of a mounted rbd-fuse.
 	probeTimeout = 10 * time.Second
+	// fuseAttr is an extended attribute rbd-fuse serves on its root from
+	// memory (the size it gives images created through the mount).
+	fuseAttr = "user.rbdfuse.imagesize"
 	// cleanupTimeout bounds cleanup after the caller's deadline passed.
 	cleanupTimeout = 30 * time.Second
 )
@@ -185,7 +188,25 @@ const (
 	fuseUnresponsive                  // mounted, daemon does not answer in time
 )
 
+// inspect looks up the image file through rbd-fuse, which proves that it
+// serves the image and reaches the cluster. Its cost grows with the pool:
+// rbd-fuse lists every image of the pool to answer a lookup. Map and
+// Refresh need that proof; the periodic health check uses ping.
 func (f *fuse) inspect(ctx context.Context, p fusePaths) (fuseState, error) {
+	return f.mountState(ctx, p, func() error { return f.probes.stat(ctx, p.file, probeTimeout) })
+}
+
+// ping asks rbd-fuse for an attribute of its mount's root, which it answers
+// from memory: the daemon is there and its request loop is not stuck, at
+// the same cost whatever the pool holds (NodeGetVolumeStats calls Check
+// for every volume of the node, every minute).
+func (f *fuse) ping(ctx context.Context, p fusePaths) (fuseState, error) {
+	return f.mountState(ctx, p, func() error { return f.probes.xattr(ctx, p.mnt, fuseAttr, probeTimeout) })
+}
+
+// mountState classifies p's mount by whether the kernel lists it and how
+// probe, a request to rbd-fuse, ends.
+func (f *fuse) mountState(ctx context.Context, p fusePaths, probe func() error) (fuseState, error) {
 	fstype, err := mountAt(f.mountinfo, p.mnt)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrMapFailed, err)
@@ -196,7 +217,7 @@ func (f *fuse) inspect(ctx context.Context, p fusePaths) (fuseState, error) {
 	case fstype != fuseFSType:
 		return 0, fmt.Errorf("%w: %s is mounted with %q, not rbd-fuse; unmount it by hand", ErrMapFailed, p.mnt, fstype)
 	}
-	err = f.probes.stat(ctx, p.file, probeTimeout)
+	err = probe()
 	switch {
 	case err == nil:
 		return fuseAlive, nil
@@ -631,7 +652,7 @@ func (f *fuse) Check(ctx context.Context, dev Device) (bool, string) {
 		return false, err.Error()
 	}
 	p := f.paths(img.Pool, img.Name)
-	state, err := f.inspect(ctx, p)
+	state, err := f.ping(ctx, p)
 	switch {
 	case err != nil:
 		return false, err.Error()
@@ -640,7 +661,7 @@ func (f *fuse) Check(ctx context.Context, dev Device) (bool, string) {
 	case state == fuseDead:
 		return false, fmt.Sprintf("the rbd-fuse process for %s died (see %s); I/O on %s fails until the volume is staged again", img.Spec(), p.log, dev.Path)
 	case state == fuseUnresponsive:
-		return false, fmt.Sprintf("rbd-fuse for %s does not answer within %s (cluster unreachable?); see %s", img.Spec(), probeTimeout, p.log)
+		return false, fmt.Sprintf("rbd-fuse for %s does not answer within %s (stopped or stuck?); see %s", img.Spec(), probeTimeout, p.log)
 	}
 	if got := loopBackingFile(f.cfg.SysfsRoot, dev.Path); got != p.file || loopDetaching(f.cfg.SysfsRoot, dev.Path) {
 		return false, fmt.Sprintf("%s no longer backs %s (backing file %q, or detached after rbd-fuse was replaced); the volume must be staged again", dev.Path, img.Spec(), got)

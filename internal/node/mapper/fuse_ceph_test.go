@@ -411,6 +411,45 @@ func TestFuseRecoversAfterRBDFuseKilled(t *testing.T) {
 	}
 }
 
+// Check asks rbd-fuse itself (a request its root answers from memory, so
+// that a node's health sweep costs the same whatever the pool holds): a
+// stopped daemon is reported as not answering, and healthy again once it
+// runs.
+func TestFuseCheckReportsAStoppedRBDFuse(t *testing.T) {
+	env := needCeph(t)
+	rig := newFuseRig(t)
+	img := env.image(env.createImage(t, 16))
+	ctx := ctxT(t, 2*time.Minute)
+	dev := rig.mapFor(t, img, MapOptions{})
+	m := rig.mapper(t)
+	if healthy, msg := m.Check(ctx, dev); !healthy {
+		t.Fatalf("Check of a fresh mapping: %s", msg)
+	}
+	pids := rbdFusePids(rig.stateDir)
+	if len(pids) != 1 {
+		t.Fatalf("want one rbd-fuse process, found %v", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(pids[0], syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume) // before the rig unmaps
+	healthy, msg := m.Check(ctx, dev)
+	if healthy || !strings.Contains(msg, "does not answer") {
+		t.Errorf("Check of a stopped rbd-fuse = %v, %q; want unhealthy, saying it does not answer", healthy, msg)
+	}
+	resume()
+	if healthy, msg := m.Check(ctx, dev); !healthy {
+		t.Errorf("Check once rbd-fuse runs again: %s", msg)
+	}
+}
+
 func TestFuseRecoveryWhileOldDeviceStillInUse(t *testing.T) {
 	env := needCeph(t)
 	rig := newFuseRig(t)

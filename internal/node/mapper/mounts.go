@@ -74,10 +74,11 @@ func unescapeOctal(s string) string {
 	return b.String()
 }
 
-// prober runs stat(2) on FUSE paths with a deadline. A stat into a hung
-// FUSE daemon blocks in the kernel and cannot be cancelled, so the stat
-// runs in a goroutine; at most one of each kind is in flight per path, so
-// repeated probes of a hung mount do not pile up goroutines.
+// prober runs stat(2) and getxattr(2) on FUSE paths with a deadline. A
+// call into a hung FUSE daemon blocks in the kernel and cannot be
+// cancelled, so it runs in a goroutine; at most one of each kind is in
+// flight per path, so repeated probes of a hung mount do not pile up
+// goroutines.
 type prober struct {
 	mu       sync.Mutex
 	inflight map[string]*probe
@@ -101,6 +102,22 @@ func (p *prober) stat(ctx context.Context, path string, timeout time.Duration) e
 			return 0, err
 		}
 		return st.Size(), nil
+	})
+	_, err := pr.wait(ctx, timeout)
+	return err
+}
+
+// xattr reads extended attribute name of path, which a FUSE daemon always
+// answers itself (the kernel caches no attribute values): nil, the error,
+// or errProbeTimeout. A read of the same path in flight is joined.
+func (p *prober) xattr(ctx context.Context, path, name string, timeout time.Duration) error {
+	pr, _ := p.start("xattr\x00"+path, func() (int64, error) {
+		buf := make([]byte, 64)
+		n, err := unix.Getxattr(path, name, buf)
+		if err != nil {
+			return 0, &os.PathError{Op: "getxattr " + name, Path: path, Err: err}
+		}
+		return int64(n), nil
 	})
 	_, err := pr.wait(ctx, timeout)
 	return err
