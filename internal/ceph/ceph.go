@@ -123,6 +123,10 @@ type Backend interface {
 	CreateImage(ctx context.Context, cr Credentials, ref ImageRef, spec ImageSpec) error
 	// StatImage returns ErrNotFound when there is no such image.
 	StatImage(ctx context.Context, cr Credentials, ref ImageRef) (ImageInfo, error)
+	// ReadMetadata returns the image's image-meta without opening the image
+	// (two reads: its ID, then its header's keys), for callers that need
+	// nothing else of it. ErrNotFound when there is no such image.
+	ReadMetadata(ctx context.Context, cr Credentials, ref ImageRef) (map[string]string, error)
 	// SetMetadata writes the keys given; other keys are left alone.
 	SetMetadata(ctx context.Context, cr Credentials, ref ImageRef, md map[string]string) error
 	// RemoveMetadata removes one key; a key that is not there is success.

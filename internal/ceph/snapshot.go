@@ -13,14 +13,26 @@ type SnapInfo struct {
 	Created time.Time // when Ceph took the snapshot
 	// Depth counts the ancestors the snapshot's image reads through (0 for
 	// an image that is no clone): a clone of this snapshot has Depth+1.
-	// Reported by CreateSnap and StatSnap, which open the image anyway, so
-	// that callers need no separate CloneDepth.
+	// Reported by StatSnap, and by CreateSnap when asked (MeasureDepth;
+	// -1 otherwise), which open the image anyway, so that callers need no
+	// separate CloneDepth.
 	Depth int
 	// ImageMetadata is the image-meta of the snapshot's image (its owner
 	// record and wrapped key), reported by StatSnap, which has the image
 	// open anyway: callers need no separate StatImage.
 	ImageMetadata map[string]string
 }
+
+// DepthWalk says whether CreateSnap measures the image's clone depth:
+// free for an image that is no clone, an open per ancestor for a clone.
+type DepthWalk bool
+
+const (
+	// SkipDepth leaves SnapInfo.Depth at -1.
+	SkipDepth DepthWalk = false
+	// MeasureDepth fills SnapInfo.Depth.
+	MeasureDepth DepthWalk = true
+)
 
 // Parent is the image and snapshot a clone reads unwritten data through.
 type Parent struct {
@@ -47,7 +59,7 @@ type CloneSpec struct {
 type SnapshotBackend interface {
 	// CreateSnap takes the snapshot, or returns the existing one of that
 	// name: creating is idempotent.
-	CreateSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) (SnapInfo, error)
+	CreateSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string, depth DepthWalk) (SnapInfo, error)
 	// StatSnap returns ErrNotFound when the image or the snapshot is missing;
 	// the answer carries the image's metadata.
 	StatSnap(ctx context.Context, cr Credentials, ref ImageRef, snap string) (SnapInfo, error)

@@ -126,6 +126,9 @@ func (d *controllerService) snapshotSource(ctx context.Context, plan createPlan,
 		return cloneSource{}, err
 	}
 	ref.Name = image
+	if src, ok, err := d.recordedSnapshotSource(ctx, plan, ref, snapshotID); ok || err != nil {
+		return src, err
+	}
 	snap, err := d.opts.Backend.StatSnap(ctx, plan.creds, ref, snapName)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return cloneSource{}, status.Errorf(codes.NotFound, "snapshot %q does not exist", snapshotID)
@@ -141,6 +144,31 @@ func (d *controllerService) snapshotSource(ctx context.Context, plan createPlan,
 		return cloneSource{}, status.Errorf(codes.Aborted, "snapshot %q is not ready: its image %s is being flattened; retry later", snapshotID, ref)
 	}
 	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: snap.Size, depth: snap.Depth, meta: snap.ImageMetadata}, nil
+}
+
+// recordedSnapshotSource resolves a snapshot from its image's owner record
+// alone (two reads, against the dozens an open and a walk of the image's
+// ancestors cost), when the record holds the snapshot's size and a depth
+// whose clone stays within the bound. ok is false when the image must be
+// inspected instead: an older record, or a chain near the bound, whose
+// actual depth may be shorter by now. The RBD snapshot itself is not looked
+// at: the clone fails with NotFound when it is gone.
+func (d *controllerService) recordedSnapshotSource(ctx context.Context, plan createPlan, ref ceph.ImageRef, snapshotID string) (cloneSource, bool, error) {
+	md, err := d.opts.Backend.ReadMetadata(ctx, plan.creds, ref)
+	if errors.Is(err, ceph.ErrNotFound) {
+		return cloneSource{}, false, status.Errorf(codes.NotFound, "snapshot %q does not exist", snapshotID)
+	}
+	if err != nil {
+		return cloneSource{}, false, statusOf(err, "read the owner record of snapshot image "+ref.String())
+	}
+	var record snapOwner
+	if json.Unmarshal([]byte(md[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
+		return cloneSource{}, false, nil
+	}
+	if record.Size == 0 || record.Depth < 1 || record.Depth+1 > d.maxCloneDepth() {
+		return cloneSource{}, false, nil
+	}
+	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: record.Size, depth: record.Depth, meta: md}, true, nil
 }
 
 func (d *controllerService) volumeSource(ctx context.Context, plan createPlan, volumeID string) (cloneSource, error) {
@@ -252,7 +280,7 @@ func cloneSize(plan createPlan, source uint64) (uint64, error) {
 // makeClone takes the temporary snapshot (volume sources) and clones.
 func (d *controllerService) makeClone(ctx context.Context, name string, plan createPlan, src cloneSource, keys map[string]string) error {
 	if src.volume {
-		if _, err := d.opts.Backend.CreateSnap(ctx, plan.creds, src.parent, src.snap); err != nil {
+		if _, err := d.opts.Backend.CreateSnap(ctx, plan.creds, src.parent, src.snap, ceph.SkipDepth); err != nil {
 			return statusOf(err, "snapshot source volume "+src.parent.String())
 		}
 		failpoint.Crash("clone-after-source-snap")

@@ -42,6 +42,14 @@ type snapOwner struct {
 	// User is the cephx user the snapshot ID records (version 2), for
 	// ListSnapshots to hand out the same ID.
 	User string `json:"cephxUser,omitempty"`
+	// Size is the snapshot's size in bytes and Depth the clone depth of the
+	// snapshot image when it was made (its source's, plus one). A restore
+	// reads them instead of opening the image and walking its ancestors:
+	// an image never changes size after its snapshot is taken, and a depth
+	// only shrinks (flattening), so Depth is an upper bound. 0 in records
+	// of older versions, which a restore inspects the image for.
+	Size  uint64 `json:"size,omitempty"`
+	Depth int    `json:"depth,omitempty"`
 }
 
 // snapPlan is everything CreateSnapshot decided before touching Ceph.
@@ -141,9 +149,15 @@ func (d *controllerService) ensureSnapshot(ctx context.Context, plan snapPlan, p
 		}
 	}
 	failpoint.Crash("snapshot-after-clone")
-	snap, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.target, snapName)
+	// The record's depth, when it has one within the bound, spares the walk
+	// of the snapshot image's ancestors (see snapOwner.Depth).
+	recorded := record.Depth >= 1 && record.Depth <= d.maxCloneDepth()
+	snap, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.target, snapName, ceph.DepthWalk(!recorded))
 	if err != nil {
 		return nil, statusOf(err, "snapshot "+plan.target.String())
+	}
+	if recorded {
+		snap.Depth = record.Depth
 	}
 	failpoint.Crash("snapshot-before-source-cleanup")
 	if err := d.removeTempSnap(ctx, plan.creds, plan.source, plan.target.Name); err != nil {
@@ -192,7 +206,7 @@ func (d *controllerService) existingSnapshot(ctx context.Context, plan snapPlan)
 // the snapshot image from it, with its owner record.
 func (d *controllerService) cloneForSnapshot(ctx context.Context, plan snapPlan) (*snapOwner, error) {
 	tmp := params.TempSnapName(plan.target.Name)
-	taken, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.source, tmp)
+	taken, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.source, tmp, ceph.MeasureDepth)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "source volume %q does not exist (image %s)", plan.sourceID, plan.source)
 	}
@@ -202,7 +216,8 @@ func (d *controllerService) cloneForSnapshot(ctx context.Context, plan snapPlan)
 	failpoint.Crash("snapshot-after-source-snap")
 	record := &snapOwner{
 		Kind: kindSnapshot, Name: plan.name, Instance: d.opts.InstanceID, Source: plan.sourceID, User: plan.who.record,
-		Created:      taken.Created.UTC().Format(time.RFC3339Nano),
+		Created: taken.Created.UTC().Format(time.RFC3339Nano),
+		Size:    taken.Size, Depth: taken.Depth + 1,
 		SnapshotName: plan.params.Claim.Name, SnapshotNamespace: plan.params.Claim.Namespace, ContentName: plan.params.Claim.ContentName,
 	}
 	raw, err := json.Marshal(record)

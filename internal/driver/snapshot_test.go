@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/ceph/cephfake"
@@ -107,12 +109,12 @@ func TestCreateSnapshotFinishesInterruptedAttempts(t *testing.T) {
 		setup func(t *testing.T, fake *cephfake.Backend, src, snapImage string)
 	}{
 		{"temporary snapshot taken, no clone", func(t *testing.T, fake *cephfake.Backend, src, snapImage string) {
-			if _, err := fake.CreateSnap(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage)); err != nil {
+			if _, err := fake.CreateSnap(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage), ceph.MeasureDepth); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"clone without owner record", func(t *testing.T, fake *cephfake.Backend, src, snapImage string) {
-			if _, err := fake.CreateSnap(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage)); err != nil {
+			if _, err := fake.CreateSnap(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage), ceph.MeasureDepth); err != nil {
 				t.Fatal(err)
 			}
 			if err := fake.CloneImage(context.Background(), adminCreds(), ref(src), params.TempSnapName(snapImage), ref(snapImage), ceph.CloneSpec{}); err != nil {
@@ -480,7 +482,7 @@ func TestUnfinishedCloneOfADeletedSourceIsRemoved(t *testing.T) {
 			}
 			srcRef := ref(src.VolumeContext["imageName"])
 			ctx := context.Background()
-			if _, err := fake.CreateSnap(ctx, adminCreds(), srcRef, "crashed"); err != nil {
+			if _, err := fake.CreateSnap(ctx, adminCreds(), srcRef, "crashed", ceph.MeasureDepth); err != nil {
 				t.Fatal(err)
 			}
 			if err := fake.CloneImage(ctx, adminCreds(), srcRef, "crashed", plan.ref, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {
@@ -554,7 +556,7 @@ func TestDeleteVolumeRemovesTemporarySnapshotsAbandonedOnIt(t *testing.T) {
 			vol := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
 			src := ref(vol.VolumeContext["imageName"])
 			tmp := params.TempSnapName("csi-snap-abandoned")
-			if _, err := fake.CreateSnap(ctx, adminCreds(), src, tmp); err != nil {
+			if _, err := fake.CreateSnap(ctx, adminCreds(), src, tmp, ceph.MeasureDepth); err != nil {
 				t.Fatal(err)
 			}
 			clone := ref("csi-snap-abandoned")
@@ -585,7 +587,7 @@ func TestDeleteVolumeLeavesSnapshotsItDidNotMake(t *testing.T) {
 	ctx := context.Background()
 	vol := mustCreate(t, d, createReq("pvc-src", 1<<30, nil))
 	src := ref(vol.VolumeContext["imageName"])
-	if _, err := fake.CreateSnap(ctx, adminCreds(), src, "operator-snap"); err != nil {
+	if _, err := fake.CreateSnap(ctx, adminCreds(), src, "operator-snap", ceph.MeasureDepth); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol.VolumeId, Secrets: secrets()}); err != nil {
@@ -613,7 +615,7 @@ func TestCloneFindingAnotherAttemptInProgressKeepsItsTemporarySnapshot(t *testin
 	tmp := params.TempSnapName(plan.ref.Name)
 	// The other attempt: temporary snapshot taken, clone under way (its
 	// image does not open yet).
-	if _, err := fake.CreateSnap(ctx, adminCreds(), srcRef, tmp); err != nil {
+	if _, err := fake.CreateSnap(ctx, adminCreds(), srcRef, tmp, ceph.MeasureDepth); err != nil {
 		t.Fatal(err)
 	}
 	if err := fake.CloneImage(ctx, adminCreds(), srcRef, tmp, plan.ref, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {
@@ -632,5 +634,115 @@ func TestCloneFindingAnotherAttemptInProgressKeepsItsTemporarySnapshot(t *testin
 	snaps, err := fake.ListSnaps(ctx, adminCreds(), srcRef)
 	if err != nil || !slices.Contains(snaps, tmp) {
 		t.Fatalf("snapshots of the source %v (%v): the other attempt's %s is gone", snaps, err, tmp)
+	}
+}
+
+// A restore takes the snapshot's size and depth from its owner record and
+// opens the snapshot image only when the record cannot answer: an older
+// record without them, or a chain the restore may push over the bound.
+func TestRestoreInspectsTheSnapshotImageOnlyWhenItsRecordCannotAnswer(t *testing.T) {
+	tests := []struct {
+		name     string
+		bound    int
+		prepare  func(t *testing.T, fake *cephfake.Backend, image ceph.ImageRef)
+		code     codes.Code
+		inspects bool
+	}{
+		{"a record with size and depth is enough", 0, nil, codes.OK, false},
+		{"an older record without them is inspected", 0, func(t *testing.T, fake *cephfake.Backend, image ceph.ImageRef) {
+			rewriteSnapRecord(t, fake, image, func(r *snapOwner) { r.Size, r.Depth = 0, 0 })
+		}, codes.OK, true},
+		{"a chain the restore would take over the bound is inspected", 1, nil, codes.Aborted, true},
+		{"a snapshot whose RBD snapshot is gone is NotFound", 0, func(t *testing.T, fake *cephfake.Backend, image ceph.ImageRef) {
+			if err := fake.RemoveSnap(context.Background(), adminCreds(), image, snapName); err != nil {
+				t.Fatal(err)
+			}
+		}, codes.NotFound, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			d.opts.MaxCloneDepth = tc.bound
+			vol := mustCreate(t, d, createReq("pvc-a", 3<<30, nil))
+			snap := mustSnapshot(t, d, "snap-a", vol.VolumeId)
+			_, name, _ := decodeSnapshotID(snap.SnapshotId)
+			if tc.prepare != nil {
+				tc.prepare(t, fake, ref(name))
+			}
+			stats, walks := fake.Calls["snap-stat"], fake.Calls["depth"]
+			resp, err := d.CreateVolume(context.Background(), fromSnapshot("restore", snap.SnapshotId, 0))
+			if status.Code(err) != tc.code {
+				t.Fatalf("CreateVolume: %v, want code %v", err, tc.code)
+			}
+			if err == nil && resp.Volume.CapacityBytes != 3<<30 {
+				t.Errorf("restored %d bytes, want the snapshot's %d", resp.Volume.CapacityBytes, int64(3<<30))
+			}
+			inspected := fake.Calls["snap-stat"] > stats || fake.Calls["depth"] > walks
+			if inspected != tc.inspects {
+				t.Errorf("snapshot image inspected: %v, want %v", inspected, tc.inspects)
+			}
+		})
+	}
+}
+
+// rewriteSnapRecord changes the owner record of a snapshot image.
+func rewriteSnapRecord(t *testing.T, fake *cephfake.Backend, image ceph.ImageRef, change func(*snapOwner)) {
+	t.Helper()
+	ctx := context.Background()
+	md, err := fake.ReadMetadata(ctx, adminCreds(), image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var record snapOwner
+	if err := json.Unmarshal([]byte(md[metaOwner]), &record); err != nil {
+		t.Fatalf("owner record %q: %v", md[metaOwner], err)
+	}
+	change(&record)
+	raw, err := json.Marshal(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.SetMetadata(ctx, adminCreds(), image, map[string]string{metaOwner: string(raw)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CreateSnapshot walks its source's ancestors once, for the owner record,
+// and takes the snapshot image's depth from that record; a clone of a
+// volume uses the depth of its source's inspection. A depth over the bound
+// is measured again, since a flatten may have shortened the chain.
+func TestSnapshotAndCloneWalkAncestorsOnlyWhereNoRecordAnswers(t *testing.T) {
+	tests := []struct {
+		name  string
+		bound int
+		call  func(t *testing.T, d *testDriver, vol *csi.Volume) error
+		walks int
+	}{
+		{"CreateSnapshot walks the source only", 0, func(t *testing.T, d *testDriver, vol *csi.Volume) error {
+			_, err := d.CreateSnapshot(context.Background(), snapReq("snap-a", vol.VolumeId))
+			return err
+		}, 1},
+		{"CreateSnapshot over the bound measures the snapshot image too", 1, func(t *testing.T, d *testDriver, vol *csi.Volume) error {
+			r := mustCreate(t, d, fromVolume("clone-a", vol.VolumeId, 0)) // depth 1
+			_, err := d.CreateSnapshot(context.Background(), snapReq("snap-a", r.VolumeId))
+			return err
+		}, 2},
+		{"a clone of a volume takes no walk in its snapshot", 0, func(t *testing.T, d *testDriver, vol *csi.Volume) error {
+			_, err := d.CreateVolume(context.Background(), fromVolume("clone-a", vol.VolumeId, 0))
+			return err
+		}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, fake := newTestDriver(t)
+			d.opts.MaxCloneDepth = tc.bound
+			vol := mustCreate(t, d, createReq("pvc-a", 1<<30, nil))
+			if err := tc.call(t, d, vol); err != nil {
+				t.Fatal(err)
+			}
+			if got := fake.Calls["snap-create-depth"]; got != tc.walks {
+				t.Errorf("snapshots taken with a depth walk: %d, want %d", got, tc.walks)
+			}
+		})
 	}
 }

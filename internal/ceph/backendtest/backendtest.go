@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -40,6 +41,8 @@ func Run(t *testing.T, env Env) {
 	t.Run("CreateImageOnATakenNameIsErrExistsAndLeavesTheImage", c.createTaken)
 	t.Run("StatImageOfAMissingImageIsErrNotFound", c.statMissing)
 	t.Run("SetMetadataKeepsOtherKeys", c.setMetadata)
+	t.Run("ReadMetadataMatchesStatImageOverManyKeys", c.readMetadata)
+	t.Run("ReadMetadataOfAMissingImageIsErrNotFound", c.readMetadataMissing)
 	t.Run("ResizeImageGrows", c.resize)
 	t.Run("ListImagesIsSortedAndHoldsTheImages", c.listImages)
 	t.Run("ListImageIDsAndMetadataByIDMatchStatImage", c.listImageIDs)
@@ -183,6 +186,34 @@ func (c *contract) setMetadata(t *testing.T) {
 	wantErr(t, "RemoveMetadata", err, ceph.ErrNotFound)
 }
 
+func (c *contract) readMetadata(t *testing.T) {
+	// More keys than one read returns, so that paging is exercised.
+	md := make(map[string]string, 300)
+	for i := range 300 {
+		md[fmt.Sprintf("rbd-csi.k%03d", i)] = fmt.Sprintf("v%d", i)
+	}
+	ref := c.create(t, "readmeta", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: md})
+	got, err := c.Backend.ReadMetadata(c.ctx(t), c.Creds, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, md) {
+		t.Errorf("ReadMetadata returned %d keys, want the %d written", len(got), len(md))
+	}
+	if stat := c.stat(t, ref).Metadata; !maps.Equal(got, stat) {
+		t.Errorf("ReadMetadata and StatImage disagree: %d and %d keys", len(got), len(stat))
+	}
+	plain := c.create(t, "readmeta-none", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
+	if got, err := c.Backend.ReadMetadata(c.ctx(t), c.Creds, plain); err != nil || len(got) != 0 {
+		t.Errorf("ReadMetadata of an image without image-meta = %v, %v; want no keys", got, err)
+	}
+}
+
+func (c *contract) readMetadataMissing(t *testing.T) {
+	_, err := c.Backend.ReadMetadata(c.ctx(t), c.Creds, c.ref("missing"))
+	wantErr(t, "ReadMetadata", err, ceph.ErrNotFound)
+}
+
 func (c *contract) resize(t *testing.T) {
 	ref := c.create(t, "grow", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
 	if err := c.Backend.ResizeImage(c.ctx(t), c.Creds, ref, 96<<20); err != nil {
@@ -322,14 +353,14 @@ func (c *contract) noWatchers(t *testing.T) {
 
 func (c *contract) snapshots(t *testing.T) {
 	ref := c.create(t, "snaps", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: map[string]string{"rbd-csi.test": "snaps"}})
-	first, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, ref, "s1")
+	first, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, ref, "s1", ceph.MeasureDepth)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.Name != "s1" || first.Size != 32<<20 || first.Depth != 0 {
 		t.Errorf("CreateSnap = %+v, want name s1, size %d, depth 0", first, 32<<20)
 	}
-	again, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, ref, "s1")
+	again, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, ref, "s1", ceph.MeasureDepth)
 	if err != nil || again.ID != first.ID {
 		t.Errorf("CreateSnap again = %+v, %v; want the same snapshot (ID %d)", again, err, first.ID)
 	}
@@ -359,7 +390,7 @@ func (c *contract) clone(t *testing.T) {
 	// The parent's metadata is copied (a snapshot image keeps its volume's
 	// wrapped key that way); the spec's is written over it.
 	parent := c.create(t, "parent", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: map[string]string{"rbd-csi.inherited": "parent", "rbd-csi.test": "parent"}})
-	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base"); err != nil {
+	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base", ceph.MeasureDepth); err != nil {
 		t.Fatal(err)
 	}
 	child := c.ref("child")
@@ -378,6 +409,18 @@ func (c *contract) clone(t *testing.T) {
 	if d, err := c.Backend.CloneDepth(c.ctx(t), c.Creds, child); err != nil || d != 1 {
 		t.Errorf("CloneDepth = %d, %v; want 1", d, err)
 	}
+	for _, tc := range []struct {
+		snap  string
+		walk  ceph.DepthWalk
+		depth int
+	}{{"measured", ceph.MeasureDepth, 1}, {"skipped", ceph.SkipDepth, -1}} {
+		if s, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, child, tc.snap, tc.walk); err != nil || s.Depth != tc.depth {
+			t.Errorf("CreateSnap of the clone, depth %v = depth %d, %v; want %d", tc.walk, s.Depth, err, tc.depth)
+		}
+		if err := c.Backend.RemoveSnap(c.ctx(t), c.Creds, child, tc.snap); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := c.Backend.FlattenImage(c.ctx(t), c.Creds, child, false); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +438,7 @@ func (c *contract) clone(t *testing.T) {
 func (c *contract) cloneErrors(t *testing.T) {
 	parent := c.create(t, "parent2", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
 	taken := c.create(t, "taken2", ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering})
-	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base"); err != nil {
+	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base", ceph.MeasureDepth); err != nil {
 		t.Fatal(err)
 	}
 	spec := ceph.CloneSpec{Features: ceph.FeatureLayering}
@@ -415,7 +458,7 @@ func (c *contract) cloneErrors(t *testing.T) {
 
 func (c *contract) removeSnapWithClone(t *testing.T) {
 	parent := c.create(t, "parent3", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
-	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base"); err != nil {
+	if _, err := c.Backend.CreateSnap(c.ctx(t), c.Creds, parent, "base", ceph.MeasureDepth); err != nil {
 		t.Fatal(err)
 	}
 	child := c.ref("child3")

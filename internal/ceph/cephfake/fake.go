@@ -215,6 +215,20 @@ func (b *Backend) StatImage(ctx context.Context, cr ceph.Credentials, ref ceph.I
 	return out, nil
 }
 
+// ReadMetadata implements ceph.Backend.
+func (b *Backend) ReadMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (map[string]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "read-metadata", cr, ref); err != nil {
+		return nil, err
+	}
+	img, ok := b.images[key(ref)]
+	if !ok {
+		return nil, notFound("read-metadata", ref)
+	}
+	return maps.Clone(img.Metadata), nil
+}
+
 // SetMetadata implements ceph.Backend.
 func (b *Backend) SetMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, md map[string]string) error {
 	b.mu.Lock()

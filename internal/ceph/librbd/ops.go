@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,6 +54,68 @@ func writeNewImageMetadata(io *rados.IOContext, name string, md map[string]strin
 		return fmt.Errorf("write image-meta of %s: %w", name, err)
 	}
 	return nil
+}
+
+// ReadMetadata implements ceph.Backend. An open costs several round trips
+// (header, snapshot context, watch registration, and the same again for a
+// clone's parent); a restore needs only the snapshot image's records.
+func (b *Backend) ReadMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (map[string]string, error) {
+	var md map[string]string
+	err := b.onPool(ctx, "read image-meta of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		id, err := readImageID(io, ref.Name)
+		if err != nil {
+			return err
+		}
+		md, err = readAllHeaderMetadata(io, id)
+		return err
+	})
+	return md, err
+}
+
+// metadataPage is how many image-meta keys one read returns.
+const metadataPage = 256
+
+// readAllHeaderMetadata reads the "metadata_" omap keys of an image header,
+// page by page, with the prefix taken off.
+func readAllHeaderMetadata(io *rados.IOContext, id string) (map[string]string, error) {
+	const prefix = "metadata_"
+	md := map[string]string{}
+	after := ""
+	for {
+		more, last, err := readMetadataPage(io, id, prefix, after, md)
+		if err != nil {
+			return nil, fmt.Errorf("image-meta of image ID %s: %w", id, err)
+		}
+		if !more {
+			return md, nil
+		}
+		after = last
+	}
+}
+
+// readMetadataPage adds one page of keys after the key `after` to md and
+// reports whether more follow and the last key it read.
+func readMetadataPage(io *rados.IOContext, id, prefix, after string, md map[string]string) (bool, string, error) {
+	op := rados.CreateReadOp()
+	defer op.Release()
+	// A missing header fails the op instead of returning no keys.
+	op.AssertExists()
+	step := op.GetOmapValues(after, prefix, metadataPage)
+	if err := op.Operate(io, headerObject(id), rados.OperationNoFlag); err != nil {
+		return false, "", err
+	}
+	last := after
+	for {
+		kv, err := step.Next()
+		if err != nil {
+			return false, "", err
+		}
+		if kv == nil {
+			return step.More(), last, nil
+		}
+		md[strings.TrimPrefix(kv.Key, prefix)] = string(kv.Value)
+		last = kv.Key
+	}
 }
 
 // readImageID decodes the rbd_id.<name> object, which holds the image ID

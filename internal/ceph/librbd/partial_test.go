@@ -165,7 +165,7 @@ func TestAnInterruptedRemovalIsFinishedByTheRetry(t *testing.T) {
 				if err := b.CreateImage(ctx, env.Admin, parent, ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := b.CreateSnap(ctx, env.Admin, parent, "s"); err != nil {
+				if _, err := b.CreateSnap(ctx, env.Admin, parent, "s", ceph.MeasureDepth); err != nil {
 					t.Fatal(err)
 				}
 				if err := b.CloneImage(ctx, env.Admin, parent, "s", child, ceph.CloneSpec{Features: ceph.FeatureLayering}); err != nil {

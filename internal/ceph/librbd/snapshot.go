@@ -20,7 +20,7 @@ import (
 const maxWalk = 64
 
 // CreateSnap implements ceph.Backend.
-func (b *Backend) CreateSnap(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, snap string) (ceph.SnapInfo, error) {
+func (b *Backend) CreateSnap(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, snap string, depth ceph.DepthWalk) (ceph.SnapInfo, error) {
 	var info ceph.SnapInfo
 	err := b.onPool(ctx, "create snapshot of", ref, cr, func(c *conn, io *rados.IOContext) error {
 		return withImage(io, ref.Name, false, func(img *rbd.Image) error {
@@ -34,6 +34,10 @@ func (b *Backend) CreateSnap(ctx context.Context, cr ceph.Credentials, ref ceph.
 			}
 			if err != nil {
 				return err
+			}
+			if depth == ceph.SkipDepth {
+				info.Depth = -1
+				return nil
 			}
 			info.Depth, err = depthOf(c, img)
 			return err

@@ -29,11 +29,11 @@ func TestSnapshotCloneFlattenContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := time.Now().Add(-time.Second)
-	s1, err := b.CreateSnap(ctx, env.Admin, parent, "s")
+	s1, err := b.CreateSnap(ctx, env.Admin, parent, "s", ceph.MeasureDepth)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, err := b.CreateSnap(ctx, env.Admin, parent, "s")
+	s2, err := b.CreateSnap(ctx, env.Admin, parent, "s", ceph.MeasureDepth)
 	if err != nil || s2.ID != s1.ID || s1.Size != 64<<20 || s1.Created.Before(before) {
 		t.Fatalf("snapshot %+v then %+v (%v)", s1, s2, err)
 	}
@@ -102,7 +102,7 @@ func TestListSnapsNamesUserSnapshotsOnly(t *testing.T) {
 		_ = b.RemovePartialImage(context.Background(), env.Admin, parent)
 	})
 	for _, s := range []string{"a", "b"} {
-		if _, err := b.CreateSnap(ctx, env.Admin, parent, s); err != nil {
+		if _, err := b.CreateSnap(ctx, env.Admin, parent, s, ceph.MeasureDepth); err != nil {
 			t.Fatal(err)
 		}
 	}
