@@ -298,7 +298,7 @@ func (b *bench) startDriver() (func(), error) {
 		return nil, err
 	}
 	d, err := driver.New(driver.Options{
-		Mode: driver.ModeAll, NodeID: "bench", InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()),
+		Mode: driver.ModeAll, NodeID: benchNodeID, InstanceID: fmt.Sprintf("bench-%d", time.Now().UnixNano()),
 		Clusters: cfg, Backend: b.backend, Observer: m,
 		Node: driver.NodeOptions{StateDir: filepath.Join(dir, "state"), KeyringDir: filepath.Join(dir, "keyrings"), Mapper: "fuse"},
 	})
@@ -511,6 +511,9 @@ func measure(n, conc int, op func(i int) error) (result, error) {
 
 // report prints one phase and records it in the summary with the least
 // driver/raw throughput ratio the phase should reach (0: no goal).
+// benchNodeID is the in-process node plugin's --node-id.
+const benchNodeID = "bench"
+
 func (b *bench) report(phase string, conc int, drv, raw result, rawName string, goal float64) {
 	b.sum.throughput(fmt.Sprintf("%s c=%d", phase, conc), drv, raw, goal)
 	fmt.Printf("%-13s c=%-2d driver %7.1f ops/s p50 %7s p99 %7s | raw %-16s %7.1f ops/s p50 %7s p99 %7s | ratio %.2f\n",

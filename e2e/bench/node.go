@@ -19,11 +19,19 @@ import (
 // driver against the same steps done by hand with the same tools (fuse:
 // rbd-fuse and losetup --direct-io=on; krbd: rbd map; rbd-nbd: rbd-nbd
 // map), mkfs.ext4 with the driver's options, mount, bind mount; then the
-// reverse.
+// reverse. The driver runs as the chart installs it (attachRequired: the
+// volume is attached with ControllerPublishVolume first, untimed, as the
+// external-attacher does before the kubelet stages), and once more without
+// an attach record (attachRequired: false, static volumes), where the node
+// lists the image's clients again after mapping.
 func (b *bench) nodePhases(n int, mapper string) error {
-	drvUp, drvDown, err := b.driverNodeRuns(n, mapper)
+	drvUp, drvDown, err := b.driverNodeRuns(n, mapper, true)
 	if err != nil {
 		return fmt.Errorf("driver node path: %w", err)
+	}
+	bareUp, bareDown, err := b.driverNodeRuns(n, mapper, false)
+	if err != nil {
+		return fmt.Errorf("driver node path without attach records: %w", err)
 	}
 	rawUp, rawDown, err := b.rawNodeRuns(n, mapper)
 	if err != nil {
@@ -31,6 +39,8 @@ func (b *bench) nodePhases(n int, mapper string) error {
 	}
 	b.report("Stage+Publish "+mapper, 1, drvUp, rawUp, "by hand "+mapper, 0.9)
 	b.report("Unpub+Unstage "+mapper, 1, drvDown, rawDown, "by hand "+mapper, 0)
+	b.report("Stage+Publish "+mapper+" no record", 1, bareUp, rawUp, "by hand "+mapper, 0)
+	b.report("Unpub+Unstage "+mapper+" no record", 1, bareDown, rawDown, "by hand "+mapper, 0)
 	return nil
 }
 
@@ -45,6 +55,7 @@ func mountCapability() *csi.VolumeCapability {
 type driverVolume struct {
 	vol             *csi.Volume
 	staging, target string
+	publish         map[string]string // ControllerPublishVolume's publish_context
 }
 
 func (b *bench) createVolume(name, work, mapper string) (driverVolume, error) {
@@ -60,10 +71,26 @@ func (b *bench) stagePublish(v driverVolume) error { return stagePublishWith(b.n
 
 func stagePublishWith(node csi.NodeClient, v driverVolume, secrets map[string]string) error {
 	capab := mountCapability()
-	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: secrets, VolumeContext: v.vol.VolumeContext}); err != nil {
+	if _, err := node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: v.vol.VolumeId, PublishContext: v.publish, StagingTargetPath: v.staging, VolumeCapability: capab, Secrets: secrets, VolumeContext: v.vol.VolumeContext}); err != nil {
 		return err
 	}
-	_, err := node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
+	_, err := node.NodePublishVolume(context.Background(), &csi.NodePublishVolumeRequest{VolumeId: v.vol.VolumeId, PublishContext: v.publish, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capab, VolumeContext: v.vol.VolumeContext})
+	return err
+}
+
+// attach is the external-attacher's ControllerPublishVolume: it records
+// the attachment and hands the kubelet the publish_context.
+func (b *bench) attach(v *driverVolume) error {
+	resp, err := b.client.ControllerPublishVolume(context.Background(), &csi.ControllerPublishVolumeRequest{VolumeId: v.vol.VolumeId, NodeId: benchNodeID, VolumeCapability: mountCapability(), Secrets: b.secrets(), VolumeContext: v.vol.VolumeContext})
+	if err != nil {
+		return fmt.Errorf("ControllerPublishVolume: %w", err)
+	}
+	v.publish = resp.PublishContext
+	return nil
+}
+
+func (b *bench) detach(v driverVolume) error {
+	_, err := b.client.ControllerUnpublishVolume(context.Background(), &csi.ControllerUnpublishVolumeRequest{VolumeId: v.vol.VolumeId, NodeId: benchNodeID, Secrets: b.secrets()})
 	return err
 }
 
@@ -80,7 +107,7 @@ func (b *bench) deleteVolume(v driverVolume) error {
 	return err
 }
 
-func (b *bench) driverNodeRuns(n int, mapper string) (up, down result, err error) {
+func (b *bench) driverNodeRuns(n int, mapper string, attached bool) (up, down result, err error) {
 	up.latencies, down.latencies = make([]time.Duration, n), make([]time.Duration, n)
 	work, err := os.MkdirTemp("", "rbd-csi-bench-node")
 	if err != nil {
@@ -88,9 +115,14 @@ func (b *bench) driverNodeRuns(n int, mapper string) (up, down result, err error
 	}
 	defer os.RemoveAll(work)
 	for i := range n {
-		v, err := b.createVolume(fmt.Sprintf("bench-node-%s-%d", mapper, i), work, mapper)
+		v, err := b.createVolume(fmt.Sprintf("bench-node-%s-%v-%d", mapper, attached, i), work, mapper)
 		if err != nil {
 			return up, down, err
+		}
+		if attached {
+			if err := b.attach(&v); err != nil {
+				return up, down, err
+			}
 		}
 		t := time.Now()
 		if err := b.stagePublish(v); err != nil {
@@ -102,6 +134,11 @@ func (b *bench) driverNodeRuns(n int, mapper string) (up, down result, err error
 			return up, down, err
 		}
 		down.latencies[i] = time.Since(t)
+		if attached {
+			if err := b.detach(v); err != nil {
+				return up, down, err
+			}
+		}
 		if err := b.deleteVolume(v); err != nil {
 			return up, down, err
 		}

@@ -391,9 +391,9 @@ func (f *fuse) spawn(img Image, p fusePaths, keyring string) (*fuseProc, error) 
 
 // waitServing waits until rbd-fuse is mounted and serves the image file.
 func (f *fuse) waitServing(ctx context.Context, img Image, p fusePaths, proc *fuseProc) error {
-	t := time.NewTicker(25 * time.Millisecond)
+	t := time.NewTimer(pollMin)
 	defer t.Stop()
-	for {
+	for poll := pollMin; ; poll = min(2*poll, pollMax) {
 		select {
 		case <-proc.exited:
 			return f.startFailure(img, p, proc)
@@ -401,6 +401,7 @@ func (f *fuse) waitServing(ctx context.Context, img Image, p fusePaths, proc *fu
 			return fmt.Errorf("%w: rbd-fuse did not serve %s before the deadline; see %s: %s", ErrMapTimeout, img.Spec(), p.log, tail(readLogTail(p.log, 2048), 600))
 		case <-t.C:
 		}
+		t.Reset(poll)
 		fstype, err := mountAt(f.mountinfo, p.mnt)
 		if err != nil || fstype != fuseFSType {
 			continue
