@@ -56,7 +56,7 @@ fmt-check:
 BENCH_KERNEL ?= 1
 BENCH_ARGS ?=
 bench: deps build
-	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh -count 500 -runs 2 -snap-count 100 -footprint-pairs 1000 $(BENCH_ARGS)
+	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh -count 500 -runs 3 -snap-count 100 -footprint-pairs 1000 $(BENCH_ARGS)
 	if [ "$(BENCH_KERNEL)" = 1 ]; then $(MAKE) bench-kernel; fi
 
 ## bench-scale (not in CI): a pool of 10,000 driver-made volumes; CreateVolume

@@ -92,6 +92,7 @@ func main() {
 	flag.StringVar(&c.memProfile, "memprofile", "", "write a heap profile after the controller phases to this file")
 	flag.IntVar(&c.scale, "scale", 0, "run only the scale phases (make bench-scale): fill the pool with this many volumes through a controller process and time what must not grow with it")
 	flag.IntVar(&c.scaleNode, "scale-node", 100, "with -scale: fuse volumes staged and published through a node plugin process, whose restart and NodeGetVolumeStats sweep are timed (0 skips; needs root)")
+	rawRSSPairs := flag.Int("raw-rss-child", 0, "internal: be the footprint phase's raw go-ceph process; make this many rbd.CreateImage+rbd.RemoveImage pairs at c=16 and print the process's memory")
 	flag.Parse()
 	c.nodeMappers = strings.Split(*mappers, ",")
 	for _, s := range strings.Split(conc, ",") {
@@ -110,6 +111,12 @@ func main() {
 	}
 	if c.snapCount == 0 {
 		c.snapCount = c.count
+	}
+	if *rawRSSPairs > 0 {
+		if err := rawRSSChild(c, *rawRSSPairs); err != nil {
+			fail(err)
+		}
+		return
 	}
 	if err := run(c); err != nil {
 		fail(err)
