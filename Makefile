@@ -49,14 +49,15 @@ fmt-check:
 	@out=$$(gofmt -l cmd internal e2e proto-tools); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## bench: driver vs raw go-ceph (controller: round trips, 500 calls per
-## phase in 2 runs with their spread, snapshots, CPU per pair, RSS) and
-## driver vs raw commands (node, fuse), then bench-kernel (BENCH_KERNEL=0
-## skips it). Table and latency histograms: bin/bench-results/<time>/.
-## BENCH_ARGS adds flags (bin/rbd-csi-bench -help), e.g. "-runs 3".
+## phase in 3 runs with their spread, snapshots, CPU per pair, RSS against
+## a raw go-ceph process's) and driver vs raw commands (node, fuse), then
+## bench-kernel (BENCH_KERNEL=0 skips it). Table and latency histograms:
+## bin/bench-results/<time>/. BENCH_ARGS adds flags (bin/rbd-csi-bench
+## -help), e.g. "-runs 5".
 BENCH_KERNEL ?= 1
 BENCH_ARGS ?=
 bench: deps build
-	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh -count 500 -runs 3 -snap-count 100 -footprint-pairs 1000 $(BENCH_ARGS)
+	GO_TAGS=$(GO_TAGS) bash e2e/bench.sh -count 500 -runs 3 -snap-count 200 -footprint-pairs 1000 $(BENCH_ARGS)
 	if [ "$(BENCH_KERNEL)" = 1 ]; then $(MAKE) bench-kernel; fi
 
 ## bench-scale (not in CI): a pool of 10,000 driver-made volumes; CreateVolume

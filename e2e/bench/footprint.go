@@ -301,17 +301,11 @@ func (b *bench) rawRSS(pairs int) (map[string]float64, error) {
 // rawRSSChild is the process rawRSS starts: it prints its memory (MiB, as
 // JSON) after the pairs.
 func rawRSSChild(c config, pairs int) error {
-	conn, err := rawConn(c)
+	b, closePool, err := openPool(c)
 	if err != nil {
 		return err
 	}
-	defer conn.Shutdown()
-	io, err := conn.OpenIOContext(c.pool)
-	if err != nil {
-		return err
-	}
-	defer io.Destroy()
-	b := &bench{cfg: c, conn: conn, io: io}
+	defer closePool()
 	if err := b.rawPairs(fmt.Sprintf("bench-rss%d-", os.Getpid()), pairs, 16); err != nil {
 		return err
 	}

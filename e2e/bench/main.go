@@ -20,6 +20,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"os"
@@ -123,6 +124,20 @@ func main() {
 	}
 }
 
+// openPool connects raw go-ceph to the bench's pool.
+func openPool(c config) (*bench, func(), error) {
+	conn, err := rawConn(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	io, err := conn.OpenIOContext(c.pool)
+	if err != nil {
+		conn.Shutdown()
+		return nil, nil, err
+	}
+	return &bench{cfg: c, conn: conn, io: io}, func() { io.Destroy(); conn.Shutdown() }, nil
+}
+
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
 	os.Exit(1)
@@ -145,18 +160,12 @@ type bench struct {
 func run(c config) error {
 	klog.SetOutput(nilWriter{})
 	klog.LogToStderr(false)
-	conn, err := rawConn(c)
+	b, closePool, err := openPool(c)
 	if err != nil {
 		return err
 	}
-	defer conn.Shutdown()
-	io, err := conn.OpenIOContext(c.pool)
-	if err != nil {
-		return err
-	}
-	defer io.Destroy()
-
-	b := &bench{cfg: c, conn: conn, io: io, admin: ceph.Credentials{User: "admin", Key: c.key}, sum: newSummary()}
+	defer closePool()
+	b.admin, b.sum = ceph.Credentials{User: "admin", Key: c.key}, newSummary()
 	stop, err := b.startDriver()
 	if err != nil {
 		return err
@@ -204,7 +213,8 @@ func run(c config) error {
 }
 
 // profiledControllerPhases runs the controller throughput phases c.runs
-// times, then the snapshot phases, under the CPU profile when asked.
+// times, each run with its snapshot phases, under the CPU profile when
+// asked.
 func (b *bench) profiledControllerPhases() error {
 	c := b.cfg
 	stopProfile, err := startCPUProfile(c.cpuProfile)
@@ -220,10 +230,10 @@ func (b *bench) profiledControllerPhases() error {
 				return err
 			}
 		}
-	}
-	for _, n := range c.concurrency {
-		if err := b.snapshotPhases(n); err != nil { // snapshot.go
-			return err
+		for _, n := range c.concurrency {
+			if err := b.snapshotPhases(n, run); err != nil { // snapshot.go
+				return err
+			}
 		}
 	}
 	stopProfile()
@@ -361,13 +371,7 @@ func (b *bench) createReqWith(name string, size int64, mapper string) *csi.Creat
 func (b *bench) controllerPhases(conc int) error {
 	n := b.cfg.count
 	rawNames := names(fmt.Sprintf("bench-raw-c%d-", conc), n)
-	rawCreate := func(i int) error {
-		opts := rbd.NewRbdImageOptions()
-		defer opts.Destroy()
-		_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
-		_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
-		return rbd.CreateImage(b.io, rawNames[i], 1<<30, opts)
-	}
+	rawCreate := func(i int) error { return b.rawImage(rawNames[i]) }
 	ids := make([]string, n)
 	drvCreate := func(i int) error {
 		resp, err := b.client.CreateVolume(context.Background(), b.createReq(fmt.Sprintf("bench-c%d-%d", conc, i), 1<<30))
@@ -381,6 +385,9 @@ func (b *bench) controllerPhases(conc int) error {
 		return fmt.Errorf("create: %w", err)
 	}
 	b.report("CreateVolume", conc, drv, raw, "rbd.CreateImage", 0.9)
+	if err := b.recordCeiling(conc); err != nil {
+		return fmt.Errorf("owner record ceiling: %w", err)
+	}
 
 	rawDelete := func(i int) error { return rbd.RemoveImage(b.io, rawNames[i]) }
 	drvDelete := func(i int) error {
@@ -394,6 +401,56 @@ func (b *bench) controllerPhases(conc int) error {
 	drain := b.waitTrashDrained(5 * time.Minute)
 	fmt.Printf("  background purge of %d trashed images finished %v after the last DeleteVolume\n", n, drain.Round(time.Millisecond))
 	return nil
+}
+
+// recordCeiling measures what the owner record costs by itself: raw
+// rbd.CreateImage followed by the two RADOS operations CreateVolume adds
+// after it (the read of rbd_id.<name> for the image ID, the omap write of
+// the record on the header), against rbd.CreateImage alone, alternated
+// like the driver's phases. Its ratio is the most CreateVolume can reach
+// while it records its owner. The images are 4 MiB (one object), so that
+// removing them, untimed, is quick; a thin create costs the same at any
+// size.
+func (b *bench) recordCeiling(conc int) error {
+	n := b.cfg.count
+	plain := names(fmt.Sprintf("bench-ceil-c%d-plain-", conc), n)
+	recorded := names(fmt.Sprintf("bench-ceil-c%d-record-", conc), n)
+	create := func(name string) error { return b.rawImageOf(name, 4<<20) }
+	withRecord := func(i int) error {
+		if err := create(recorded[i]); err != nil {
+			return err
+		}
+		return b.writeRecord(recorded[i])
+	}
+	rec, raw, err := measurePair(n, conc, withRecord, func(i int) error { return create(plain[i]) })
+	if err != nil {
+		return err
+	}
+	b.sum.note("  ceiling: rbd.CreateImage plus the owner record's two operations runs at %.2f of rbd.CreateImage alone (c=%d: %.1f and %.1f ops/s)", rec.opsPerSec()/raw.opsPerSec(), conc, rec.opsPerSec(), raw.opsPerSec())
+	_, err = measure(2*n, 16, func(i int) error {
+		if i < n {
+			return rbd.RemoveImage(b.io, plain[i])
+		}
+		return rbd.RemoveImage(b.io, recorded[i-n])
+	})
+	return err
+}
+
+// writeRecord writes an owner record on a new image the way the driver's
+// backend does: the image ID from rbd_id.<name> (a length-prefixed
+// string), then the image-meta key on rbd_header.<id>'s omap.
+func (b *bench) writeRecord(name string) error {
+	buf := make([]byte, 128)
+	n, err := b.io.Read("rbd_id."+name, buf, 0)
+	if err != nil {
+		return err
+	}
+	if n < 4 || int(binary.LittleEndian.Uint32(buf))+4 > n {
+		return fmt.Errorf("rbd_id.%s: %d bytes, not an encoded ID", name, n)
+	}
+	id := string(buf[4 : 4+binary.LittleEndian.Uint32(buf)])
+	record := []byte(`{"name":"` + name + `","instance":"bench"}`)
+	return b.io.SetOmap("rbd_header."+id, map[string][]byte{"metadata_rbd-csi.owner": record})
 }
 
 // measurePair measures drv and raw over the same n items in the order

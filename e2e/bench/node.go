@@ -160,11 +160,7 @@ func (b *bench) rawNodeRuns(n int, mapper string) (up, down result, err error) {
 	}
 	for i := range n {
 		name := fmt.Sprintf("bench-raw-node-%s-%d", mapper, i)
-		opts := rbd.NewRbdImageOptions()
-		_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
-		_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
-		err := rbd.CreateImage(b.io, name, 1<<30, opts)
-		opts.Destroy()
+		err := b.rawImage(name)
 		if err != nil {
 			return up, down, err
 		}

@@ -18,9 +18,9 @@ import (
 // format-2 clone of it, the snapshot restores read from on the clone, and
 // the temporary snapshot's removal. A restore's counterpart is one clone of
 // that snapshot (rbd.CloneImage).
-func (b *bench) snapshotPhases(conc int) error {
+func (b *bench) snapshotPhases(conc, run int) error {
 	n := b.cfg.snapCount
-	tag := fmt.Sprintf("c%d", conc)
+	tag := fmt.Sprintf("c%d-r%d", conc, run)
 	src, err := b.client.CreateVolume(context.Background(), b.createReq("bench-snapsrc-"+tag, 1<<30))
 	if err != nil {
 		return fmt.Errorf("create snapshot source: %w", err)
@@ -61,12 +61,16 @@ func (b *bench) snapshotPhases(conc int) error {
 	return b.snapshotCleanup(src.Volume.VolumeId, rawSrc, snapIDs, volIDs)
 }
 
-func (b *bench) rawImage(name string) error {
+// rawImage is the raw baseline's create: a 1 GiB format 2 image with
+// layering, as the bench's StorageClass parameters make.
+func (b *bench) rawImage(name string) error { return b.rawImageOf(name, 1<<30) }
+
+func (b *bench) rawImageOf(name string, size uint64) error {
 	opts := rbd.NewRbdImageOptions()
 	defer opts.Destroy()
 	_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
 	_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
-	return rbd.CreateImage(b.io, name, 1<<30, opts)
+	return rbd.CreateImage(b.io, name, size, opts)
 }
 
 func (b *bench) rawSnapshot(image, snap string) error {
@@ -144,6 +148,19 @@ func (b *bench) snapshotCleanup(srcID, rawSrc string, snapIDs, volIDs []string) 
 		if err := rbd.RemoveImage(b.io, fmt.Sprintf("%s-clone-%d", rawSrc, i)); err != nil {
 			return fmt.Errorf("remove raw clone: %w", err)
 		}
+	}
+	if err := b.removeRawSnapshotImages(rawSrc, len(volIDs)); err != nil {
+		return err
+	}
+	drain := b.waitTrashDrainedOf("csi-", 10*time.Minute)
+	fmt.Printf("  background purge of the snapshot phase's images finished %v after the last delete\n", drain.Round(time.Millisecond))
+	return nil
+}
+
+// removeRawSnapshotImages removes the n snapshot images rawSnapshotImage
+// made of rawSrc (their clones removed first), then rawSrc.
+func (b *bench) removeRawSnapshotImages(rawSrc string, n int) error {
+	for i := range n {
 		snapImg := rawSnapImage(rawSrc, i)
 		if err := b.rawRemoveSnapshot(snapImg, "csi-snap"); err != nil {
 			return fmt.Errorf("remove raw snapshot image's snapshot: %w", err)
@@ -155,8 +172,6 @@ func (b *bench) snapshotCleanup(srcID, rawSrc string, snapIDs, volIDs []string) 
 	if err := b.removeRawImageWithSnapshots(rawSrc); err != nil {
 		return fmt.Errorf("remove raw snapshot source: %w", err)
 	}
-	drain := b.waitTrashDrainedOf("csi-", 10*time.Minute)
-	fmt.Printf("  background purge of the snapshot phase's images finished %v after the last delete\n", drain.Round(time.Millisecond))
 	return nil
 }
 

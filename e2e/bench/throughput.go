@@ -104,11 +104,7 @@ func (b *bench) handThroughput(mapper string) (map[string]float64, error) {
 		return nil, err
 	}
 	name := "bench-io-raw-" + mapper
-	opts := rbd.NewRbdImageOptions()
-	_ = opts.SetUint64(rbd.ImageOptionFormat, 2)
-	_ = opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering)
-	err = rbd.CreateImage(b.io, name, 1<<30, opts)
-	opts.Destroy()
+	err = b.rawImage(name)
 	if err != nil {
 		return nil, err
 	}
