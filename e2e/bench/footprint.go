@@ -287,7 +287,9 @@ func (b *bench) rawRSS(pairs int) (map[string]float64, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, self, "-raw-rss-child", strconv.Itoa(pairs)).Output()
+	cmd := exec.CommandContext(ctx, self, "-raw-rss-child", strconv.Itoa(pairs))
+	cmd.Stderr = os.Stderr // why it failed, if it does
+	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("raw go-ceph process: %w", err)
 	}

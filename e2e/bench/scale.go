@@ -24,9 +24,9 @@ const (
 // scalePhases is `make bench-scale`: a pool filled with n driver-made
 // volumes by a controller process of its own, then what must not grow with
 // the pool: CreateVolume p50 there against an empty pool (alternated
-// empty, full, full, empty, scaleRounds times), a full ListVolumes walk in pages of 500 by a
-// just-restarted controller (cold) and again (warm), GetCapacity, the
-// restart to ready, and the controller's RSS over the run.
+// empty, full, full, empty, scaleRounds times), a full ListVolumes walk in
+// pages of 500 by a just-restarted controller (cold) and again (warm),
+// GetCapacity, the restart to ready, and the controller's RSS over the run.
 func (b *bench) scalePhases(n int) error {
 	empty := b.cfg.pool + "-empty"
 	if err := b.createRBDPool(empty); err != nil {

@@ -165,7 +165,8 @@ func (d *controllerService) recordedSnapshotSource(ctx context.Context, plan cre
 	if json.Unmarshal([]byte(md[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
 		return cloneSource{}, false, nil
 	}
-	if record.Size == 0 || record.Depth < 1 || record.Depth+1 > d.maxCloneDepth() {
+	// The clone has one ancestor more than the snapshot image.
+	if record.Size == 0 || !record.depthAtMost(d.maxCloneDepth()-1) {
 		return cloneSource{}, false, nil
 	}
 	return cloneSource{id: snapshotID, parent: ref, snap: snapName, size: record.Size, depth: record.Depth, meta: md}, true, nil

@@ -52,6 +52,12 @@ type snapOwner struct {
 	Depth int    `json:"depth,omitempty"`
 }
 
+// depthAtMost reports whether the record holds a depth (records of older
+// versions do not) and that depth is at most bound.
+func (r *snapOwner) depthAtMost(bound int) bool {
+	return r.Depth >= 1 && r.Depth <= bound
+}
+
 // snapPlan is everything CreateSnapshot decided before touching Ceph.
 type snapPlan struct {
 	name     string
@@ -151,7 +157,7 @@ func (d *controllerService) ensureSnapshot(ctx context.Context, plan snapPlan, p
 	failpoint.Crash("snapshot-after-clone")
 	// The record's depth, when it has one within the bound, spares the walk
 	// of the snapshot image's ancestors (see snapOwner.Depth).
-	recorded := record.Depth >= 1 && record.Depth <= d.maxCloneDepth()
+	recorded := record.depthAtMost(d.maxCloneDepth())
 	snap, err := d.opts.Backend.CreateSnap(ctx, plan.creds, plan.target, snapName, ceph.DepthWalk(!recorded))
 	if err != nil {
 		return nil, statusOf(err, "snapshot "+plan.target.String())

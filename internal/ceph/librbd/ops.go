@@ -72,50 +72,22 @@ func (b *Backend) ReadMetadata(ctx context.Context, cr ceph.Credentials, ref cep
 	return md, err
 }
 
-// metadataPage is how many image-meta keys one read returns.
+// metadataPage is how many image-meta keys one omap read returns.
 const metadataPage = 256
 
-// readAllHeaderMetadata reads the "metadata_" omap keys of an image header,
-// page by page, with the prefix taken off.
+// readAllHeaderMetadata reads the "metadata_" omap keys of an image header
+// with the prefix taken off. A missing header is ENOENT, not an empty map.
 func readAllHeaderMetadata(io *rados.IOContext, id string) (map[string]string, error) {
 	const prefix = "metadata_"
-	md := map[string]string{}
-	after := ""
-	for {
-		more, last, err := readMetadataPage(io, id, prefix, after, md)
-		if err != nil {
-			return nil, fmt.Errorf("image-meta of image ID %s: %w", id, err)
-		}
-		if !more {
-			return md, nil
-		}
-		after = last
+	vals, err := io.GetAllOmapValues(headerObject(id), "", prefix, metadataPage)
+	if err != nil {
+		return nil, fmt.Errorf("image-meta of image ID %s: %w", id, err)
 	}
-}
-
-// readMetadataPage adds one page of keys after the key `after` to md and
-// reports whether more follow and the last key it read.
-func readMetadataPage(io *rados.IOContext, id, prefix, after string, md map[string]string) (bool, string, error) {
-	op := rados.CreateReadOp()
-	defer op.Release()
-	// A missing header fails the op instead of returning no keys.
-	op.AssertExists()
-	step := op.GetOmapValues(after, prefix, metadataPage)
-	if err := op.Operate(io, headerObject(id), rados.OperationNoFlag); err != nil {
-		return false, "", err
+	md := make(map[string]string, len(vals))
+	for k, v := range vals {
+		md[strings.TrimPrefix(k, prefix)] = string(v)
 	}
-	last := after
-	for {
-		kv, err := step.Next()
-		if err != nil {
-			return false, "", err
-		}
-		if kv == nil {
-			return step.More(), last, nil
-		}
-		md[strings.TrimPrefix(kv.Key, prefix)] = string(kv.Value)
-		last = kv.Key
-	}
+	return md, nil
 }
 
 // readImageID decodes the rbd_id.<name> object, which holds the image ID

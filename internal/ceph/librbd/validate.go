@@ -48,18 +48,16 @@ const (
 // clone whose data goes there, or a pool init), with librbd's check on
 // unless the pool is known to have passed it.
 func (c *conn) withPoolCheck(pool string, create func() error) error {
-	if c.poolCheckOf(pool) == poolValidated {
-		return create()
-	}
-	if c.poolCheckOf(pool) == poolUnknown {
-		check, err := c.readPoolCheck(pool)
-		if err != nil {
+	check := c.poolCheckOf(pool)
+	if check == poolUnknown {
+		var err error
+		if check, err = c.readPoolCheck(pool); err != nil {
 			return err
 		}
 		c.setPoolCheck(pool, check)
-		if check == poolValidated {
-			return create()
-		}
+	}
+	if check == poolValidated {
+		return create()
 	}
 	if err := c.checkPools(true); err != nil {
 		return err
