@@ -384,9 +384,6 @@ func (b *bench) controllerPhases(conc int) error {
 		return fmt.Errorf("create: %w", err)
 	}
 	b.report("CreateVolume", conc, drv, raw, "rbd.CreateImage", 0.9)
-	if err := b.recordCeiling(conc); err != nil {
-		return fmt.Errorf("owner record ceiling: %w", err)
-	}
 
 	rawDelete := func(i int) error { return rbd.RemoveImage(b.io, rawNames[i]) }
 	drvDelete := func(i int) error {
@@ -400,39 +397,6 @@ func (b *bench) controllerPhases(conc int) error {
 	drain := b.waitTrashDrained(5 * time.Minute)
 	fmt.Printf("  background purge of %d trashed images finished %v after the last DeleteVolume\n", n, drain.Round(time.Millisecond))
 	return nil
-}
-
-// recordCeiling measures what the owner record costs by itself: the
-// driver's backend creating an image with the record and without it (the
-// backend writes none for an empty spec.Metadata), alternated like the
-// driver's phases. Its ratio is the most CreateVolume can reach against a
-// create while it records its owner. The images are 4 MiB (one object), so
-// that removing them, untimed, is quick; a thin create costs the same at
-// any size.
-func (b *bench) recordCeiling(conc int) error {
-	n := b.cfg.count
-	plain := names(fmt.Sprintf("bench-ceil-c%d-plain-", conc), n)
-	recorded := names(fmt.Sprintf("bench-ceil-c%d-record-", conc), n)
-	create := func(name string, md map[string]string) error {
-		ref := ceph.ImageRef{Cluster: b.cluster, Pool: b.cfg.pool, Name: name}
-		spec := ceph.ImageSpec{Size: 4 << 20, Features: ceph.FeatureLayering, Metadata: md}
-		return b.backend.CreateImage(context.Background(), b.admin, ref, spec)
-	}
-	withRecord := func(i int) error {
-		return create(recorded[i], map[string]string{"rbd-csi.owner": `{"name":"` + recorded[i] + `","instance":"bench"}`})
-	}
-	rec, bare, err := measurePair(n, conc, withRecord, func(i int) error { return create(plain[i], nil) })
-	if err != nil {
-		return err
-	}
-	b.sum.note("  ceiling: a create with the owner record runs at %.2f of one without (c=%d: %.1f and %.1f ops/s)", rec.opsPerSec()/bare.opsPerSec(), conc, rec.opsPerSec(), bare.opsPerSec())
-	_, err = measure(2*n, 16, func(i int) error {
-		if i < n {
-			return rbd.RemoveImage(b.io, plain[i])
-		}
-		return rbd.RemoveImage(b.io, recorded[i-n])
-	})
-	return err
 }
 
 // measurePair measures drv and raw over the same n items in the order

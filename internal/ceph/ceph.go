@@ -62,6 +62,16 @@ type ImageSpec struct {
 	Metadata map[string]string
 }
 
+// ImageHeader is the part of ImageInfo an image's header answers without
+// the image being opened.
+type ImageHeader struct {
+	ID          string
+	Size        uint64
+	Features    Features
+	Metadata    map[string]string
+	ClusterFSID string
+}
+
 // ImageInfo is what the driver reads back from an existing image.
 type ImageInfo struct {
 	Name     string
@@ -123,10 +133,11 @@ type Backend interface {
 	CreateImage(ctx context.Context, cr Credentials, ref ImageRef, spec ImageSpec) error
 	// StatImage returns ErrNotFound when there is no such image.
 	StatImage(ctx context.Context, cr Credentials, ref ImageRef) (ImageInfo, error)
-	// ReadMetadata returns the image's image-meta without opening the image
-	// (two reads: its ID, then its header's keys), for callers that need
-	// nothing else of it. ErrNotFound when there is no such image.
-	ReadMetadata(ctx context.Context, cr Credentials, ref ImageRef) (map[string]string, error)
+	// ReadHeader returns what the image's header says, without opening the
+	// image (two reads: its ID, then its header), for callers that need no
+	// parent, data pool or snapshot of it. ErrNotFound when there is no
+	// such image.
+	ReadHeader(ctx context.Context, cr Credentials, ref ImageRef) (ImageHeader, error)
 	// SetMetadata writes the keys given; other keys are left alone.
 	SetMetadata(ctx context.Context, cr Credentials, ref ImageRef, md map[string]string) error
 	// RemoveMetadata removes one key; a key that is not there is success.

@@ -154,13 +154,14 @@ func (d *controllerService) snapshotSource(ctx context.Context, plan createPlan,
 // actual depth may be shorter by now. The RBD snapshot itself is not looked
 // at: the clone fails with NotFound when it is gone.
 func (d *controllerService) recordedSnapshotSource(ctx context.Context, plan createPlan, ref ceph.ImageRef, snapshotID string) (cloneSource, bool, error) {
-	md, err := d.opts.Backend.ReadMetadata(ctx, plan.creds, ref)
+	h, err := d.opts.Backend.ReadHeader(ctx, plan.creds, ref)
 	if errors.Is(err, ceph.ErrNotFound) {
 		return cloneSource{}, false, status.Errorf(codes.NotFound, "snapshot %q does not exist", snapshotID)
 	}
 	if err != nil {
 		return cloneSource{}, false, statusOf(err, "read the owner record of snapshot image "+ref.String())
 	}
+	md := h.Metadata
 	var record snapOwner
 	if json.Unmarshal([]byte(md[metaOwner]), &record) != nil || record.Kind != kindSnapshot {
 		return cloneSource{}, false, nil

@@ -674,7 +674,7 @@ func (d *controllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 		return nil, err
 	}
 	defer unlock()
-	if _, err := d.opts.Backend.StatImage(ctx, who.creds, ref); err != nil {
+	if _, err := d.opts.Backend.ReadHeader(ctx, who.creds, ref); err != nil {
 		return nil, statusOf(err, "volume "+req.GetVolumeId())
 	}
 	if _, err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {

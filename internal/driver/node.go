@@ -288,10 +288,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err != nil {
 		return nil, err
 	}
-	if err := d.checkAttached(ctx, r, ref); err != nil {
-		return nil, err
-	}
-	info, err := d.statAndCheckNotInUse(ctx, r, ref, !prevMapped)
+	info, err := d.inspectForStage(ctx, r, ref, !prevMapped)
 	if err != nil {
 		return nil, err
 	}
@@ -458,22 +455,27 @@ func (d *nodeService) rollbackStage(st *stageState) {
 	}
 }
 
-// statAndCheckNotInUse reads the image and, when checkUse, its watchers:
-// both at once, since each opens the image (a few round trips) and they
-// do not depend on each other.
-func (d *nodeService) statAndCheckNotInUse(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageInfo, error) {
-	inUse := make(chan error, 1)
+// inspectForStage reads the image's header and checks that its attach
+// record grants this node and, when checkUse, that no other client has it
+// open: all at once, since none depends on another. The record's verdict
+// comes first, then the image's, then the clients'.
+func (d *nodeService) inspectForStage(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageHeader, error) {
+	attached, inUse := make(chan error, 1), make(chan error, 1)
+	go func() { attached <- d.checkAttached(ctx, r, ref) }()
 	if checkUse {
 		go func() { inUse <- d.checkNotInUse(ctx, r, ref) }()
 	} else {
 		inUse <- nil
 	}
-	info, err := d.opts.Backend.StatImage(ctx, r.creds, ref)
-	useErr := <-inUse
-	if err != nil {
-		return info, statusOf(err, "volume image "+ref.String())
+	h, err := d.opts.Backend.ReadHeader(ctx, r.creds, ref)
+	attachErr, useErr := <-attached, <-inUse
+	if attachErr != nil {
+		return h, attachErr
 	}
-	return info, useErr
+	if err != nil {
+		return h, statusOf(err, "volume image "+ref.String())
+	}
+	return h, useErr
 }
 
 // checkNotInUse refuses to map a single-writer volume that a client
@@ -597,7 +599,7 @@ func clusterParams(vc map[string]string) map[string]string {
 	return out
 }
 
-func mapperImage(ref ceph.ImageRef, cr ceph.Credentials, info ceph.ImageInfo) mapper.Image {
+func mapperImage(ref ceph.ImageRef, cr ceph.Credentials, info ceph.ImageHeader) mapper.Image {
 	return mapper.Image{
 		Monitors: ref.Cluster.Monitors, User: cr.User, Key: cr.Key,
 		Pool: ref.Pool, RadosNamespace: ref.Cluster.RadosNamespace, Name: ref.Name,

@@ -294,6 +294,27 @@ func TestNodeStageVolumeMapsWithTheClusterFSID(t *testing.T) {
 	}
 }
 
+// A stage needs the image's features and image-meta, which its header
+// answers in two reads; opening the image would cost several round trips
+// more on every pod start.
+func TestNodeStageVolumeReadsTheHeaderWithoutOpeningTheImage(t *testing.T) {
+	e := newNodeEnv(t)
+	opens := e.ceph.Calls["stat"]
+	if _, err := e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW))); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ceph.Calls["stat"] - opens; got != 0 {
+		t.Errorf("the stage opened the image %d times, want 0", got)
+	}
+	info, err := e.ceph.StatImage(context.Background(), adminCreds(), e.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.m.images[0].Features; got != info.Features || got == 0 {
+		t.Errorf("mapped with features %v, the image has %v", got, info.Features)
+	}
+}
+
 // Two nodes that pass the watcher check at the same moment both map: the
 // check after the map sees the other client, and the stage backs out,
 // leaving nothing mapped or staged.

@@ -90,7 +90,7 @@ func (d *nodeService) reattachVolume(ctx context.Context, st *stageState) {
 		klog.InfoS("Start-up re-attach: no credential for the volume's cluster, device left as it is", "volume", st.VolumeID, "device", dev.Path, "image", ref.String(), "cluster", st.Image.ClusterID, "state", state, "fix", err.Error())
 		return
 	}
-	info, err := d.opts.Backend.StatImage(ctx, creds, ref)
+	info, err := d.opts.Backend.ReadHeader(ctx, creds, ref)
 	if err != nil {
 		klog.ErrorS(err, "Start-up re-attach: cannot read the image; the next NodeStageVolume re-attaches it", "volume", st.VolumeID, "device", dev.Path, "image", ref.String())
 		return

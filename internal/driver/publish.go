@@ -56,7 +56,7 @@ func (d *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 		return nil, err
 	}
 	defer unlock()
-	if _, err := d.opts.Backend.StatImage(ctx, who.creds, ref); err != nil {
+	if _, err := d.opts.Backend.ReadHeader(ctx, who.creds, ref); err != nil {
 		return nil, statusOf(err, "volume "+req.GetVolumeId())
 	}
 	mode := req.GetVolumeCapability().GetAccessMode().GetMode()

@@ -689,10 +689,11 @@ func TestRestoreInspectsTheSnapshotImageOnlyWhenItsRecordCannotAnswer(t *testing
 func rewriteSnapRecord(t *testing.T, fake *cephfake.Backend, image ceph.ImageRef, change func(*snapOwner)) {
 	t.Helper()
 	ctx := context.Background()
-	md, err := fake.ReadMetadata(ctx, adminCreds(), image)
+	h, err := fake.ReadHeader(ctx, adminCreds(), image)
 	if err != nil {
 		t.Fatal(err)
 	}
+	md := h.Metadata
 	var record snapOwner
 	if err := json.Unmarshal([]byte(md[metaOwner]), &record); err != nil {
 		t.Fatalf("owner record %q: %v", md[metaOwner], err)

@@ -41,8 +41,8 @@ func Run(t *testing.T, env Env) {
 	t.Run("CreateImageOnATakenNameIsErrExistsAndLeavesTheImage", c.createTaken)
 	t.Run("StatImageOfAMissingImageIsErrNotFound", c.statMissing)
 	t.Run("SetMetadataKeepsOtherKeys", c.setMetadata)
-	t.Run("ReadMetadataMatchesStatImageOverManyKeys", c.readMetadata)
-	t.Run("ReadMetadataOfAMissingImageIsErrNotFound", c.readMetadataMissing)
+	t.Run("ReadHeaderMatchesStatImageOverManyKeys", c.readHeader)
+	t.Run("ReadHeaderOfAMissingImageIsErrNotFound", c.readHeaderMissing)
 	t.Run("ResizeImageGrows", c.resize)
 	t.Run("ListImagesIsSortedAndHoldsTheImages", c.listImages)
 	t.Run("ListImageIDsAndMetadataByIDMatchStatImage", c.listImageIDs)
@@ -186,32 +186,39 @@ func (c *contract) setMetadata(t *testing.T) {
 	wantErr(t, "RemoveMetadata", err, ceph.ErrNotFound)
 }
 
-func (c *contract) readMetadata(t *testing.T) {
+func (c *contract) readHeader(t *testing.T) {
 	// More keys than one read returns, so that paging is exercised.
 	md := make(map[string]string, 300)
 	for i := range 300 {
 		md[fmt.Sprintf("rbd-csi.k%03d", i)] = fmt.Sprintf("v%d", i)
 	}
-	ref := c.create(t, "readmeta", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering, Metadata: md})
-	got, err := c.Backend.ReadMetadata(c.ctx(t), c.Creds, ref)
+	spec := ceph.ImageSpec{Size: 48 << 20, Features: ceph.FeatureLayering | ceph.FeatureExclusiveLock, Metadata: md}
+	ref := c.create(t, "readheader", spec)
+	got, err := c.Backend.ReadHeader(c.ctx(t), c.Creds, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(got, md) {
-		t.Errorf("ReadMetadata returned %d keys, want the %d written", len(got), len(md))
+	if !maps.Equal(got.Metadata, md) {
+		t.Errorf("ReadHeader returned %d image-meta keys, want the %d written", len(got.Metadata), len(md))
 	}
-	if stat := c.stat(t, ref).Metadata; !maps.Equal(got, stat) {
-		t.Errorf("ReadMetadata and StatImage disagree: %d and %d keys", len(got), len(stat))
+	stat := c.stat(t, ref)
+	if !maps.Equal(got.Metadata, stat.Metadata) {
+		t.Errorf("ReadHeader and StatImage disagree: %d and %d image-meta keys", len(got.Metadata), len(stat.Metadata))
 	}
-	plain := c.create(t, "readmeta-none", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
-	if got, err := c.Backend.ReadMetadata(c.ctx(t), c.Creds, plain); err != nil || len(got) != 0 {
-		t.Errorf("ReadMetadata of an image without image-meta = %v, %v; want no keys", got, err)
+	want := ceph.ImageHeader{ID: stat.ID, Size: spec.Size, Features: stat.Features, Metadata: got.Metadata, ClusterFSID: stat.ClusterFSID}
+	if got.ID != want.ID || got.Size != want.Size || got.Features != want.Features || got.ClusterFSID != want.ClusterFSID {
+		t.Errorf("ReadHeader = id %q size %d features %#x fsid %q; StatImage says id %q size %d features %#x fsid %q",
+			got.ID, got.Size, uint64(got.Features), got.ClusterFSID, want.ID, want.Size, uint64(want.Features), want.ClusterFSID)
+	}
+	plain := c.create(t, "readheader-none", ceph.ImageSpec{Size: 32 << 20, Features: ceph.FeatureLayering})
+	if got, err := c.Backend.ReadHeader(c.ctx(t), c.Creds, plain); err != nil || len(got.Metadata) != 0 || got.Size != 32<<20 {
+		t.Errorf("ReadHeader of an image without image-meta = %+v, %v; want no keys and 32 MiB", got, err)
 	}
 }
 
-func (c *contract) readMetadataMissing(t *testing.T) {
-	_, err := c.Backend.ReadMetadata(c.ctx(t), c.Creds, c.ref("missing"))
-	wantErr(t, "ReadMetadata", err, ceph.ErrNotFound)
+func (c *contract) readHeaderMissing(t *testing.T) {
+	_, err := c.Backend.ReadHeader(c.ctx(t), c.Creds, c.ref("missing"))
+	wantErr(t, "ReadHeader", err, ceph.ErrNotFound)
 }
 
 func (c *contract) resize(t *testing.T) {

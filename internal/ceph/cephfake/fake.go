@@ -215,18 +215,18 @@ func (b *Backend) StatImage(ctx context.Context, cr ceph.Credentials, ref ceph.I
 	return out, nil
 }
 
-// ReadMetadata implements ceph.Backend.
-func (b *Backend) ReadMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (map[string]string, error) {
+// ReadHeader implements ceph.Backend.
+func (b *Backend) ReadHeader(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (ceph.ImageHeader, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.enter(ctx, "read-metadata", cr, ref); err != nil {
-		return nil, err
+	if err := b.enter(ctx, "read-header", cr, ref); err != nil {
+		return ceph.ImageHeader{}, err
 	}
 	img, ok := b.images[key(ref)]
 	if !ok {
-		return nil, notFound("read-metadata", ref)
+		return ceph.ImageHeader{}, notFound("read-header", ref)
 	}
-	return maps.Clone(img.Metadata), nil
+	return ceph.ImageHeader{ID: img.ID, Size: img.Size, Features: img.Features, Metadata: maps.Clone(img.Metadata), ClusterFSID: b.FSID}, nil
 }
 
 // SetMetadata implements ceph.Backend.

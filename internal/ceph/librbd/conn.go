@@ -105,6 +105,8 @@ type conn struct {
 	mgrSeen time.Time // when the mgr was last seen active
 	fsidVal string    // the cluster's fsid, once read
 	checks  poolChecks
+	// defaults are the pools' create settings, by pool (createDefaultsOf).
+	defaults map[string]createDefaults
 	// stranded counts calls whose caller gave up at its deadline while
 	// librados still waits (monitor commands have no librados timeout,
 	// see connect). Past maxStranded, new calls fail at once instead of

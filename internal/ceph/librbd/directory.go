@@ -146,7 +146,7 @@ func (b *Backend) MetadataByID(ctx context.Context, cr ceph.Credentials, cl ceph
 func readHeaderMetadata(io *rados.IOContext, id, key string) (string, bool, error) {
 	op := rados.CreateReadOp()
 	defer op.Release()
-	step := op.GetOmapValuesByKeys([]string{"metadata_" + key})
+	step := op.GetOmapValuesByKeys([]string{metadataPrefix + key})
 	err := op.Operate(io, headerObject(id), rados.OperationNoFlag)
 	if errors.Is(err, rados.ErrNotFound) {
 		return "", false, nil

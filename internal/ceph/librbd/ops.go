@@ -2,6 +2,7 @@ package librbd
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +22,14 @@ import (
 // CreateImage implements ceph.Backend.
 func (b *Backend) CreateImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, spec ceph.ImageSpec) error {
 	return b.onPool(ctx, "create image", ref, cr, func(c *conn, io *rados.IOContext) error {
-		err := c.withPoolCheck(dataPoolOf(ref.Pool, spec.DataPool), func() error { return createImage(io, ref.Name, spec) })
+		order, direct, err := c.directCreate(ref, spec)
+		if err != nil {
+			return err
+		}
+		if direct {
+			return createDirect(io, ref.Name, order, spec)
+		}
+		err = c.withPoolCheck(dataPoolOf(ref.Pool, spec.DataPool), func() error { return createImage(io, ref.Name, spec) })
 		if err != nil {
 			return err
 		}
@@ -46,55 +54,97 @@ func writeNewImageMetadata(io *rados.IOContext, name string, md map[string]strin
 	if err != nil {
 		return err
 	}
-	vals := make(map[string][]byte, len(md))
-	for k, v := range md {
-		vals["metadata_"+k] = []byte(v)
-	}
-	if err := io.SetOmap("rbd_header."+id, vals); err != nil {
+	if err := io.SetOmap(headerObject(id), metadataKeys(md)); err != nil {
 		return fmt.Errorf("write image-meta of %s: %w", name, err)
 	}
 	return nil
 }
 
-// ReadMetadata implements ceph.Backend. An open costs several round trips
-// (header, snapshot context, watch registration, and the same again for a
-// clone's parent); a restore needs only the snapshot image's records.
-func (b *Backend) ReadMetadata(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (map[string]string, error) {
-	var md map[string]string
-	err := b.onPool(ctx, "read image-meta of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+// ReadHeader implements ceph.Backend. An open costs several round trips
+// (header, snapshot context, configuration overrides, and the same again
+// for a clone's parent); a stage, a publish and a restore need only what
+// the header says.
+func (b *Backend) ReadHeader(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef) (ceph.ImageHeader, error) {
+	var h ceph.ImageHeader
+	err := b.onPool(ctx, "read the header of", ref, cr, func(c *conn, io *rados.IOContext) error {
 		id, err := readImageID(io, ref.Name)
 		if err != nil {
 			return err
 		}
-		md, err = readAllHeaderMetadata(io, id)
+		if h, err = readHeader(io, id); err != nil {
+			return err
+		}
+		h.ClusterFSID, err = c.fsid()
 		return err
 	})
-	return md, err
+	return h, err
 }
 
 // metadataPage is how many image-meta keys one omap read returns.
 const metadataPage = 256
 
-// readAllHeaderMetadata reads the "metadata_" omap keys of an image header
-// with the prefix taken off. A missing header is ENOENT, not an empty map.
-func readAllHeaderMetadata(io *rados.IOContext, id string) (map[string]string, error) {
-	const prefix = "metadata_"
-	vals, err := io.GetAllOmapValues(headerObject(id), "", prefix, metadataPage)
+// noSnap is CEPH_NOSNAP: cls_rbd methods given it answer for the image's
+// head rather than one of its snapshots.
+const noSnap = ^uint64(0) - 1
+
+// readHeader asks the image header for its size and features with the
+// cls_rbd methods librbd's open uses, and reads the first page of its
+// image-meta ("metadata_" omap keys, as metadata_list returns them), all
+// in one operation. A missing header is ENOENT.
+func readHeader(io *rados.IOContext, id string) (ceph.ImageHeader, error) {
+	const prefix = metadataPrefix
+	h := ceph.ImageHeader{ID: id}
+	snap := binary.LittleEndian.AppendUint64(nil, noSnap)
+	op := rados.CreateReadOp()
+	defer op.Release()
+	sizeStep := op.Exec("rbd", "get_size", snap)
+	featStep := op.Exec("rbd", "get_features", snap)
+	metaStep := op.GetOmapValues("", prefix, metadataPage)
+	if err := op.Operate(io, headerObject(id), rados.OperationNoFlag); err != nil {
+		return h, fmt.Errorf("header of image ID %s: %w", id, err)
+	}
+	// get_size answers order (u8) then size (u64); get_features the
+	// features (u64) then the incompatible ones (u64).
+	out, err := sizeStep.Bytes()
+	if err != nil || len(out) < 9 {
+		return h, fmt.Errorf("size of image ID %s: %d bytes, %v", id, len(out), err)
+	}
+	h.Size = binary.LittleEndian.Uint64(out[1:9])
+	if out, err = featStep.Bytes(); err != nil || len(out) < 8 {
+		return h, fmt.Errorf("features of image ID %s: %d bytes, %v", id, len(out), err)
+	}
+	h.Features = ceph.Features(binary.LittleEndian.Uint64(out[:8]))
+	h.Metadata = map[string]string{}
+	last := ""
+	for {
+		kv, err := metaStep.Next()
+		if err != nil {
+			return h, fmt.Errorf("image-meta of image ID %s: %w", id, err)
+		}
+		if kv == nil {
+			break
+		}
+		h.Metadata[strings.TrimPrefix(kv.Key, prefix)] = string(kv.Value)
+		last = kv.Key
+	}
+	if !metaStep.More() {
+		return h, nil
+	}
+	rest, err := io.GetAllOmapValues(headerObject(id), last, prefix, metadataPage)
 	if err != nil {
-		return nil, fmt.Errorf("image-meta of image ID %s: %w", id, err)
+		return h, fmt.Errorf("image-meta of image ID %s: %w", id, err)
 	}
-	md := make(map[string]string, len(vals))
-	for k, v := range vals {
-		md[strings.TrimPrefix(k, prefix)] = string(v)
+	for k, v := range rest {
+		h.Metadata[strings.TrimPrefix(k, prefix)] = string(v)
 	}
-	return md, nil
+	return h, nil
 }
 
 // readImageID decodes the rbd_id.<name> object, which holds the image ID
 // as an encoded string.
 func readImageID(io *rados.IOContext, name string) (string, error) {
 	buf := make([]byte, 256)
-	n, err := io.Read("rbd_id."+name, buf, 0)
+	n, err := io.Read(idObject(name), buf, 0)
 	if err != nil {
 		return "", fmt.Errorf("read id of %s: %w", name, err)
 	}

@@ -227,5 +227,3 @@ func decodeString(b []byte) (string, []byte, error) {
 	}
 	return string(b[4 : 4+l]), b[4+l:], nil
 }
-
-func headerObject(id string) string { return "rbd_header." + id }

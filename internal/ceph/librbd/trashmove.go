@@ -60,8 +60,6 @@ const (
 	trashStateMoving byte = 1
 )
 
-func idObject(name string) string { return "rbd_id." + name }
-
 // clsExec runs one cls method as a write operation on oid.
 func clsExec(io *rados.IOContext, oid, method string, in []byte) error {
 	op := rados.CreateWriteOp()

@@ -48,13 +48,9 @@ const (
 // clone whose data goes there, or a pool init), with librbd's check on
 // unless the pool is known to have passed it.
 func (c *conn) withPoolCheck(pool string, create func() error) error {
-	check := c.poolCheckOf(pool)
-	if check == poolUnknown {
-		var err error
-		if check, err = c.readPoolCheck(pool); err != nil {
-			return err
-		}
-		c.setPoolCheck(pool, check)
+	check, err := c.poolCheckResolved(pool)
+	if err != nil {
+		return err
 	}
 	if check == poolValidated {
 		return create()
@@ -64,6 +60,20 @@ func (c *conn) withPoolCheck(pool string, create func() error) error {
 	}
 	defer func() { _ = c.checkPools(false) }()
 	return create()
+}
+
+// poolCheckResolved returns what is known of pool's validation, reading
+// its rbd_info while it has shown no marker.
+func (c *conn) poolCheckResolved(pool string) (poolCheck, error) {
+	if check := c.poolCheckOf(pool); check != poolUnknown {
+		return check, nil
+	}
+	check, err := c.readPoolCheck(pool)
+	if err != nil {
+		return check, err
+	}
+	c.setPoolCheck(pool, check)
+	return check, nil
 }
 
 func (c *conn) poolCheckOf(pool string) poolCheck {
@@ -92,7 +102,7 @@ func (c *conn) readPoolCheck(pool string) (poolCheck, error) {
 	}
 	defer io.Destroy()
 	buf := make([]byte, 2*len(validatedMarker))
-	n, err := io.Read("rbd_info", buf, 0)
+	n, err := io.Read(poolInfoObject, buf, 0)
 	switch {
 	case isErrno(err, syscall.ENOENT):
 		return poolUnknown, nil
