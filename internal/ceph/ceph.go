@@ -65,11 +65,20 @@ type ImageSpec struct {
 // ImageHeader is the part of ImageInfo an image's header answers without
 // the image being opened.
 type ImageHeader struct {
-	ID          string
-	Size        uint64
-	Features    Features
+	ID       string
+	Size     uint64
+	Order    uint8 // log2 of the object size
+	Features Features
+	// HasParent says the image is a clone not flattened yet: what it does
+	// not hold itself reads from its parent.
+	HasParent   bool
 	Metadata    map[string]string
 	ClusterFSID string
+}
+
+// ByteRange is a span of an image's bytes.
+type ByteRange struct {
+	Offset, Length uint64
 }
 
 // ImageInfo is what the driver reads back from an existing image.
@@ -138,6 +147,12 @@ type Backend interface {
 	// parent, data pool or snapshot of it. ErrNotFound when there is no
 	// such image.
 	ReadHeader(ctx context.Context, cr Credentials, ref ImageRef) (ImageHeader, error)
+	// Unwritten reports whether nothing was ever written to the image
+	// within ranges, so that they read as zeros: none of the data objects
+	// holding them exists. It answers false, never wrongly true, for what
+	// it cannot tell from the objects alone (a clone, a separate data pool,
+	// striping). h is the image's header, from ReadHeader.
+	Unwritten(ctx context.Context, cr Credentials, ref ImageRef, h ImageHeader, ranges []ByteRange) (bool, error)
 	// SetMetadata writes the keys given; other keys are left alone.
 	SetMetadata(ctx context.Context, cr Credentials, ref ImageRef, md map[string]string) error
 	// RemoveMetadata removes one key; a key that is not there is success.

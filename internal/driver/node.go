@@ -315,6 +315,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err := d.index.put(r.volumeID, r.staging); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	blank := d.startBlankCheck(ctx, r, ref, info, st.ReadOnly)
 	m := d.mappers[r.mapperName]
 	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
 	if err != nil {
@@ -341,10 +342,36 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if r.block {
 		return &csi.NodeStageVolumeResponse{}, nil
 	}
-	if err := d.mountStaging(ctx, st, r.mountFlags); err != nil {
+	if err := d.mountStaging(ctx, st, r.mountFlags, blank()); err != nil {
 		return nil, err
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// startBlankCheck asks Ceph, beside the map, whether nothing was ever
+// written where a filesystem signature would be: then the device needs no
+// probe before mkfs (blkid's reads, each a round trip through the mapping,
+// cost about as much as the mkfs). The returned func waits for the answer;
+// false (probe) whenever the question does not apply or is not answered.
+// Encrypted volumes are left out: what their opened device holds is not
+// what the image holds.
+func (d *nodeService) startBlankCheck(ctx context.Context, r stageRequest, ref ceph.ImageRef, h ceph.ImageHeader, readOnly bool) func() bool {
+	if r.block || r.enc.Enabled || readOnly {
+		return func() bool { return false }
+	}
+	var ranges []ceph.ByteRange
+	for _, reg := range mounter.SignatureRegions(h.Size) {
+		ranges = append(ranges, ceph.ByteRange{Offset: reg[0], Length: reg[1]})
+	}
+	answer := make(chan bool, 1)
+	go func() {
+		blank, err := d.opts.Backend.Unwritten(ctx, r.creds, ref, h, ranges)
+		if err != nil {
+			klog.V(4).InfoS("Could not tell whether the volume was ever written; its device is probed before mkfs", "volume", r.volumeID, "image", ref.String(), "err", err)
+		}
+		answer <- blank && err == nil
+	}()
+	return func() bool { return <-answer }
 }
 
 // openCrypt opens the LUKS layer of an encrypted volume (formatting an
@@ -373,7 +400,7 @@ func prevDevice(prev *stageState) *mapper.Device {
 	return prev.Device
 }
 
-func (d *nodeService) mountStaging(ctx context.Context, st *stageState, flags []string) error {
+func (d *nodeService) mountStaging(ctx context.Context, st *stageState, flags []string, blank bool) error {
 	opts := append(fsDefaults(st.FsType), flags...)
 	if st.ReadOnly {
 		opts = append(opts, "ro")
@@ -383,7 +410,7 @@ func (d *nodeService) mountStaging(ctx context.Context, st *stageState, flags []
 		return status.Errorf(codes.Internal, "inspect staging path: %v", err)
 	}
 	if !mounted {
-		if err := d.mounter.FormatAndMount(ctx, st.volumeDevice(), st.StagingPath, st.FsType, opts); err != nil {
+		if err := d.mounter.FormatAndMount(ctx, st.volumeDevice(), st.StagingPath, st.FsType, opts, blank); err != nil {
 			return statusOf(err, fmt.Sprintf("format and mount %s at %s", st.volumeDevice(), st.StagingPath))
 		}
 	}

@@ -315,6 +315,35 @@ func TestNodeStageVolumeReadsTheHeaderWithoutOpeningTheImage(t *testing.T) {
 	}
 }
 
+// A volume whose image was never written where a filesystem signature
+// would be is formatted without probing its device first; anything Ceph
+// cannot vouch for (a clone, an image ever written) is probed, and read-only
+// and block volumes are never formatted.
+func TestNodeStageVolumeSkipsTheProbeOnlyForImagesNeverWritten(t *testing.T) {
+	tests := []struct {
+		name                string
+		blank               bool
+		c                   *csi.VolumeCapability
+		wantBlank, wantMkfs int
+	}{
+		{"a never-written image is formatted without a probe", true, fsCap("ext4", modeSNW), 1, 1},
+		{"an image Ceph reports written is probed first", false, fsCap("ext4", modeSNW), 0, 1},
+		{"a block volume is never formatted", true, blockCap(modeSNW), 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newNodeEnv(t)
+			e.ceph.Blank = map[string]bool{e.ref.Name: tc.blank}
+			if _, err := e.d.NodeStageVolume(context.Background(), e.stageReq(tc.c)); err != nil {
+				t.Fatal(err)
+			}
+			if e.mnt.BlankFormats != tc.wantBlank || e.mnt.Formatted != tc.wantMkfs {
+				t.Fatalf("formats without a probe %d, mkfs runs %d; want %d and %d", e.mnt.BlankFormats, e.mnt.Formatted, tc.wantBlank, tc.wantMkfs)
+			}
+		})
+	}
+}
+
 // Two nodes that pass the watcher check at the same moment both map: the
 // check after the map sees the other client, and the stage backs out,
 // leaving nothing mapped or staged.

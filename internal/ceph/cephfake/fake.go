@@ -39,6 +39,10 @@ type Backend struct {
 	Usage ceph.PoolUsage
 	// PoolUsages, by pool name, overrides Usage.
 	PoolUsages map[string]ceph.PoolUsage
+	// Blank names the images (by name) Unwritten reports as never written;
+	// it reports every other image as written, the answer that never puts
+	// data at risk.
+	Blank map[string]bool
 	// PartialGrace: RemovePartialImage answers ErrInProgress for an image
 	// created less than this long ago, as the real backend does for pieces
 	// that may be a create still running. Zero removes at once.
@@ -226,7 +230,20 @@ func (b *Backend) ReadHeader(ctx context.Context, cr ceph.Credentials, ref ceph.
 	if !ok {
 		return ceph.ImageHeader{}, notFound("read-header", ref)
 	}
-	return ceph.ImageHeader{ID: img.ID, Size: img.Size, Features: img.Features, Metadata: maps.Clone(img.Metadata), ClusterFSID: b.FSID}, nil
+	return ceph.ImageHeader{ID: img.ID, Size: img.Size, Order: 22, Features: img.Features, HasParent: img.Parent != nil, Metadata: maps.Clone(img.Metadata), ClusterFSID: b.FSID}, nil
+}
+
+// Unwritten implements ceph.Backend.
+func (b *Backend) Unwritten(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, h ceph.ImageHeader, _ []ceph.ByteRange) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(ctx, "unwritten", cr, ref); err != nil {
+		return false, err
+	}
+	if _, ok := b.images[key(ref)]; !ok {
+		return false, notFound("unwritten", ref)
+	}
+	return b.Blank[ref.Name] && !h.HasParent, nil
 }
 
 // SetMetadata implements ceph.Backend.

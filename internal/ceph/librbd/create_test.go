@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -232,5 +233,102 @@ func TestCreateInAPoolWithADefaultDataPoolGoesThroughLibrbd(t *testing.T) {
 	}
 	if info.DataPool != env.Pool {
 		t.Fatalf("image made in a pool whose default data pool is %s has data pool %q", env.Pool, info.DataPool)
+	}
+}
+
+func TestObjectsHoldingListsEachObjectOnceWithinTheImage(t *testing.T) {
+	const mib = 1 << 20
+	rng := func(off, n uint64) ceph.ByteRange { return ceph.ByteRange{Offset: off, Length: n} }
+	tests := []struct {
+		name   string
+		size   uint64
+		ranges []ceph.ByteRange
+		want   []uint64
+	}{
+		{"both ends of a 1 GiB image", 1 << 30, []ceph.ByteRange{rng(0, 16*mib), rng(1<<30-16*mib, 16*mib)}, []uint64{0, 1, 2, 3, 252, 253, 254, 255}},
+		{"overlapping ranges name an object once", 12 * mib, []ceph.ByteRange{rng(0, 8*mib), rng(4*mib, 8*mib)}, []uint64{0, 1, 2}},
+		{"a range past the end is clipped", 6 * mib, []ceph.ByteRange{rng(0, 16*mib)}, []uint64{0, 1}},
+		{"a range ending on an object boundary stops before the next", 1 << 30, []ceph.ByteRange{rng(4*mib, 4*mib)}, []uint64{1}},
+		{"empty and out-of-image ranges name nothing", 4 * mib, []ceph.ByteRange{rng(0, 0), rng(8*mib, mib)}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := objectsHolding(22, tc.size, tc.ranges); !slices.Equal(got, tc.want) {
+				t.Fatalf("objectsHolding = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Unwritten must see a write anywhere in the ranges asked about, and never
+// vouch for a clone, whose unwritten objects read from its parent.
+func TestUnwrittenSeesWritesAndNeverVouchesForAClone(t *testing.T) {
+	b, env, ctx, ref, io := partialFixture(t, time.Minute, "unwritten")
+	spec := ceph.ImageSpec{Size: 64 << 20, Features: ceph.FeatureLayering}
+	if err := b.CreateImage(ctx, env.Admin, ref, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rbd.RemoveImage(io, ref.Name) })
+	head := []ceph.ByteRange{{Offset: 0, Length: 16 << 20}}
+	tail := []ceph.ByteRange{{Offset: 48 << 20, Length: 16 << 20}}
+	ask := func(ref ceph.ImageRef, ranges []ceph.ByteRange) bool {
+		t.Helper()
+		h, err := b.ReadHeader(ctx, env.Admin, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Unwritten(ctx, env.Admin, ref, h, ranges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if !ask(ref, append(head, tail...)) {
+		t.Fatal("a new image is reported written")
+	}
+	img, err := rbd.OpenImage(io, ref.Name, rbd.NoSnapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := img.WriteAt([]byte{1}, 60<<20); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := img.CreateSnapshot("base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Protect(); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ask(ref, tail) {
+		t.Error("a byte written at 60 MiB is not seen in the last 16 MiB")
+	}
+	if !ask(ref, head) {
+		t.Error("the first 16 MiB are reported written after a write at 60 MiB only")
+	}
+	clone := ref
+	clone.Name += "-clone"
+	opts := rbd.NewRbdImageOptions()
+	defer opts.Destroy()
+	if err := opts.SetUint64(rbd.ImageOptionFeatures, rbd.FeatureLayering); err != nil {
+		t.Fatal(err)
+	}
+	if err := rbd.CloneImage(io, ref.Name, "base", io, clone.Name, opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = rbd.RemoveImage(io, clone.Name)
+		if img, err := rbd.OpenImage(io, ref.Name, rbd.NoSnapshot); err == nil {
+			s := img.GetSnapshot("base")
+			_ = s.Unprotect()
+			_ = s.Remove()
+			_ = img.Close()
+		}
+	})
+	if ask(clone, head) {
+		t.Error("a clone, whose unwritten objects read from its parent, is reported unwritten")
 	}
 }

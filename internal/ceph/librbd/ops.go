@@ -88,9 +88,10 @@ const metadataPage = 256
 const noSnap = ^uint64(0) - 1
 
 // readHeader asks the image header for its size and features with the
-// cls_rbd methods librbd's open uses, and reads the first page of its
-// image-meta ("metadata_" omap keys, as metadata_list returns them), all
-// in one operation. A missing header is ENOENT.
+// cls_rbd methods librbd's open uses, looks for its parent key, and reads
+// the first page of its image-meta ("metadata_" omap keys, as
+// metadata_list returns them), all in one operation. A missing header is
+// ENOENT.
 func readHeader(io *rados.IOContext, id string) (ceph.ImageHeader, error) {
 	const prefix = metadataPrefix
 	h := ceph.ImageHeader{ID: id}
@@ -99,6 +100,7 @@ func readHeader(io *rados.IOContext, id string) (ceph.ImageHeader, error) {
 	defer op.Release()
 	sizeStep := op.Exec("rbd", "get_size", snap)
 	featStep := op.Exec("rbd", "get_features", snap)
+	parentStep := op.GetOmapValuesByKeys([]string{parentKey})
 	metaStep := op.GetOmapValues("", prefix, metadataPage)
 	if err := op.Operate(io, headerObject(id), rados.OperationNoFlag); err != nil {
 		return h, fmt.Errorf("header of image ID %s: %w", id, err)
@@ -109,11 +111,16 @@ func readHeader(io *rados.IOContext, id string) (ceph.ImageHeader, error) {
 	if err != nil || len(out) < 9 {
 		return h, fmt.Errorf("size of image ID %s: %d bytes, %v", id, len(out), err)
 	}
-	h.Size = binary.LittleEndian.Uint64(out[1:9])
+	h.Order, h.Size = out[0], binary.LittleEndian.Uint64(out[1:9])
 	if out, err = featStep.Bytes(); err != nil || len(out) < 8 {
 		return h, fmt.Errorf("features of image ID %s: %d bytes, %v", id, len(out), err)
 	}
 	h.Features = ceph.Features(binary.LittleEndian.Uint64(out[:8]))
+	parent, err := parentStep.Next()
+	if err != nil {
+		return h, fmt.Errorf("parent of image ID %s: %w", id, err)
+	}
+	h.HasParent = parent != nil
 	h.Metadata = map[string]string{}
 	last := ""
 	for {
@@ -536,4 +543,60 @@ func withImage(io *rados.IOContext, name string, readOnly bool, fn func(*rbd.Ima
 	ferr := fn(img)
 	cerr := img.Close()
 	return errors.Join(ferr, cerr)
+}
+
+// Unwritten implements ceph.Backend: it stats the data objects holding
+// ranges, all at once.
+func (b *Backend) Unwritten(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, h ceph.ImageHeader, ranges []ceph.ByteRange) (bool, error) {
+	if h.HasParent || h.Features&(ceph.FeatureDataPool|ceph.FeatureStripingV2) != 0 || h.Order == 0 || h.ID == "" {
+		return false, nil
+	}
+	objects := objectsHolding(h.Order, h.Size, ranges)
+	unwritten := true
+	err := b.onPool(ctx, "look for the data objects of", ref, cr, func(_ *conn, io *rados.IOContext) error {
+		errs := make(chan error, len(objects))
+		for _, n := range objects {
+			go func() {
+				_, err := io.Stat(dataObject(h.ID, n))
+				errs <- err
+			}()
+		}
+		var first error
+		for range objects {
+			err := <-errs
+			switch {
+			case err == nil:
+				unwritten = false
+			case !isErrno(err, syscall.ENOENT) && first == nil:
+				first = fmt.Errorf("stat a data object of image ID %s: %w", h.ID, err)
+			}
+		}
+		return first
+	})
+	if err != nil {
+		return false, err
+	}
+	return unwritten, nil
+}
+
+// objectsHolding lists, once each, the numbers of the objects of an image
+// of size bytes and objects of 2^order bytes that hold ranges (clipped to
+// the image).
+func objectsHolding(order uint8, size uint64, ranges []ceph.ByteRange) []uint64 {
+	seen := map[uint64]bool{}
+	var out []uint64
+	for _, r := range ranges {
+		if r.Length == 0 || r.Offset >= size {
+			continue
+		}
+		end := min(r.Offset+r.Length, size) - 1
+		for n := r.Offset >> order; n <= end>>order; n++ {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }

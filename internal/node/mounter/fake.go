@@ -17,6 +17,9 @@ type Fake struct {
 	formats map[string]string
 	// Formatted counts mkfs runs.
 	Formatted int
+	// BlankFormats counts the FormatAndMount calls told the device is
+	// blank (no probe).
+	BlankFormats int
 	// Resized counts filesystem grows.
 	Resized int
 	// FailMount makes Mount and FormatAndMount fail when set.
@@ -53,9 +56,16 @@ func (f *Fake) Mounted() []string {
 }
 
 // FormatAndMount implements Interface.
-func (f *Fake) FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string) error {
+func (f *Fake) FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string, blank bool) error {
 	f.mu.Lock()
 	found := f.formats[dev]
+	if blank && found != "" {
+		f.mu.Unlock()
+		return fmt.Errorf("%s was said to be blank, but it holds %q: formatting would have destroyed it", dev, found)
+	}
+	if blank {
+		f.BlankFormats++
+	}
 	if found != "" && found != fstype {
 		f.mu.Unlock()
 		return fmt.Errorf("%w: %s holds %q", ErrWrongFilesystem, dev, found)

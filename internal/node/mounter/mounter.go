@@ -27,7 +27,10 @@ type Interface interface {
 	// filesystem when, and only when, the device holds none. An existing
 	// filesystem smaller than the device (the volume was expanded while
 	// not staged, or restored from a smaller snapshot) is grown to fill it.
-	FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string) error
+	// blank says the caller knows every byte of SignatureRegions reads as
+	// zero (nothing was ever written there), so that the device holds no
+	// filesystem and need not be probed.
+	FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string, blank bool) error
 	// Mount runs mount(8); opts may include "bind" and "ro".
 	Mount(ctx context.Context, source, target, fstype string, opts []string) error
 	// Unmount unmounts target; an unmounted target is success.
@@ -95,14 +98,17 @@ var mkfsArgs = map[string][]string{
 }
 
 // FormatAndMount implements Interface.
-func (r *Real) FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string) error {
+func (r *Real) FormatAndMount(ctx context.Context, dev, target, fstype string, opts []string, blank bool) error {
 	args, ok := mkfsArgs[fstype]
 	if !ok {
 		return fmt.Errorf("filesystem %q is not supported (ext4, xfs)", fstype)
 	}
-	found, err := r.Format(ctx, dev)
-	if err != nil {
-		return err
+	found := ""
+	if !blank {
+		var err error
+		if found, err = r.Format(ctx, dev); err != nil {
+			return err
+		}
 	}
 	switch found {
 	case "":
@@ -304,6 +310,22 @@ func (r *Real) Format(ctx context.Context, dev string) (string, error) {
 		}
 	}
 	return "unknown", nil
+}
+
+// signatureBytes is how far from each end of a device SignatureRegions
+// reach: well beyond what blkid reads (its farthest probes are about
+// 4.3 MiB from the start, for ZFS labels, and 1.5 MiB from the end, for
+// UDF anchors and RAID metadata).
+const signatureBytes = 16 << 20
+
+// SignatureRegions are the parts of a device of size bytes that blkid
+// reads to find a filesystem, partition table, LUKS header or RAID member:
+// a device that reads zeros there holds none of them.
+func SignatureRegions(size uint64) [][2]uint64 {
+	if size <= 2*signatureBytes {
+		return [][2]uint64{{0, size}}
+	}
+	return [][2]uint64{{0, signatureBytes}, {size - signatureBytes, signatureBytes}}
 }
 
 // probeBytes covers where every filesystem and LUKS header blkid knows

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,7 +78,7 @@ func TestFormatNeverCallsAnUnreadableDeviceEmpty(t *testing.T) {
 			if !errors.Is(err, ErrUnreadable) {
 				t.Fatalf("Format(%s) = %q, %v; want ErrUnreadable", dev, got, err)
 			}
-			if err := r.FormatAndMount(ctxT(t), dev, t.TempDir(), "ext4", nil); !errors.Is(err, ErrUnreadable) {
+			if err := r.FormatAndMount(ctxT(t), dev, t.TempDir(), "ext4", nil, false); !errors.Is(err, ErrUnreadable) {
 				t.Fatalf("FormatAndMount(%s) = %v; want ErrUnreadable before any mkfs", dev, err)
 			}
 		})
@@ -186,6 +188,82 @@ func TestParseExtSizeReadsTheSuperblockOrRefusesIt(t *testing.T) {
 			got, err := parseExtSize(tc.sb)
 			if (err != nil) != tc.wantErr || got != tc.want {
 				t.Fatalf("parseExtSize = %d, %v; want %d (error %v)", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+// A device whose SignatureRegions read as zeros must hold nothing blkid
+// finds, or a stage told the image is blank would format over data. Each
+// format is written to a file larger than both regions, the regions are
+// zeroed, and blkid must find nothing; the untouched file must be found.
+func TestBlkidFindsNothingOnceTheSignatureRegionsAreZero(t *testing.T) {
+	if _, err := exec.LookPath("blkid"); err != nil {
+		t.Skipf("blkid not installed (util-linux): %v", err)
+	}
+	const size = 320 << 20 // mkfs.xfs needs 300 MiB
+	luks := func(t *testing.T, p string) {
+		if _, err := exec.LookPath("cryptsetup"); err != nil {
+			t.Skipf("cryptsetup not installed (cryptsetup-bin): %v", err)
+		}
+		cmd := exec.Command("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file", "-", p)
+		cmd.Stdin = strings.NewReader("test-passphrase")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("luksFormat: %v: %s", err, out)
+		}
+	}
+	tests := []struct {
+		name   string
+		write  func(t *testing.T, p string)
+		fstype string
+	}{
+		{"ext4", nil, "ext4"},
+		{"xfs", nil, "xfs"},
+		{"LUKS2", luks, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newImage(t, size, tc.fstype)
+			if tc.write != nil {
+				tc.write(t, p)
+			}
+			r := New(time.Minute)
+			if found, err := r.Format(ctxT(t), p); err != nil || found == "" {
+				t.Fatalf("blkid on the untouched file: %q, %v; want what was written", found, err)
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, reg := range SignatureRegions(size) {
+				if _, err := f.WriteAt(make([]byte, reg[1]), int64(reg[0])); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if found, err := r.Format(ctxT(t), p); err != nil || found != "" {
+				t.Fatalf("blkid with the signature regions zeroed: %q, %v; want nothing", found, err)
+			}
+		})
+	}
+}
+
+func TestSignatureRegionsCoverBothEndsOrTheWholeDevice(t *testing.T) {
+	tests := []struct {
+		name string
+		size uint64
+		want [][2]uint64
+	}{
+		{"a small device is covered whole", 8 << 20, [][2]uint64{{0, 8 << 20}}},
+		{"a device of exactly both regions is covered whole", 2 * signatureBytes, [][2]uint64{{0, 2 * signatureBytes}}},
+		{"a large device has its start and its end", 1 << 30, [][2]uint64{{0, signatureBytes}, {1<<30 - signatureBytes, signatureBytes}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := SignatureRegions(tc.size); !slices.Equal(got, tc.want) {
+				t.Fatalf("SignatureRegions(%d) = %v, want %v", tc.size, got, tc.want)
 			}
 		})
 	}
