@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
 	"github.com/rbd-csi/rbd-csi/internal/kms"
+	"github.com/rbd-csi/rbd-csi/internal/node/crypt"
 )
 
 // NewKEK is a random key-encryption key, as an operator makes one
@@ -38,20 +37,14 @@ func CryptDevices() []string {
 	return out
 }
 
-// HasDMCrypt reports whether this kernel can open LUKS: device-mapper's
-// control node exists, or appears once dm_crypt is loaded, as the driver
-// loads it (a guest kernel that has not loaded it yet can).
+// HasDMCrypt reports whether this node can open LUKS, by the driver's own
+// check (which loads dm_crypt when it is a module not loaded yet, as a
+// guest kernel may have it). Device-mapper's control node alone proves
+// nothing: cryptsetup creates it even on a kernel without device-mapper.
 func HasDMCrypt() bool {
-	if _, err := os.Stat("/dev/mapper/control"); err == nil {
-		return true
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if exec.CommandContext(ctx, "modprobe", "dm_crypt").Run() != nil {
-		return false
-	}
-	_, err := os.Stat("/dev/mapper/control")
-	return err == nil
+	return crypt.New(crypt.Config{Timeout: 30 * time.Second}).Check(ctx) == nil
 }
 
 // Metadata is the image's rbd image-meta.
