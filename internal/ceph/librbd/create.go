@@ -55,7 +55,7 @@ type createDefaults struct {
 // direct says whether an image of spec in pool can be made without librbd
 // under these settings.
 func (d createDefaults) direct(pool string, spec ceph.ImageSpec) bool {
-	if d.err != nil || spec.DataPool != "" || spec.Features&^directFeatures != 0 {
+	if d.err != nil || !directSpec(spec) {
 		return false
 	}
 	if d.dataPool != "" && d.dataPool != pool {
@@ -68,16 +68,22 @@ func (d createDefaults) direct(pool string, spec ceph.ImageSpec) bool {
 	return !striped
 }
 
+// directSpec says whether the request itself leaves the image to the
+// driver (what the pool's settings say is checked apart, at a cost).
+func directSpec(spec ceph.ImageSpec) bool {
+	return spec.DataPool == "" && spec.Features&^directFeatures == 0
+}
+
 // createDefaultsOf returns pool's create settings, read again once they
-// are older than createDefaultsTTL.
-func (c *conn) createDefaultsOf(pool string) createDefaults {
+// are older than createDefaultsTTL. io is the pool's default namespace.
+func (c *conn) createDefaultsOf(pool string, io *rados.IOContext) createDefaults {
 	c.mu.Lock()
 	d, ok := c.defaults[pool]
 	c.mu.Unlock()
 	if ok && time.Since(d.readAt) < createDefaultsTTL {
 		return d
 	}
-	d = c.readCreateDefaults(pool)
+	d = c.readCreateDefaults(pool, io)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.defaults == nil {
@@ -94,7 +100,7 @@ var createSettings = []string{"rbd_default_order", "rbd_default_stripe_unit", "r
 // the monitors' `ceph config`) and the pool's overrides of them: what
 // `rbd config pool set` writes, pool metadata "conf_<name>", kept as
 // image-meta is, under metadataPrefix, in the omap of the pool's rbd_info.
-func (c *conn) readCreateDefaults(pool string) createDefaults {
+func (c *conn) readCreateDefaults(pool string, io *rados.IOContext) createDefaults {
 	d := createDefaults{readAt: time.Now()}
 	vals := make(map[string]string, len(createSettings))
 	for _, name := range createSettings {
@@ -105,12 +111,6 @@ func (c *conn) readCreateDefaults(pool string) createDefaults {
 		}
 		vals[name] = v
 	}
-	io, err := c.rc.OpenIOContext(pool)
-	if err != nil {
-		d.err = fmt.Errorf("open pool %s: %w", pool, err)
-		return d
-	}
-	defer io.Destroy()
 	const prefix = metadataPrefix + "conf_"
 	overrides, err := io.GetOmapValues(poolInfoObject, "", prefix+"rbd_default_", 64)
 	if err != nil && !isErrno(err, syscall.ENOENT) {
@@ -228,15 +228,16 @@ func newImageID() (string, error) {
 // with which object size (order): in the default namespace (librbd checks
 // a namespace's state in the same operation as the directory entry), in a
 // pool whose validation librbd has recorded, with settings that ask
-// nothing of the create beyond the header.
-func (c *conn) directCreate(ref ceph.ImageRef, spec ceph.ImageSpec) (uint64, bool, error) {
-	if ref.Cluster.RadosNamespace != "" {
+// nothing of the create beyond the header. The request is looked at
+// first: one librbd must make costs no read. io is the pool's.
+func (c *conn) directCreate(io *rados.IOContext, ref ceph.ImageRef, spec ceph.ImageSpec) (uint64, bool, error) {
+	if ref.Cluster.RadosNamespace != "" || !directSpec(spec) {
 		return 0, false, nil
 	}
 	check, err := c.poolCheckResolved(ref.Pool)
 	if err != nil || check != poolValidated {
 		return 0, false, err
 	}
-	d := c.createDefaultsOf(ref.Pool)
+	d := c.createDefaultsOf(ref.Pool, io)
 	return d.order, d.direct(ref.Pool, spec), nil
 }

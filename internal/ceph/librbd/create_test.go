@@ -77,8 +77,7 @@ func TestDirectCreateLeavesWhatLibrbdsCreateWould(t *testing.T) {
 	b, env, ctx, ref, io := partialFixture(t, time.Minute, "direct-create")
 	md := map[string]string{"rbd-csi.owner": `{"name":"direct"}`}
 	spec := ceph.ImageSpec{Size: 96 << 20, Features: ceph.FeatureLayering | ceph.FeatureExclusiveLock | ceph.FeatureDeepFlatten, Metadata: md}
-	c := connOf(t, b, env.Admin, ref)
-	if _, direct, err := c.directCreate(ref, spec); err != nil || !direct {
+	if direct, err := directFor(t, b, env.Admin, ref, spec); err != nil || !direct {
 		t.Skipf("pool %s does not take direct creates (direct %v, %v): run `rbd pool init %s` first", ref.Pool, direct, err, ref.Pool)
 	}
 	if err := b.CreateImage(ctx, env.Admin, ref, spec); err != nil {
@@ -148,17 +147,17 @@ func TestDirectCreateLeavesWhatLibrbdsCreateWould(t *testing.T) {
 	}
 }
 
-// connOf is the backend's connection for ref's cluster and cr.
-func connOf(t *testing.T, b *Backend, cr ceph.Credentials, ref ceph.ImageRef) *conn {
+// directFor asks the backend's connection for ref's cluster and cr
+// whether it would make an image of spec in ref's pool itself.
+func directFor(t *testing.T, b *Backend, cr ceph.Credentials, ref ceph.ImageRef, spec ceph.ImageSpec) (bool, error) {
 	t.Helper()
-	var got *conn
-	if err := b.onPool(context.Background(), "test", ref, cr, func(c *conn, _ *rados.IOContext) error {
-		got = c
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return got
+	var direct bool
+	err := b.onPool(context.Background(), "test", ref, cr, func(c *conn, io *rados.IOContext) error {
+		var err error
+		_, direct, err = c.directCreate(io, ref, spec)
+		return err
+	})
+	return direct, err
 }
 
 // A directory entry left under the name (a removal cut short) refuses the
@@ -167,7 +166,7 @@ func connOf(t *testing.T, b *Backend, cr ceph.Credentials, ref ceph.ImageRef) *c
 func TestDirectCreateTakesTheNameBackWhenTheDirectoryRefusesIt(t *testing.T) {
 	b, env, ctx, ref, io := partialFixture(t, time.Minute, "direct-refused")
 	spec := ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}
-	if _, direct, err := connOf(t, b, env.Admin, ref).directCreate(ref, spec); err != nil || !direct {
+	if direct, err := directFor(t, b, env.Admin, ref, spec); err != nil || !direct {
 		t.Skipf("pool %s does not take direct creates (direct %v, %v): run `rbd pool init %s` first", ref.Pool, direct, err, ref.Pool)
 	}
 	const leftID = "feedc0ffee02"
@@ -211,7 +210,7 @@ func TestCreateInAPoolWithADefaultDataPoolGoesThroughLibrbd(t *testing.T) {
 	}
 	spec := ceph.ImageSpec{Size: 16 << 20, Features: ceph.FeatureLayering}
 	plain := ceph.ImageRef{Cluster: cl, Pool: pool, Name: "plain"}
-	if _, direct, err := connOf(t, b, env.Admin, plain).directCreate(plain, spec); err != nil || !direct {
+	if direct, err := directFor(t, b, env.Admin, plain, spec); err != nil || !direct {
 		t.Fatalf("an initialised pool without settings: direct %v, %v; want a direct create", direct, err)
 	}
 	io := rawIOContext(t, b, env.Admin, cl, pool)
@@ -221,7 +220,7 @@ func TestCreateInAPoolWithADefaultDataPoolGoesThroughLibrbd(t *testing.T) {
 	// A fresh backend: the first one trusts what it read for a while.
 	b2, _, _ := testBackend(t, Options{OpTimeout: 20 * time.Second})
 	ref := ceph.ImageRef{Cluster: cl, Pool: pool, Name: "with-data-pool"}
-	if _, direct, err := connOf(t, b2, env.Admin, ref).directCreate(ref, spec); err != nil || direct {
+	if direct, err := directFor(t, b2, env.Admin, ref, spec); err != nil || direct {
 		t.Fatalf("a pool with a default data pool: direct %v, %v; want librbd", direct, err)
 	}
 	if err := b2.CreateImage(ctx, env.Admin, ref, spec); err != nil {

@@ -22,7 +22,7 @@ import (
 // CreateImage implements ceph.Backend.
 func (b *Backend) CreateImage(ctx context.Context, cr ceph.Credentials, ref ceph.ImageRef, spec ceph.ImageSpec) error {
 	return b.onPool(ctx, "create image", ref, cr, func(c *conn, io *rados.IOContext) error {
-		order, direct, err := c.directCreate(ref, spec)
+		order, direct, err := c.directCreate(io, ref, spec)
 		if err != nil {
 			return err
 		}
