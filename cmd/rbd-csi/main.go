@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/rbd-csi/rbd-csi/internal/clusterconfig"
 	"github.com/rbd-csi/rbd-csi/internal/driver"
 	"github.com/rbd-csi/rbd-csi/internal/kms"
+	"github.com/rbd-csi/rbd-csi/internal/memrelease"
 	"github.com/rbd-csi/rbd-csi/internal/metrics"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
 	"github.com/rbd-csi/rbd-csi/internal/version"
@@ -41,6 +43,7 @@ type config struct {
 	nbdReattach   time.Duration
 	maxDepth      int
 	metricsAddr   string
+	releaseAfter  time.Duration
 	showVersion   bool
 }
 
@@ -62,6 +65,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	fs.StringVar(&c.keyringDir, "keyring-dir", mapper.DefaultKeyringDir, "node: private directory (created 0700; mount a tmpfs there) for the keyring files rbd-nbd and rbd-fuse read while mapping; each is removed when its map call returns, leftovers of a killed plugin at start-up")
 	fs.DurationVar(&c.nbdReattach, "nbd-reattach-timeout", mapper.DefaultNBDReattachTimeout, "node: how long the kernel keeps an rbd-nbd device and queues its I/O after its rbd-nbd process died (rbd-nbd --reattach-timeout; whole seconds, 1s to 1h), for the plugin to re-attach it after a restart; a StorageClass's mapOptions reattach-timeout wins")
 	fs.StringVar(&c.metricsAddr, "metrics-address", "", "serve Prometheus metrics (/metrics) and health (/healthz, /readyz: 503 while no configured cluster is reachable) over HTTP on host:port; off when empty")
+	fs.DurationVar(&c.releaseAfter, "release-memory-after", defaultReleaseAfter, "hand the memory freed by a burst of calls back to the kernel once no call came for this long (glibc's arenas of the Ceph libraries and the Go heap); 0 leaves that to the allocators")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	klog.InitFlags(fs)
 	fs.Usage = func() {
@@ -73,6 +77,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if c.releaseAfter < 0 {
+		return c, fmt.Errorf("--release-memory-after %v: want 0 (off) or a positive duration", c.releaseAfter)
 	}
 	if c.nbdReattach <= 0 {
 		// 0 means "use the default" inside; here it would be a silent surprise.
@@ -125,8 +132,15 @@ func run(c config) error {
 	}
 	backend := librbd.New(backendOptions(c, m))
 	defer backend.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	opts := driverOptions(c, mode, clusters, backend, m)
 	opts.KMS = kmsConfig
+	if c.releaseAfter > 0 {
+		r := memrelease.New(c.releaseAfter)
+		go r.Run(ctx)
+		opts.Observer = append(observers{workObserver{r}}, observersOf(opts.Observer)...)
+	}
 	d, err := driver.New(opts)
 	if err != nil {
 		return err
@@ -142,8 +156,6 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	klog.InfoS("Shutting down")
 	srv.Stop(10 * time.Second)
@@ -175,6 +187,46 @@ func driverOptions(c config, mode driver.Mode, clusters *clusterconfig.Config, b
 		opts.Observer = m
 	}
 	return opts
+}
+
+// defaultReleaseAfter is --release-memory-after's default: longer than the
+// gaps inside a burst of provisioning or pod starts, short enough that the
+// memory is back before anyone looks.
+const defaultReleaseAfter = 5 * time.Second
+
+// observers tells each of its members of every call.
+type observers []driver.RPCObserver
+
+// ObserveRPC implements driver.RPCObserver.
+func (o observers) ObserveRPC(method, code string, took time.Duration) {
+	for _, x := range o {
+		x.ObserveRPC(method, code, took)
+	}
+}
+
+func observersOf(o driver.RPCObserver) observers {
+	if o == nil {
+		return nil
+	}
+	return observers{o}
+}
+
+// workObserver reports the calls that count as work to the memory
+// releaser.
+type workObserver struct{ r *memrelease.Releaser }
+
+// ObserveRPC implements driver.RPCObserver.
+func (w workObserver) ObserveRPC(method, _ string, _ time.Duration) {
+	if countsAsWork(method) {
+		w.r.Worked()
+	}
+}
+
+// countsAsWork is every call but the Identity service's: livenessprobe's
+// and the registrar's Probe and GetPluginInfo every few seconds allocate
+// next to nothing and would otherwise bring a release after each.
+func countsAsWork(method string) bool {
+	return !strings.HasPrefix(method, "/csi.v1.Identity/")
 }
 
 // Readiness checks run this often, each bounded by readinessTimeout: often

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,6 +173,49 @@ func processMemory(pid int) (map[string]float64, error) {
 	return out, nil
 }
 
+// residentFiles sums pid's resident pages per mapped file (MiB, by base
+// name), from /proc/PID/smaps: which files make up RssFile.
+func residentFiles(pid int) (map[string]float64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	file := ""
+	for _, l := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			// a mapping's header: "start-end perms offset dev inode [path]"
+			file = ""
+			if len(f) >= 6 && strings.HasPrefix(f[5], "/") {
+				file = filepath.Base(f[5])
+			}
+		case len(f) == 3 && f[0] == "Rss:" && file != "":
+			kb, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return nil, fmt.Errorf("/proc/%d/smaps: %q: %w", pid, l, err)
+			}
+			out[file] += kb / 1024
+		}
+	}
+	return out, nil
+}
+
+// largest renders the n largest entries of m, largest first.
+func largest(m map[string]float64, n int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] })
+	var parts []string
+	for _, k := range keys[:min(n, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // selfCPU is the CPU this process has used, all threads (librados' and
 // librbd's included).
 func selfCPU() time.Duration {
@@ -179,6 +223,9 @@ func selfCPU() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// releaseAfter is the driver's default --release-memory-after.
+const releaseAfter = 5 * time.Second
 
 // footprint measures the controller's CPU per CreateVolume+DeleteVolume
 // pair (background purge scheduling included: the CPU is read once the
@@ -198,6 +245,7 @@ func (b *bench) footprint(binary string, pairs, conc int, sum *summary) error {
 	fmt.Printf("footprint: controller process %d ready %v after exec, RSS %.1f MiB (anonymous %.1f MiB, mapped files %.1f MiB)\n", p.cmd.Process.Pid, p.ready.Round(time.Millisecond), idle["VmRSS"], idle["RssAnon"], idle["RssFile"])
 	half := pairs / 2
 	var drvCPU, rawCPU time.Duration
+	var lastCall time.Time
 	for step, isDriver := range []bool{false, true, true, false} {
 		tag := fmt.Sprintf("bench-fp%d-", step)
 		if isDriver {
@@ -214,6 +262,7 @@ func (b *bench) footprint(binary string, pairs, conc int, sum *summary) error {
 				return err
 			}
 			drvCPU += after - before
+			lastCall = time.Now()
 			continue
 		}
 		before := selfCPU()
@@ -222,6 +271,9 @@ func (b *bench) footprint(binary string, pairs, conc int, sum *summary) error {
 		}
 		rawCPU += selfCPU() - before
 	}
+	// The controller hands freed memory back once it has been idle for
+	// --release-memory-after (5 s by default), within twice that.
+	time.Sleep(time.Until(lastCall.Add(2*releaseAfter + time.Second)))
 	mem, err := p.memory()
 	if err != nil {
 		return err
@@ -231,7 +283,10 @@ func (b *bench) footprint(binary string, pairs, conc int, sum *summary) error {
 	drvPer, rawPer := drvCPU/time.Duration(n), rawCPU/time.Duration(n)
 	limit := max(2*time.Millisecond, rawPer*3/2)
 	fmt.Printf("CPU per Create+Delete pair (c=%d, %d pairs): driver process %v | raw go-ceph in-process %v | ratio %.2f\n", conc, n, ms(drvPer), ms(rawPer), float64(drvPer)/float64(rawPer))
-	fmt.Printf("controller RSS after %d calls at c=%d: %.1f MiB (anonymous %.1f MiB, mapped files %.1f MiB: the binary and the Ceph libraries)\n", 2*n, conc, rss, mem["RssAnon"], mem["RssFile"])
+	fmt.Printf("controller RSS after %d calls at c=%d, idle %v: %.1f MiB (anonymous %.1f MiB, mapped files %.1f MiB: the binary and the Ceph libraries)\n", 2*n, conc, 2*releaseAfter, rss, mem["RssAnon"], mem["RssFile"])
+	if files, err := residentFiles(p.cmd.Process.Pid); err == nil {
+		fmt.Printf("controller's resident mapped files (MiB): %s\n", largest(files, 6))
+	}
 	sum.bound(fmt.Sprintf("CPU/pair c=%d", conc), ms(drvPer), ms(rawPer), float64(drvPer)/float64(rawPer), "<= max(2ms,1.5x raw)", drvPer <= limit)
 	raw, err := b.rawRSS(n)
 	if err != nil {
@@ -240,6 +295,7 @@ func (b *bench) footprint(binary string, pairs, conc int, sum *summary) error {
 	fmt.Printf("raw go-ceph process RSS after %d rbd.CreateImage+rbd.RemoveImage calls at c=%d: %.1f MiB (anonymous %.1f MiB, mapped files %.1f MiB)\n", 2*n, conc, raw["VmRSS"], raw["RssAnon"], raw["RssFile"])
 	sum.bound(fmt.Sprintf("RSS after %d calls", 2*n), fmt.Sprintf("%.1f MiB", rss), fmt.Sprintf("%.1f MiB", raw["VmRSS"]), rss/raw["VmRSS"], "<= 40 MiB", rss <= 40)
 	sum.bound("  of which anonymous", fmt.Sprintf("%.1f MiB", mem["RssAnon"]), fmt.Sprintf("%.1f MiB", raw["RssAnon"]), mem["RssAnon"]/raw["RssAnon"], "-", true)
+	sum.bound("  mapped files", fmt.Sprintf("%.1f MiB", mem["RssFile"]), fmt.Sprintf("%.1f MiB", raw["RssFile"]), mem["RssFile"]/raw["RssFile"], "-", true)
 	sum.bound("controller exec to ready", ms(p.ready), "-", math.NaN(), "-", true)
 	return nil
 }

@@ -476,6 +476,13 @@ type result struct {
 	latencies []time.Duration
 }
 
+// summed is r with its total set to the sum of its latencies (phases run
+// one call at a time).
+func (r result) summed() result {
+	r.total = sum(r.latencies)
+	return r
+}
+
 func (r result) opsPerSec() float64 { return float64(len(r.latencies)) / r.total.Seconds() }
 
 func (r result) pct(p float64) time.Duration {

@@ -23,24 +23,41 @@ import (
 // volume is attached with ControllerPublishVolume first, untimed, as the
 // external-attacher does before the kubelet stages), and once more without
 // an attach record (attachRequired: false, static volumes), where the node
-// lists the image's clients again after mapping.
+// lists the image's clients again after mapping. The three sides take
+// turns volume by volume, in an order that reverses every round, so that
+// a machine whose speed drifts (the cluster shares it) weighs on all three
+// alike instead of on whichever ran last.
 func (b *bench) nodePhases(n int, mapper string) error {
-	drvUp, drvDown, err := b.driverNodeRuns(n, mapper, true)
+	work, err := os.MkdirTemp("", "rbd-csi-bench-node")
 	if err != nil {
-		return fmt.Errorf("driver node path: %w", err)
+		return err
 	}
-	bareUp, bareDown, err := b.driverNodeRuns(n, mapper, false)
+	defer os.RemoveAll(work)
+	conf, keyring, err := b.clientFiles(work)
 	if err != nil {
-		return fmt.Errorf("driver node path without attach records: %w", err)
+		return err
 	}
-	rawUp, rawDown, err := b.rawNodeRuns(n, mapper)
-	if err != nil {
-		return fmt.Errorf("raw node path: %w", err)
+	var drvUp, drvDown, bareUp, bareDown, rawUp, rawDown result
+	sides := []func(i int) error{
+		func(i int) error { return b.driverNodeRun(work, i, mapper, true, &drvUp, &drvDown) },
+		func(i int) error { return b.driverNodeRun(work, i, mapper, false, &bareUp, &bareDown) },
+		func(i int) error { return b.rawNodeRun(work, conf, keyring, i, mapper, &rawUp, &rawDown) },
 	}
-	b.report("Stage+Publish "+mapper, 1, drvUp, rawUp, "by hand "+mapper, 0.9)
-	b.report("Unpub+Unstage "+mapper, 1, drvDown, rawDown, "by hand "+mapper, 0)
-	b.report("Stage+Publish "+mapper+" no record", 1, bareUp, rawUp, "by hand "+mapper, 0)
-	b.report("Unpub+Unstage "+mapper+" no record", 1, bareDown, rawDown, "by hand "+mapper, 0)
+	names := []string{"driver node path", "driver node path without attach records", "raw node path"}
+	for i := range n {
+		for k := range sides {
+			if i%2 == 1 {
+				k = len(sides) - 1 - k
+			}
+			if err := sides[k](i); err != nil {
+				return fmt.Errorf("%s: %w", names[k], err)
+			}
+		}
+	}
+	b.report("Stage+Publish "+mapper, 1, drvUp.summed(), rawUp.summed(), "by hand "+mapper, 0.9)
+	b.report("Unpub+Unstage "+mapper, 1, drvDown.summed(), rawDown.summed(), "by hand "+mapper, 0)
+	b.report("Stage+Publish "+mapper+" no record", 1, bareUp.summed(), rawUp.summed(), "by hand "+mapper, 0)
+	b.report("Unpub+Unstage "+mapper+" no record", 1, bareDown.summed(), rawDown.summed(), "by hand "+mapper, 0)
 	return nil
 }
 
@@ -107,81 +124,56 @@ func (b *bench) deleteVolume(v driverVolume) error {
 	return err
 }
 
-func (b *bench) driverNodeRuns(n int, mapper string, attached bool) (up, down result, err error) {
-	up.latencies, down.latencies = make([]time.Duration, n), make([]time.Duration, n)
-	work, err := os.MkdirTemp("", "rbd-csi-bench-node")
+// driverNodeRun creates volume i, stages and publishes it through the
+// driver, then unpublishes, unstages and deletes it, adding the two timed
+// halves to up and down.
+func (b *bench) driverNodeRun(work string, i int, mapper string, attached bool, up, down *result) error {
+	v, err := b.createVolume(fmt.Sprintf("bench-node-%s-%v-%d", mapper, attached, i), work, mapper)
 	if err != nil {
-		return up, down, err
+		return err
 	}
-	defer os.RemoveAll(work)
-	for i := range n {
-		v, err := b.createVolume(fmt.Sprintf("bench-node-%s-%v-%d", mapper, attached, i), work, mapper)
-		if err != nil {
-			return up, down, err
-		}
-		if attached {
-			if err := b.attach(&v); err != nil {
-				return up, down, err
-			}
-		}
-		t := time.Now()
-		if err := b.stagePublish(v); err != nil {
-			return up, down, err
-		}
-		up.latencies[i] = time.Since(t)
-		t = time.Now()
-		if err := b.unpublishUnstage(v); err != nil {
-			return up, down, err
-		}
-		down.latencies[i] = time.Since(t)
-		if attached {
-			if err := b.detach(v); err != nil {
-				return up, down, err
-			}
-		}
-		if err := b.deleteVolume(v); err != nil {
-			return up, down, err
+	if attached {
+		if err := b.attach(&v); err != nil {
+			return err
 		}
 	}
-	up.total, down.total = sum(up.latencies), sum(down.latencies)
-	return up, down, nil
+	t := time.Now()
+	if err := b.stagePublish(v); err != nil {
+		return err
+	}
+	up.latencies = append(up.latencies, time.Since(t))
+	t = time.Now()
+	if err := b.unpublishUnstage(v); err != nil {
+		return err
+	}
+	down.latencies = append(down.latencies, time.Since(t))
+	if attached {
+		if err := b.detach(v); err != nil {
+			return err
+		}
+	}
+	return b.deleteVolume(v)
 }
 
-func (b *bench) rawNodeRuns(n int, mapper string) (up, down result, err error) {
-	up.latencies, down.latencies = make([]time.Duration, n), make([]time.Duration, n)
-	work, err := os.MkdirTemp("", "rbd-csi-bench-raw")
-	if err != nil {
-		return up, down, err
+// rawNodeRun is driverNodeRun done by hand on an image of its own.
+func (b *bench) rawNodeRun(work, conf, keyring string, i int, mapper string, up, down *result) error {
+	name := fmt.Sprintf("bench-raw-node-%s-%d", mapper, i)
+	if err := b.rawImage(name); err != nil {
+		return err
 	}
-	defer os.RemoveAll(work)
-	conf, keyring, err := b.clientFiles(work)
-	if err != nil {
-		return up, down, err
+	h := handAttach{mapper: mapper, dir: filepath.Join(work, name), conf: conf, keyring: keyring, pool: b.cfg.pool, image: name}
+	t := time.Now()
+	if err := h.up(); err != nil {
+		h.down()
+		return err
 	}
-	for i := range n {
-		name := fmt.Sprintf("bench-raw-node-%s-%d", mapper, i)
-		err := b.rawImage(name)
-		if err != nil {
-			return up, down, err
-		}
-		h := handAttach{mapper: mapper, dir: filepath.Join(work, name), conf: conf, keyring: keyring, pool: b.cfg.pool, image: name}
-		t := time.Now()
-		if err := h.up(); err != nil {
-			h.down()
-			return up, down, err
-		}
-		up.latencies[i] = time.Since(t)
-		t = time.Now()
-		if err := h.down(); err != nil {
-			return up, down, err
-		}
-		down.latencies[i] = time.Since(t)
-		if err := rbd.RemoveImage(b.io, name); err != nil {
-			return up, down, err
-		}
+	up.latencies = append(up.latencies, time.Since(t))
+	t = time.Now()
+	if err := h.down(); err != nil {
+		return err
 	}
-	up.total, down.total = sum(up.latencies), sum(down.latencies)
-	return up, down, nil
+	down.latencies = append(down.latencies, time.Since(t))
+	return rbd.RemoveImage(b.io, name)
 }
 
 // clientFiles writes a ceph.conf and an admin keyring for the CLI tools.
