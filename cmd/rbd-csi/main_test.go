@@ -49,17 +49,25 @@ func TestHelpDocumentsTheMetricsAddress(t *testing.T) {
 	}
 }
 
-func TestNBDReattachTimeoutFlag(t *testing.T) {
+func TestDurationFlags(t *testing.T) {
+	nbd := func(c config) time.Duration { return c.nbdReattach }
+	release := func(c config) time.Duration { return c.releaseAfter }
 	for _, tc := range []struct {
 		name string
+		flag string
+		get  func(config) time.Duration
 		args []string
 		want time.Duration
 		err  bool
 	}{
-		{name: "the default is the mapper's", want: mapper.DefaultNBDReattachTimeout},
-		{name: "a value is taken as given", args: []string{"--nbd-reattach-timeout=90s"}, want: 90 * time.Second},
-		{name: "zero is refused, not read as the default", args: []string{"--nbd-reattach-timeout=0s"}, err: true},
-		{name: "a negative value is refused", args: []string{"--nbd-reattach-timeout=-5s"}, err: true},
+		{name: "nbd reattach: the default is the mapper's", flag: "--nbd-reattach-timeout", get: nbd, want: mapper.DefaultNBDReattachTimeout},
+		{name: "nbd reattach: a value is taken as given", flag: "--nbd-reattach-timeout", get: nbd, args: []string{"--nbd-reattach-timeout=90s"}, want: 90 * time.Second},
+		{name: "nbd reattach: zero is refused, not read as the default", flag: "--nbd-reattach-timeout", get: nbd, args: []string{"--nbd-reattach-timeout=0s"}, err: true},
+		{name: "nbd reattach: a negative value is refused", flag: "--nbd-reattach-timeout", get: nbd, args: []string{"--nbd-reattach-timeout=-5s"}, err: true},
+		{name: "memory release: on by default", flag: "--release-memory-after", get: release, want: defaultReleaseAfter},
+		{name: "memory release: a value is taken as given", flag: "--release-memory-after", get: release, args: []string{"--release-memory-after=30s"}, want: 30 * time.Second},
+		{name: "memory release: zero turns it off", flag: "--release-memory-after", get: release, args: []string{"--release-memory-after=0"}, want: 0},
+		{name: "memory release: a negative value is refused", flag: "--release-memory-after", get: release, args: []string{"--release-memory-after=-1s"}, err: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("rbd-csi", flag.ContinueOnError)
@@ -68,39 +76,10 @@ func TestNBDReattachTimeoutFlag(t *testing.T) {
 			if (err != nil) != tc.err {
 				t.Fatalf("err %v, want an error: %t", err, tc.err)
 			}
-			if err == nil && got.nbdReattach != tc.want {
-				t.Fatalf("timeout %v, want %v", got.nbdReattach, tc.want)
+			if err == nil && tc.get(got) != tc.want {
+				t.Fatalf("%s %v, want %v", tc.flag, tc.get(got), tc.want)
 			}
-			if err != nil && !strings.Contains(err.Error(), "--nbd-reattach-timeout") {
-				t.Fatalf("%q does not name the flag", err)
-			}
-		})
-	}
-}
-
-func TestReleaseMemoryAfterFlag(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		args []string
-		want time.Duration
-		err  bool
-	}{
-		{name: "on by default", want: defaultReleaseAfter},
-		{name: "a value is taken as given", args: []string{"--release-memory-after=30s"}, want: 30 * time.Second},
-		{name: "zero turns it off", args: []string{"--release-memory-after=0"}, want: 0},
-		{name: "a negative value is refused", args: []string{"--release-memory-after=-1s"}, err: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fs := flag.NewFlagSet("rbd-csi", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			got, err := parseFlags(fs, tc.args)
-			if (err != nil) != tc.err {
-				t.Fatalf("err %v, want an error: %t", err, tc.err)
-			}
-			if err == nil && got.releaseAfter != tc.want {
-				t.Fatalf("release after %v, want %v", got.releaseAfter, tc.want)
-			}
-			if err != nil && !strings.Contains(err.Error(), "--release-memory-after") {
+			if err != nil && !strings.Contains(err.Error(), tc.flag) {
 				t.Fatalf("%q does not name the flag", err)
 			}
 		})
