@@ -70,6 +70,9 @@ type config struct {
 	scale int
 	// scaleNode is the fuse volumes the scale phases stage on one node.
 	scaleNode int
+	// driverLog, when set, receives the in-process driver's log at -v=4,
+	// which times every command the node path runs.
+	driverLog string
 }
 
 func main() {
@@ -92,6 +95,7 @@ func main() {
 	flag.StringVar(&c.memProfile, "memprofile", "", "write a heap profile after the controller phases to this file")
 	flag.IntVar(&c.scale, "scale", 0, "run only the scale phases (make bench-scale): fill the pool with this many volumes through a controller process and time what must not grow with it")
 	flag.IntVar(&c.scaleNode, "scale-node", 100, "with -scale: fuse volumes staged and published through a node plugin process, whose restart and NodeGetVolumeStats sweep are timed (0 skips; needs root)")
+	flag.StringVar(&c.driverLog, "driver-log", "", "write the in-process driver's log at verbosity 4 (each node command and its duration) to this file (empty: discarded)")
 	rawRSSPairs := flag.Int("raw-rss-child", 0, "internal: be the footprint phase's raw go-ceph process; make this many rbd.CreateImage+rbd.RemoveImage pairs at c=16 and print the process's memory")
 	flag.Parse()
 	c.nodeMappers = strings.Split(*mappers, ",")
@@ -157,8 +161,11 @@ type bench struct {
 }
 
 func run(c config) error {
-	klog.SetOutput(nilWriter{})
-	klog.LogToStderr(false)
+	closeLog, err := driverLogTo(c.driverLog)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	b, closePool, err := openPool(c)
 	if err != nil {
 		return err
@@ -539,6 +546,28 @@ func (b *bench) report(phase string, conc int, drv, raw result, rawName string, 
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+// driverLogTo sends klog to path at verbosity 4, or nowhere when path is
+// empty: the bench's own output is its figures.
+func driverLogTo(path string) (func(), error) {
+	klog.LogToStderr(false)
+	if path == "" {
+		klog.SetOutput(nilWriter{})
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("driver log: %w", err)
+	}
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	if err := fs.Set("v", "4"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	klog.SetOutput(f)
+	return func() { klog.Flush(); f.Close() }, nil
+}
 
 type nilWriter struct{}
 

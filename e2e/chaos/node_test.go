@@ -44,13 +44,7 @@ func (v *nodeVolume) publishReq() *csi.NodePublishVolumeRequest {
 // mounted, attached or running under the test's directories, and a fresh
 // stage reads the same data back from Ceph.
 func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
-	requireChaos(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the node path mounts filesystems and attaches loop devices: run as root")
-	}
-	p, d := startNodePlugin(t)
-	fig := newFigure("node-plugin-killed")
-	fig.set("mapper", harness.Mapper(t))
+	p, d, fig := startNodeScenario(t, "node-plugin-killed")
 	defer fig.print(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -89,6 +83,70 @@ func TestChaosNodePluginKilledWhileStagedAndPublished(t *testing.T) {
 	}
 }
 
+// Scenario 3c: the node plugin dies after its mapper mapped the image and
+// before it recorded the device (failpoint stage-after-map; a kill while
+// the mapper runs leaves the same: the mapping outlives the plugin). The
+// image then has a client, that mapping, which the kubelet's retried
+// stage must adopt instead of refusing it as another node's; the volume
+// then works, and unstage leaves nothing behind.
+func TestChaosNodePluginKilledBetweenMapAndRecord(t *testing.T) {
+	p, d, fig := startNodeScenario(t, "node-plugin-killed-after-map")
+	defer fig.print(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	v := createNodeVolume(ctx, t, p, d, 0)
+	d.Restart("RBD_CSI_FAILPOINTS=stage-after-map")
+	if _, err := d.Node().NodeStageVolume(ctx, v.stageReq(p)); err == nil {
+		t.Fatal("NodeStageVolume succeeded although the plugin was to die after the map")
+	}
+	if !d.WaitExit(10 * time.Second) {
+		t.Fatal("the failpoint did not kill the plugin")
+	}
+	d.Restart()
+	// Ten tries at most: a refusal of the plugin's own mapping would
+	// repeat for ever, and the kubelet would retry just as blindly.
+	var err error
+	tries := 0
+	for tries < 10 {
+		tries++
+		if err = stagePublish(ctx, p, d, v); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	fig.set("stage_tries_after_restart", tries)
+	if err != nil {
+		t.Fatalf("the retried stage never succeeded: %v", err)
+	}
+	writeData(t, v)
+	dropCaches(t, v.target)
+	vols := []*nodeVolume{v}
+	fig.zero(t, "corrupt", countCorrupt(t, vols))
+	fig.zero(t, "teardown_failed", tearDown(ctx, d, vols))
+	left := append(harness.Leftovers(p.Dir), kernelLeftovers(t, vols)...)
+	fig.zero(t, "leftovers", len(left), left)
+	fig.secretsInLog(t, []*harness.Driver{d}, p.Env.Admin.Key)
+	if _, err := d.Controller().DeleteVolume(ctx, p.DeleteReq(v.vol.VolumeId)); err != nil {
+		t.Errorf("clean-up: %v", err)
+	}
+}
+
+// startNodeScenario starts a node scenario: it needs the suite enabled and
+// root (it mounts filesystems and attaches devices), a node plugin, and a
+// figure line that names the mapper.
+func startNodeScenario(t *testing.T, scenario string) (*harness.Pool, *harness.Driver, *figure) {
+	t.Helper()
+	requireChaos(t)
+	if os.Geteuid() != 0 {
+		t.Skip("the node path mounts filesystems and attaches devices: run as root")
+	}
+	p, d := startNodePlugin(t)
+	fig := newFigure(scenario)
+	fig.set("mapper", harness.Mapper(t))
+	return p, d, fig
+}
+
 // startNodePlugin starts a plugin serving controller and node with the
 // mapper the run asks for.
 func startNodePlugin(t *testing.T) (*harness.Pool, *harness.Driver) {
@@ -121,6 +179,30 @@ func kernelLeftovers(t *testing.T, vols []*nodeVolume) []string {
 // random data through it, synced to the image.
 func setUpVolume(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, i int) *nodeVolume {
 	t.Helper()
+	v := createNodeVolume(ctx, t, p, d, i)
+	if err := stagePublish(ctx, p, d, v); err != nil {
+		t.Fatal(err)
+	}
+	writeData(t, v)
+	return v
+}
+
+// writeData writes 1 MiB of random data to v's published filesystem,
+// synced to the image, and keeps its checksum.
+func writeData(t *testing.T, v *nodeVolume) {
+	t.Helper()
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	v.sum = sha256.Sum256(data)
+	if err := writeSynced(filepath.Join(v.target, "data.bin"), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createNodeVolume creates volume i for the run's mapper, with its staging
+// directory, and tears it down at the end of the test.
+func createNodeVolume(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.Driver, i int) *nodeVolume {
+	t.Helper()
 	req := p.CreateReq(fmt.Sprintf("pvc-node-%d", i))
 	req.CapacityRange.RequiredBytes = 256 << 20
 	req.Parameters["mounter"] = harness.Mapper(t)
@@ -133,15 +215,6 @@ func setUpVolume(ctx context.Context, t *testing.T, p *harness.Pool, d *harness.
 	v := &nodeVolume{vol: resp.Volume, staging: filepath.Join(dir, "staging"), target: filepath.Join(dir, "pod", "mount")}
 	t.Cleanup(func() { tearDown(context.Background(), d, []*nodeVolume{v}) })
 	if err := os.MkdirAll(v.staging, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := stagePublish(ctx, p, d, v); err != nil {
-		t.Fatal(err)
-	}
-	data := make([]byte, 1<<20)
-	_, _ = rand.Read(data)
-	v.sum = sha256.Sum256(data)
-	if err := writeSynced(filepath.Join(v.target, "data.bin"), data); err != nil {
 		t.Fatal(err)
 	}
 	return v
@@ -233,14 +306,8 @@ func dropCaches(t *testing.T, paths ...string) {
 // plugin's absence, failed writes, the longest stall, and whether what the
 // writer wrote reads back from Ceph after a restage.
 func TestChaosNodeWriterKeepsWritingAcrossPluginRestart(t *testing.T) {
-	requireChaos(t)
-	if os.Geteuid() != 0 {
-		t.Skip("the node path mounts filesystems and attaches devices: run as root")
-	}
-	p, d := startNodePlugin(t)
-	fig := newFigure("node-writer-across-plugin-restart")
+	p, d, fig := startNodeScenario(t, "node-writer-across-plugin-restart")
 	defer fig.print(t)
-	fig.set("mapper", harness.Mapper(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	v := setUpVolume(ctx, t, p, d, 0)

@@ -154,7 +154,7 @@ suite_crypt() {
 suite_bench() {
   local m=${MAPPERS// /,}
   part bench-node $((300 * SLOW)) -- "$KERNEL_BIN/bench" -node-only -node-mappers "$m" \
-    -node-count "${KERNEL_BENCH_COUNT:-3}" -io-mib "${KERNEL_BENCH_MIB:-64}"
+    -node-count "${KERNEL_BENCH_COUNT:-3}" -io-mib "${KERNEL_BENCH_MIB:-64}" -driver-log "$GUEST_OUT/bench-driver.log"
   cp "$GUEST_OUT/bench-node.log" "$GUEST_OUT/bench.figures"
 }
 

@@ -17,6 +17,9 @@
 #                   TestChaosNode|TestChaosTwoNodes: all node scenarios and
 #                   the two-node race)
 #   KERNEL_TWONODE_ROUNDS  rounds of the two-node race (default 100)
+#   KERNEL_BENCH_COUNT  volumes per side in the bench suite's node phases
+#                   (default 3); KERNEL_BENCH_MIB  MiB per fio phase (default
+#                   64; 0 skips the throughput phases)
 #   KERNEL_SANITY_IDEMPOTENT  csi-sanity's repeats of idempotent calls
 #                   (default 10, as in make test; CI uses 2)
 #   KERNEL_BASE     work directory (default /tmp/rbdcsi-kernel): binaries,
@@ -82,6 +85,7 @@ for suite in $SUITES; do
     --env KERNEL_CRYPT_MAPPERS="${KERNEL_CRYPT_MAPPERS:-$MAPPERS}" \
     --env KERNEL_CHAOS_RUN="${KERNEL_CHAOS_RUN:-TestChaosNode|TestChaosTwoNodes}" \
     --env KERNEL_TWONODE_ROUNDS="${KERNEL_TWONODE_ROUNDS:-100}" \
+    --env KERNEL_BENCH_COUNT="${KERNEL_BENCH_COUNT:-3}" --env KERNEL_BENCH_MIB="${KERNEL_BENCH_MIB:-64}" \
     --env KERNEL_RUN="${KERNEL_RUN:-}" --env KERNEL_SANITY_IDEMPOTENT="${KERNEL_SANITY_IDEMPOTENT:-10}" || rc=$?
   [ "$rc" -eq 0 ] || guest_failed+=("$suite (exit $rc)")
   if [ -s "$run/parts.txt" ]; then

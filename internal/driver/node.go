@@ -17,6 +17,7 @@ import (
 
 	"github.com/rbd-csi/rbd-csi/internal/attach"
 	"github.com/rbd-csi/rbd-csi/internal/ceph"
+	"github.com/rbd-csi/rbd-csi/internal/failpoint"
 	"github.com/rbd-csi/rbd-csi/internal/kms"
 	"github.com/rbd-csi/rbd-csi/internal/node/crypt"
 	"github.com/rbd-csi/rbd-csi/internal/node/mapper"
@@ -278,7 +279,16 @@ func (d *nodeService) restage(st *stageState, r stageRequest) (*csi.NodeStageVol
 // stage maps the image and mounts it. prevMapped says the previous state's
 // device still maps the image on this node: then its watch is our own and
 // not a sign of another client.
+//
+// A previous stage that died before recording its device (the plugin was
+// killed while the mapper ran) may have left the image mapped here, and
+// that mapping's watch looks like any other client's. Such a stage skips
+// the check before the map, lets the mapper adopt what it finds, and
+// always runs the check after it, which allows exactly one client: the
+// adopted mapping. Otherwise the retry would refuse its own mapping for
+// ever.
 func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageState, prevMapped bool) (resp *csi.NodeStageVolumeResponse, err error) {
+	interrupted := prev != nil && prev.Device == nil
 	if r.enc.Enabled {
 		if err := d.crypt.Check(ctx); err != nil {
 			return nil, statusOf(err, "volume "+r.volumeID+" is encrypted")
@@ -288,7 +298,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err != nil {
 		return nil, err
 	}
-	info, err := d.inspectForStage(ctx, r, ref, !prevMapped)
+	info, err := d.inspectForStage(ctx, r, ref, !prevMapped && !interrupted)
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +332,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 		d.rollbackMap(st, prev != nil, err)
 		return nil, statusOf(err, fmt.Sprintf("map %s with %s", ref, r.mapperName))
 	}
+	failpoint.Crash("stage-after-map")
 	defer func() {
 		if err != nil {
 			d.rollbackStage(st)
@@ -331,7 +342,7 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if !prevMapped && !r.hasAttachRecord() {
+	if interrupted || (!prevMapped && !r.hasAttachRecord()) {
 		if err := d.checkSoleWriter(ctx, r, ref); err != nil {
 			return nil, err
 		}
@@ -539,7 +550,7 @@ func (d *nodeService) checkSoleWriter(ctx context.Context, r stageRequest, ref c
 		return statusOf(err, "list clients of "+ref.String()+" after mapping it")
 	}
 	if len(ws) > 1 {
-		return status.Errorf(codes.FailedPrecondition, "volume image %s has %d clients after this node mapped it, one of them at %s: another node mapped it at the same moment, so this node unmapped it again; the stage is retried (`rbd status %s` shows the clients)", ref, len(ws), ws[0].Addr, ref)
+		return status.Errorf(codes.FailedPrecondition, "volume image %s has %d clients after this node mapped it, one of them at %s: another node mapped it too (at the same moment, or before this node's interrupted stage is retried), so this node unmapped it again; the stage is retried (`rbd status %s` shows the clients)", ref, len(ws), ws[0].Addr, ref)
 	}
 	return nil
 }

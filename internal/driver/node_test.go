@@ -1520,3 +1520,49 @@ func TestExplainNotGrownOnlyAddsTheRBDNBDBugToADeviceThatDidNotGrow(t *testing.T
 		})
 	}
 }
+
+// A plugin killed while its mapper ran leaves the state without a device
+// and the image mapped here, that mapping's client a watcher of the image.
+// The retried stage must adopt that mapping, not take it for another
+// node's; a second client besides it still makes the stage back out.
+func TestNodeStageVolumeRetriedAfterDyingDuringTheMap(t *testing.T) {
+	orphan := ceph.Watcher{Addr: "10.0.0.9:0/9", Client: 9}
+	tests := []struct {
+		name     string
+		watchers []ceph.Watcher
+		allowed  bool
+	}{
+		{"only the dead stage's mapping: adopted and staged", []ceph.Watcher{orphan}, true},
+		{"another node's client as well: backs out", []ceph.Watcher{orphan, {Addr: "10.1.2.3:0/42", Client: 4711}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newNodeEnv(t)
+			st := &stageState{VolumeID: e.volID, Mapper: "fake", StagingPath: e.staging, FsType: "ext4", Image: stageImage{ClusterID: clusterID, Pool: testPool, Name: e.ref.Name}}
+			if err := st.save(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.m.Map(context.Background(), mapper.Image{Pool: testPool, Name: e.ref.Name}, mapper.MapOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			e.ceph.SetWatchers(e.ref, tc.watchers)
+			_, err := e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))
+			if !tc.allowed {
+				wantCode(t, err, codes.FailedPrecondition, "another node mapped it")
+				if n := e.m.mappedCount(); n != 0 {
+					t.Errorf("%d images still mapped", n)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("stage: %v", err)
+			}
+			if got := e.state(t); got == nil || got.Device == nil || !got.Mounted {
+				t.Fatalf("state after the retried stage: %+v", got)
+			}
+			if n := e.m.mappedCount(); n != 1 {
+				t.Errorf("%d images mapped, want the adopted one", n)
+			}
+		})
+	}
+}

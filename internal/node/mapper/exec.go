@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // Command is one run of an external program.
@@ -55,7 +57,11 @@ func (OSExecutor) Run(ctx context.Context, c Command) ([]byte, []byte, error) {
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	err := cmd.Run()
+	// Where a stage's time goes is the first question when a node is slow;
+	// the command line carries no secret (see Command.Args).
+	klog.V(4).InfoS("ran command", "cmd", c.String(), "duration", time.Since(start), "err", err)
 	if errors.Is(err, exec.ErrWaitDelay) {
 		// The command succeeded; only a forked child kept a pipe open.
 		err = nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,9 @@ type nbdRig struct {
 func newNBDRig(t *testing.T) *nbdRig {
 	t.Helper()
 	r := &nbdRig{exec: &fakeExec{}, sysfs: t.TempDir(), secretDir: t.TempDir()}
+	if err := os.Mkdir(filepath.Join(r.sysfs, "block"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	r.cfg = Config{SysfsRoot: r.sysfs, SecretDir: r.secretDir, Exec: r.exec, RBDNBDPath: "/usr/bin/rbd-nbd"}
 	r.exec.handler = r.defaultHandler
 	t.Cleanup(func() {
@@ -49,10 +53,18 @@ func (r *nbdRig) mapper(t *testing.T) Mapper {
 	return m
 }
 
+// setMapped makes the fake list-mapped report m. Like the kernel, sysfs
+// then shows each device as connected (rbd-nbd lists only those).
 func (r *nbdRig) setMapped(m ...nbdMapped) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mapped = m
+	for _, x := range m {
+		dir := filepath.Join(r.sysfs, "block", filepath.Base(x.Device))
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(x.PID)+"\n"), 0o644)
+		}
+	}
 }
 
 // defaultHandler answers list-mapped from r.mapped and maps to /dev/nbd0.
@@ -307,19 +319,23 @@ func TestNBDUnmap(t *testing.T) {
 		backend   string
 		stderr    string
 		wantUnmap bool
-		want      error
+		// wantList: rbd-nbd list-mapped had to be asked whose device it
+		// is (not when the kernel shows our cookie, nor with no device
+		// connected at all).
+		wantList bool
+		want     error
 	}{
-		{name: "listed for our image: unmapped", wantUnmap: true,
+		{name: "listed for our image: unmapped", wantUnmap: true, wantList: true,
 			mapped: []nbdMapped{{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd4"}}},
 		{name: "not listed, not connected: already gone"},
-		{name: "listed for another image: device reused, left alone",
+		{name: "listed for another image: device reused, left alone", wantList: true,
 			mapped: []nbdMapped{{Pool: "kube", Image: "newcomer", Device: "/dev/nbd4"}}},
-		{name: "daemon dead but kernel holds our cookie: unmapped", connected: true, backend: "cookie-4", wantUnmap: true},
-		{name: "daemon dead, kernel holds another cookie: left alone", connected: true, backend: "cookie-x"},
+		{name: "kernel holds our cookie: unmapped without listing", connected: true, backend: "cookie-4", wantUnmap: true},
+		{name: "kernel holds another cookie: left alone", connected: true, backend: "cookie-x", wantList: true},
 		// Pacific's rbd-nbd unmap disconnects a device even while it is
 		// open (make test-kernel); the opener check refuses first. Should
 		// a release refuse by itself, its EBUSY still means busy.
-		{name: "rbd-nbd itself refuses with EBUSY", wantUnmap: true, stderr: "rbd-nbd: failed to disconnect: (16) Device or resource busy", want: ErrDeviceBusy,
+		{name: "rbd-nbd itself refuses with EBUSY", wantUnmap: true, wantList: true, stderr: "rbd-nbd: failed to disconnect: (16) Device or resource busy", want: ErrDeviceBusy,
 			mapped: []nbdMapped{{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd4"}}},
 	}
 	for _, tc := range tests {
@@ -345,6 +361,9 @@ func TestNBDUnmap(t *testing.T) {
 			}
 			if tc.wantUnmap && !slices.Equal(unmaps[0].Args, []string{"unmap", "/dev/nbd4"}) {
 				t.Errorf("unmap argv %q", unmaps[0].Args)
+			}
+			if listed := len(callsOf(rig.exec.Calls(), "list-mapped")) > 0; listed != tc.wantList {
+				t.Errorf("list-mapped run: %v, want %v", listed, tc.wantList)
 			}
 		})
 	}
@@ -626,5 +645,39 @@ func TestNBDReattachTimeoutIsBounded(t *testing.T) {
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidOptions)) {
 			t.Errorf("New with reattach timeout %v: %v; want accepted: %t", tc.timeout, err, tc.ok)
 		}
+	}
+}
+
+// rbd-nbd list-mapped lists only connected devices (a pid file in sysfs);
+// with none there is nothing to ask it, and a map runs rbd-nbd once.
+func TestNBDListsMappingsOnlyWhenSomeDeviceIsConnected(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		connected     bool
+		noSysfs       bool
+		wantListCalls int
+	}{
+		{name: "no nbd device connected: no list-mapped", connected: false, wantListCalls: 0},
+		{name: "another image's device connected: list-mapped asked", connected: true, wantListCalls: 1},
+		{name: "sysfs unreadable: list-mapped asked", noSysfs: true, wantListCalls: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			if tc.noSysfs {
+				rig.cfg.SysfsRoot = filepath.Join(rig.sysfs, "absent")
+			}
+			if tc.connected {
+				rig.setMapped(nbdMapped{PID: 77, Pool: "kube", Image: "other", Device: "/dev/nbd3"})
+			}
+			if _, err := rig.mapper(t).Map(ctxTimeout(t, 5*time.Second), nbdImage(), MapOptions{}); err != nil {
+				t.Fatalf("Map: %v", err)
+			}
+			if got := len(callsOf(rig.exec.Calls(), "list-mapped")); got != tc.wantListCalls {
+				t.Fatalf("%d list-mapped runs, want %d (calls %v)", got, tc.wantListCalls, rig.exec.Calls())
+			}
+			if got := len(callsOf(rig.exec.Calls(), "map")); got != 1 {
+				t.Fatalf("%d map runs, want 1", got)
+			}
+		})
 	}
 }

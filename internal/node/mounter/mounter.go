@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/klog/v2"
 	mountutils "k8s.io/mount-utils"
 )
 
@@ -80,7 +81,9 @@ func (r *Real) run(ctx context.Context, name string, args ...string) ([]byte, er
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
 	err := cmd.Run()
+	klog.V(4).InfoS("ran command", "cmd", name+" "+strings.Join(args, " "), "duration", time.Since(start), "err", err)
 	if ctx.Err() != nil {
 		return out.Bytes(), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), ctx.Err())
 	}
