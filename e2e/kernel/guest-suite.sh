@@ -100,7 +100,7 @@ suite_facts() {
 
 suite_node() {
   local m
-  part mapper-kernel $((120 * SLOW)) -- $(gotest mapper.test $((120 * SLOW)) -test.run 'TestRealKRBD')
+  part mapper-kernel $((120 * SLOW)) -- $(gotest mapper.test $((120 * SLOW)) -test.run 'TestRealKRBD|TestRealNBD')
   for m in $MAPPERS; do
     part "node-$m" $((300 * SLOW)) RBDCSI_E2E_MAPPER="$m" RBD_CSI_BIN="$KERNEL_BIN/rbd-csi" -- $(gotest node.test $((300 * SLOW)))
   done

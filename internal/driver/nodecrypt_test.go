@@ -99,6 +99,20 @@ func TestEncryptedMountVolumeIsFormattedOnceAndMountedThroughLUKS(t *testing.T) 
 	e.wantNoKeyInCommands(t)
 }
 
+// What Ceph knows of an encrypted image (never written) says nothing of
+// the opened LUKS device above it, so its filesystem is always probed for
+// before mkfs.
+func TestEncryptedVolumeIsProbedBeforeMkfsEvenWhenNeverWritten(t *testing.T) {
+	e := newEncNodeEnv(t)
+	e.ceph.Blank = map[string]bool{e.ref.Name: true}
+	if _, err := e.d.NodeStageVolume(context.Background(), e.encStageReq(fsCap("ext4", modeSNW))); err != nil {
+		t.Fatal(err)
+	}
+	if e.mnt.BlankFormats != 0 || e.mnt.Formatted != 1 {
+		t.Fatalf("formats without a probe %d, mkfs runs %d; want 0 and 1", e.mnt.BlankFormats, e.mnt.Formatted)
+	}
+}
+
 func TestEncryptedBlockVolumeIsPublishedAsTheLUKSDeviceAndGrowsWithIt(t *testing.T) {
 	e := newEncNodeEnv(t)
 	ctx := context.Background()

@@ -75,6 +75,18 @@ func (b *Backend) SwapAttachRecord(ctx context.Context, cr ceph.Credentials, ref
 
 // Blocklist implements ceph.AttachBackend. Its operation name makes each
 // fenced client one "blocklist_client" operation in the metrics.
+//
+// The monitor answers once the entry is in a committed OSD map, but the
+// OSDs learn of that map later: until then they still take the fenced
+// client's writes (`make chaos` saw one land 0.1 s after the fence
+// returned, on a loaded machine). So the call returns only once this
+// connection holds that map: every later operation on it carries the new
+// epoch, and an OSD behind it catches up before serving that operation;
+// the attach record's update, which follows every fence, therefore makes
+// the OSD holding it refuse the fenced client before the detach returns.
+// Another OSD applies the entry when the map reaches it or when the new
+// node's first request does, whichever comes first: the model of librbd's
+// own lock break.
 func (b *Backend) Blocklist(ctx context.Context, cr ceph.Credentials, cl ceph.Cluster, addr string, expiry time.Duration) error {
 	req, err := json.Marshal(map[string]any{"prefix": "osd blocklist", "blocklistop": "add", "addr": addr,
 		// A whole number would encode as a JSON integer, which the monitor
@@ -87,6 +99,9 @@ func (b *Backend) Blocklist(ctx context.Context, cr ceph.Credentials, cl ceph.Cl
 		_, status, err := c.rc.MonCommand(req)
 		if err != nil {
 			return fmt.Errorf("%w (%s)", err, status)
+		}
+		if err := c.rc.WaitForLatestOSDMap(); err != nil {
+			return fmt.Errorf("blocklisted, but waiting for the OSD map that holds the entry: %w", err)
 		}
 		return nil
 	})

@@ -222,6 +222,9 @@ type Config struct {
 	SysfsRoot string
 	// DevRoot is the device directory ("/dev" when empty).
 	DevRoot string
+	// ProcRoot is where procfs is mounted ("/proc" when empty), read for
+	// the command line of the rbd-nbd process serving a device.
+	ProcRoot string
 	// StateDir holds the fuse mapper's per-image state: mountpoints, pid
 	// files, logs. It must survive plugin restarts (a hostPath) and is
 	// required for "fuse".
@@ -263,6 +266,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DevRoot == "" {
 		c.DevRoot = "/dev"
+	}
+	if c.ProcRoot == "" {
+		c.ProcRoot = "/proc"
 	}
 	if c.SecretDir == "" {
 		c.SecretDir = DefaultKeyringDir

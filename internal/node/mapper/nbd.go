@@ -351,6 +351,9 @@ func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 	if err != nil {
 		return false, err.Error()
 	}
+	if n.servedByItsDaemon(dev) {
+		return true, ""
+	}
 	mapped, err := n.listMapped(ctx)
 	if err != nil {
 		return false, fmt.Sprintf("cannot list rbd-nbd mappings: %v", err)
@@ -368,12 +371,17 @@ func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 
 // listMapped returns rbd-nbd's mappings on this node. rbd-nbd list-mapped
 // lists the nbd devices with a connection, those whose sysfs directory has
-// a pid file; with none there is nothing to list and the tool is not run:
-// starting a Ceph tool costs about 0.1 s on a host and a second or more in
-// an emulated guest, and every first map on a node asks.
+// a pid file; with none there is nothing to list, and when this mapper's
+// own processes serve them all, sysfs and /proc say what the tool would:
+// then it is not run. Starting a Ceph tool costs about 0.1 s on a host and
+// a second or more in an emulated guest, every map asks, and the tool's
+// own work grows with the node's devices.
 func (n *nbd) listMapped(ctx context.Context) ([]nbdMapped, error) {
 	if !n.anyConnected() {
 		return nil, nil
+	}
+	if mapped, complete := n.procMappings(); complete {
+		return mapped, nil
 	}
 	out, err := runTool(ctx, n.cfg.Exec, Command{Path: n.cfg.RBDNBDPath, Args: []string{"list-mapped", "--format", "json"}})
 	if err != nil {
@@ -406,6 +414,117 @@ func (n *nbd) anyConnected() bool {
 		}
 	}
 	return false
+}
+
+// servedByItsDaemon tells from sysfs and /proc alone that dev is served
+// by the rbd-nbd process this mapper started for it (see procMapping).
+// rbd-nbd list-mapped reads the same files for every connected device, so
+// a health sweep through it grows with the square of the node's rbd-nbd
+// volumes; false here only means "ask rbd-nbd".
+func (n *nbd) servedByItsDaemon(dev Device) bool {
+	cookie := dev.Attrs[AttrCookie]
+	if cookie == "" {
+		return false
+	}
+	m, ok := n.procMapping(filepath.Base(dev.Path))
+	return ok && m.Cookie == cookie
+}
+
+// procMappings reads this node's rbd-nbd mappings from sysfs and /proc,
+// as rbd-nbd list-mapped does, without starting a process. complete is
+// false when some connected device is not known by procMapping, and then
+// only rbd-nbd can tell.
+func (n *nbd) procMappings() (mapped []nbdMapped, complete bool) {
+	entries, err := os.ReadDir(filepath.Join(n.cfg.SysfsRoot, "block"))
+	if err != nil {
+		return nil, false
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "nbd") {
+			continue
+		}
+		_, err := os.Stat(filepath.Join(n.cfg.SysfsRoot, "block", e.Name(), "pid"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // not connected
+		}
+		m, ok := n.procMapping(e.Name())
+		if !ok {
+			return nil, false
+		}
+		mapped = append(mapped, m)
+	}
+	return mapped, true
+}
+
+// procMapping identifies the mapping behind a connected nbd device from
+// the process the kernel names as its server, when that process is an
+// rbd-nbd this mapper started (its keyring in SecretDir, the image last)
+// and the kernel's backend for the device is the cookie that process was
+// given. Cookies are random per map, so a reused pid, a process serving
+// another device or a mapping made by hand never matches. Not known: a
+// device re-attached after its first process died (the kernel still
+// names that one), a plugin outside the host's pid namespace, kernels
+// without backends (before 5.14).
+func (n *nbd) procMapping(name string) (nbdMapped, bool) {
+	dir := filepath.Join(n.cfg.SysfsRoot, "block", name)
+	b, err := os.ReadFile(filepath.Join(dir, "pid"))
+	if err != nil {
+		return nbdMapped{}, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return nbdMapped{}, false
+	}
+	cmdline, err := os.ReadFile(filepath.Join(n.cfg.ProcRoot, strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return nbdMapped{}, false
+	}
+	m, ok := n.parseOwnCommand(strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"))
+	if !ok {
+		return nbdMapped{}, false
+	}
+	st := n.kernelState("/dev/" + name)
+	if !st.hasBackend || st.backend != m.Cookie {
+		return nbdMapped{}, false
+	}
+	m.PID, m.Device = pid, "/dev/"+name
+	return m, true
+}
+
+// parseOwnCommand reads back the image and cookie from a command line
+// runWithKey built: rbd-nbd map|attach ... --cookie C ... --keyring
+// <SecretDir>/<dir>/keyring ... pool[/namespace]/image.
+func (n *nbd) parseOwnCommand(args []string) (nbdMapped, bool) {
+	if len(args) < 3 || filepath.Base(args[0]) != "rbd-nbd" || (args[1] != "map" && args[1] != "attach") {
+		return nbdMapped{}, false
+	}
+	keyring := argValue(args, "--keyring")
+	if keyring == "" || filepath.Dir(filepath.Dir(keyring)) != filepath.Clean(n.cfg.SecretDir) {
+		return nbdMapped{}, false
+	}
+	cookie := argValue(args, "--cookie")
+	spec := args[len(args)-1]
+	parts := strings.Split(spec, "/")
+	if cookie == "" || strings.HasPrefix(spec, "-") || strings.Contains(spec, "@") || slices.Contains(parts, "") {
+		return nbdMapped{}, false
+	}
+	switch len(parts) {
+	case 2:
+		return nbdMapped{Pool: parts[0], Image: parts[1], Cookie: cookie}, true
+	case 3:
+		return nbdMapped{Pool: parts[0], Namespace: parts[1], Image: parts[2], Cookie: cookie}, true
+	default:
+		return nbdMapped{}, false
+	}
+}
+
+// argValue is the argument after flag, "" if there is none.
+func argValue(args []string, flag string) string {
+	i := slices.Index(args, flag)
+	if i < 0 || i+1 >= len(args) {
+		return ""
+	}
+	return args[i+1]
 }
 
 // nbdKernelState is what sysfs says about an nbd device.

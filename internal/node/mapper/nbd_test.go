@@ -20,6 +20,7 @@ import (
 type nbdRig struct {
 	exec      *fakeExec
 	sysfs     string
+	proc      string
 	secretDir string
 	cfg       Config
 
@@ -29,11 +30,11 @@ type nbdRig struct {
 
 func newNBDRig(t *testing.T) *nbdRig {
 	t.Helper()
-	r := &nbdRig{exec: &fakeExec{}, sysfs: t.TempDir(), secretDir: t.TempDir()}
+	r := &nbdRig{exec: &fakeExec{}, sysfs: t.TempDir(), proc: t.TempDir(), secretDir: t.TempDir()}
 	if err := os.Mkdir(filepath.Join(r.sysfs, "block"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r.cfg = Config{SysfsRoot: r.sysfs, SecretDir: r.secretDir, Exec: r.exec, RBDNBDPath: "/usr/bin/rbd-nbd"}
+	r.cfg = Config{SysfsRoot: r.sysfs, ProcRoot: r.proc, SecretDir: r.secretDir, Exec: r.exec, RBDNBDPath: "/usr/bin/rbd-nbd"}
 	r.exec.handler = r.defaultHandler
 	t.Cleanup(func() {
 		assertNoSecretInCalls(t, r.exec.Calls(), testKey)
@@ -93,6 +94,22 @@ func (r *nbdRig) connect(t *testing.T, dev, backend string, withBackend bool) {
 	}
 }
 
+// serve makes dev look connected to backend and served by process pid
+// with command line argv, as the kernel and procfs show a live mapping.
+func (r *nbdRig) serve(t *testing.T, dev, backend string, pid int, argv ...string) {
+	t.Helper()
+	r.connect(t, dev, backend, true)
+	mustWrite(t, filepath.Join(r.sysfs, "block", filepath.Base(dev), "pid"), strconv.Itoa(pid)+"\n")
+	mustWrite(t, filepath.Join(r.proc, strconv.Itoa(pid), "cmdline"), strings.Join(argv, "\x00")+"\x00")
+}
+
+// ownArgs is the command line of an rbd-nbd this mapper started for spec
+// with cookie (runWithKey's shape; the keyring already removed).
+func (r *nbdRig) ownArgs(sub, cookie, spec string) []string {
+	return []string{"/usr/bin/rbd-nbd", sub, "--try-netlink", "--cookie", cookie, "--reattach-timeout", "300",
+		"--id", "csi-rbd", "-m", "10.0.0.1:6789", "--keyring", filepath.Join(r.secretDir, "rbd-csi-keyring-1", "keyring"), spec}
+}
+
 func nbdImage() Image {
 	return Image{
 		Monitors: []string{"10.0.0.1:6789", "10.0.0.2:6789"}, User: "csi-rbd", Key: testKey,
@@ -109,14 +126,6 @@ func callsOf(calls []Command, sub string) []Command {
 		}
 	}
 	return out
-}
-
-func argAfter(args []string, flag string) string {
-	i := slices.Index(args, flag)
-	if i < 0 || i+1 >= len(args) {
-		return ""
-	}
-	return args[i+1]
 }
 
 func TestNBDMapRunsRBDNBDWithKeyringNotKey(t *testing.T) {
@@ -146,8 +155,8 @@ func TestNBDMapRunsRBDNBDWithKeyringNotKey(t *testing.T) {
 				t.Fatalf("want one rbd-nbd map, got %v", rig.exec.Calls())
 			}
 			c := maps[0]
-			cookie := argAfter(c.Args, "--cookie")
-			keyring := argAfter(c.Args, "--keyring")
+			cookie := argValue(c.Args, "--cookie")
+			keyring := argValue(c.Args, "--keyring")
 			want := append([]string{"map", "--try-netlink", "--cookie", cookie}, tc.wantMid...)
 			want = append(want, "--id", "csi-rbd", "-m", "10.0.0.1:6789,10.0.0.2:6789", "--keyring", keyring)
 			if tc.cephConf != "" {
@@ -184,7 +193,7 @@ func TestNBDKeyringIsPrivate(t *testing.T) {
 	var mode, dirMode os.FileMode
 	rig.exec.handler = func(c Command) (string, string, error) {
 		if c.Args[0] == "map" {
-			kr := argAfter(c.Args, "--keyring")
+			kr := argValue(c.Args, "--keyring")
 			if st, err := os.Stat(kr); err == nil {
 				mode = st.Mode().Perm()
 			}
@@ -251,7 +260,7 @@ func TestNBDKeysMappingsByClusterFSIDInTheCookie(t *testing.T) {
 				t.Fatalf("Map = %s after %d rbd-nbd map calls; want the existing mapping: %t", dev.Path, len(maps), tc.wantExisting)
 			}
 			if !tc.wantExisting {
-				cookie := argAfter(maps[0].Args, "--cookie")
+				cookie := argValue(maps[0].Args, "--cookie")
 				if cookieCluster(cookie) != ours || dev.Attrs[AttrCookie] != cookie {
 					t.Errorf("new mapping's cookie %q does not carry the cluster %s", cookie, ours)
 				}
@@ -463,17 +472,34 @@ func TestNBDRejectsKRBDOptions(t *testing.T) {
 	}
 }
 
+// Check answers from sysfs and /proc when the kernel's backend is the
+// mapping's cookie and the process the kernel names is an rbd-nbd this
+// mapper started with that cookie; anything less is asked of rbd-nbd
+// list-mapped.
 func TestNBDCheck(t *testing.T) {
 	dev := nbdDevice(nbdImage(), "/dev/nbd6", "c6", false)
+	ours := func(r *nbdRig) []string { return r.ownArgs("map", "c6", "kube/ns1/img") }
+	listed := []nbdMapped{{PID: 0, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd6"}}
 	tests := []struct {
 		name      string
 		mapped    []nbdMapped
 		connected bool
+		daemon    func(r *nbdRig) []string // the command line of the process sysfs names, if any
+		backend   string
 		healthy   bool
 		msg       string
+		wantList  int
 	}{
-		{name: "served", healthy: true, mapped: []nbdMapped{{Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd6"}}},
-		{name: "daemon gone, kernel waiting", connected: true, msg: "rbd-nbd process serving /dev/nbd6"},
+		{name: "served, told by the kernel and its daemon: rbd-nbd not asked", daemon: ours, backend: "c6", healthy: true},
+		{name: "served by a re-attach this mapper started: rbd-nbd not asked", daemon: func(r *nbdRig) []string { return r.ownArgs("attach", "c6", "kube/ns1/img") }, backend: "c6", healthy: true},
+		{name: "the pid is another program: rbd-nbd asked", daemon: func(r *nbdRig) []string { return append([]string{"/bin/sleep"}, ours(r)[1:]...) }, backend: "c6", mapped: listed, healthy: true, wantList: 1},
+		{name: "an rbd-nbd this mapper did not start (keyring elsewhere): rbd-nbd asked", daemon: func(*nbdRig) []string {
+			return []string{"rbd-nbd", "map", "--cookie", "c6", "--keyring", "/etc/ceph/keyring", "kube/ns1/img"}
+		}, backend: "c6", mapped: listed, healthy: true, wantList: 1},
+		{name: "a daemon given another cookie: rbd-nbd asked", daemon: func(r *nbdRig) []string { return r.ownArgs("map", "c7", "kube/ns1/img") }, backend: "c6", mapped: listed, healthy: true, wantList: 1},
+		{name: "the kernel serves another cookie: rbd-nbd asked", daemon: ours, backend: "c7", mapped: listed, healthy: true, wantList: 1},
+		{name: "the daemon named is gone: rbd-nbd asked, kernel waiting", connected: true, msg: "rbd-nbd process serving /dev/nbd6", wantList: 1},
+		{name: "served, listed by rbd-nbd", healthy: true, mapped: listed, wantList: 1},
 		{name: "gone entirely", msg: "no longer mapped"},
 	}
 	for _, tc := range tests {
@@ -483,9 +509,61 @@ func TestNBDCheck(t *testing.T) {
 			if tc.connected {
 				rig.connect(t, "/dev/nbd6", "c6", true)
 			}
+			if tc.daemon != nil {
+				rig.serve(t, "/dev/nbd6", tc.backend, 4321, tc.daemon(rig)...)
+			}
 			healthy, msg := rig.mapper(t).Check(ctxTimeout(t, time.Second), dev)
 			if healthy != tc.healthy || !strings.Contains(msg, tc.msg) {
 				t.Errorf("Check = %v, %q; want %v, containing %q", healthy, msg, tc.healthy, tc.msg)
+			}
+			if got := len(callsOf(rig.exec.Calls(), "list-mapped")); got != tc.wantList {
+				t.Errorf("rbd-nbd list-mapped ran %d times, want %d", got, tc.wantList)
+			}
+		})
+	}
+}
+
+// A map looks for the image among the node's mappings first. When this
+// mapper's own processes serve every connected device, sysfs and /proc
+// tell which images they serve; any device they cannot vouch for sends
+// the question to rbd-nbd list-mapped.
+func TestNBDMapAsksRBDNBDOnlyAboutDevicesItCannotIdentify(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(t *testing.T, r *nbdRig)
+		wantDev  string
+		wantList int
+		wantMap  int
+	}{
+		{name: "devices serving other images: mapped anew without listing", setup: func(t *testing.T, r *nbdRig) {
+			r.serve(t, "/dev/nbd1", "c1", 101, r.ownArgs("map", "c1", "kube/ns1/other")...)
+			r.serve(t, "/dev/nbd2", "c2", 102, r.ownArgs("map", "c2", "kube/img")...)
+		}, wantDev: "/dev/nbd0", wantMap: 1},
+		{name: "the image already served: its device returned without listing", setup: func(t *testing.T, r *nbdRig) {
+			r.serve(t, "/dev/nbd1", "c1", 101, r.ownArgs("map", "c1", "kube/ns1/other")...)
+			r.serve(t, "/dev/nbd4", "c4", 104, r.ownArgs("map", "c4", "kube/ns1/img")...)
+		}, wantDev: "/dev/nbd4"},
+		{name: "a device mapped by hand: rbd-nbd asked", setup: func(t *testing.T, r *nbdRig) {
+			r.serve(t, "/dev/nbd1", "c1", 101, r.ownArgs("map", "c1", "kube/ns1/other")...)
+			r.serve(t, "/dev/nbd3", "", 103, "rbd-nbd", "map", "kube/ns1/img")
+			r.setMapped(nbdMapped{PID: 103, Pool: "kube", Namespace: "ns1", Image: "img", Device: "/dev/nbd3"})
+		}, wantDev: "/dev/nbd3", wantList: 1},
+		{name: "a pid the kernel names now runs another mapping: rbd-nbd asked", setup: func(t *testing.T, r *nbdRig) {
+			r.serve(t, "/dev/nbd1", "c1", 101, r.ownArgs("map", "c9", "kube/ns1/img")...)
+		}, wantDev: "/dev/nbd0", wantList: 1, wantMap: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newNBDRig(t)
+			tc.setup(t, rig)
+			dev, err := rig.mapper(t).Map(ctxTimeout(t, time.Second), nbdImage(), MapOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := rig.exec.Calls()
+			if dev.Path != tc.wantDev || len(callsOf(calls, "list-mapped")) != tc.wantList || len(callsOf(calls, "map")) != tc.wantMap {
+				t.Errorf("mapped at %s with %d list-mapped and %d map runs; want %s, %d and %d",
+					dev.Path, len(callsOf(calls, "list-mapped")), len(callsOf(calls, "map")), tc.wantDev, tc.wantList, tc.wantMap)
 			}
 		})
 	}
@@ -525,7 +603,7 @@ func TestNBDPassesMessengerPrefixesToLibrados(t *testing.T) {
 	if len(maps) != 1 {
 		t.Fatalf("want one rbd-nbd map, got %v", rig.exec.Calls())
 	}
-	if got := argAfter(maps[0].Args, "-m"); got != "v2:10.0.0.1:3300,v1:[fd00::1]:6789,mon-c" {
+	if got := argValue(maps[0].Args, "-m"); got != "v2:10.0.0.1:3300,v1:[fd00::1]:6789,mon-c" {
 		t.Errorf("rbd-nbd -m %q, want the addresses as given", got)
 	}
 	rig.exec.mu.Lock()
