@@ -377,9 +377,6 @@ func (n *nbd) Check(ctx context.Context, dev Device) (bool, string) {
 // a second or more in an emulated guest, every map asks, and the tool's
 // own work grows with the node's devices.
 func (n *nbd) listMapped(ctx context.Context) ([]nbdMapped, error) {
-	if !n.anyConnected() {
-		return nil, nil
-	}
 	if mapped, complete := n.procMappings(); complete {
 		return mapped, nil
 	}
@@ -397,25 +394,6 @@ func (n *nbd) listMapped(ctx context.Context) ([]nbdMapped, error) {
 	return mapped, nil
 }
 
-// anyConnected reports whether some nbd device has a connection. When
-// sysfs cannot be read it answers true, so that rbd-nbd itself is asked.
-func (n *nbd) anyConnected() bool {
-	block := filepath.Join(n.cfg.SysfsRoot, "block")
-	entries, err := os.ReadDir(block)
-	if err != nil {
-		return true
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "nbd") {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(block, e.Name(), "pid")); !errors.Is(err, fs.ErrNotExist) {
-			return true
-		}
-	}
-	return false
-}
-
 // servedByItsDaemon tells from sysfs and /proc alone that dev is served
 // by the rbd-nbd process this mapper started for it (see procMapping).
 // rbd-nbd list-mapped reads the same files for every connected device, so
@@ -431,9 +409,10 @@ func (n *nbd) servedByItsDaemon(dev Device) bool {
 }
 
 // procMappings reads this node's rbd-nbd mappings from sysfs and /proc,
-// as rbd-nbd list-mapped does, without starting a process. complete is
-// false when some connected device is not known by procMapping, and then
-// only rbd-nbd can tell.
+// as rbd-nbd list-mapped does, without starting a process: none when no
+// nbd device is connected. complete is false when some connected device
+// is not known by procMapping, or sysfs cannot be read, and then only
+// rbd-nbd can tell.
 func (n *nbd) procMappings() (mapped []nbdMapped, complete bool) {
 	entries, err := os.ReadDir(filepath.Join(n.cfg.SysfsRoot, "block"))
 	if err != nil {
@@ -443,9 +422,10 @@ func (n *nbd) procMappings() (mapped []nbdMapped, complete bool) {
 		if !strings.HasPrefix(e.Name(), "nbd") {
 			continue
 		}
+		// a connected device has a pid file; rbd-nbd lists only those
 		_, err := os.Stat(filepath.Join(n.cfg.SysfsRoot, "block", e.Name(), "pid"))
 		if errors.Is(err, fs.ErrNotExist) {
-			continue // not connected
+			continue
 		}
 		m, ok := n.procMapping(e.Name())
 		if !ok {
