@@ -88,6 +88,28 @@ func TestConcurrentWritesUseUniqueTemporaryFiles(t *testing.T) {
 	}
 }
 
+func TestWriteVolatileReplacesContentWithoutSyncing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pid")
+	orig := syncDirFunc
+	syncDirFunc = func(d string) error {
+		t.Errorf("WriteVolatile synced %s", d)
+		return orig(d)
+	}
+	t.Cleanup(func() { syncDirFunc = orig })
+	for _, content := range []string{"123", "4567"} {
+		if err := WriteVolatile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(path); err != nil || string(got) != content {
+			t.Fatalf("read back %q, %v; want %q", got, err, content)
+		}
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("stat %v, %v; want mode 0600", st, err)
+	}
+}
+
 func TestWriteSyncsTheDirectoryAfterTheRename(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state")

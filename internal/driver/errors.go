@@ -77,14 +77,6 @@ func kindOf(err error) errorKind {
 	return errorKind{code: codes.Internal}
 }
 
-// errorCode is the gRPC code statusOf gives err (OK for nil).
-func errorCode(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	return kindOf(err).code
-}
-
 // statusOf turns an error of a lower package into the gRPC status the CSI
 // spec and the sidecars expect; what names the operation and object so an
 // operator can act on the message ("" when err says it all).

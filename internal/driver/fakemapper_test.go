@@ -34,6 +34,9 @@ type fakeMapper struct {
 	// onMap, when set, runs after a successful Map (another node mapping
 	// the same image at that moment, say).
 	onMap func(img mapper.Image)
+	// ignoreProceed maps without asking MapOptions.Proceed (a mapper
+	// breaking its contract).
+	ignoreProceed bool
 	// unmapBusy Unmap calls fail with ErrDeviceBusy before one succeeds
 	// (udev's probe holding a device mapped a moment ago).
 	unmapBusy int
@@ -51,6 +54,13 @@ func (f *fakeMapper) devicePath(img mapper.Image) string {
 }
 
 func (f *fakeMapper) Map(_ context.Context, img mapper.Image, opts mapper.MapOptions) (mapper.Device, error) {
+	// As the real mappers do, ask before touching the image; a Map that
+	// the caller stops here does not count as one.
+	if opts.Proceed != nil && !f.ignoreProceed {
+		if err := opts.Proceed(); err != nil {
+			return mapper.Device{}, err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.images = append(f.images, img)

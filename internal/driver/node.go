@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -298,10 +299,11 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	if err != nil {
 		return nil, err
 	}
-	info, err := d.inspectForStage(ctx, r, ref, !prevMapped && !interrupted)
+	info, inUse, err := d.inspectForStage(ctx, r, ref, !prevMapped && !interrupted)
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = inUse.wait() }() // no call outlives the RPC
 	if _, wrapped := info.Metadata[kms.MetaDEK]; wrapped && !r.enc.Enabled {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume image %s is encrypted (it has a wrapped key) but the volume context lacks %s: \"true\" (a static volume sets it in volumeAttributes, with the node stage Secret holding the KEK)", ref, params.KeyEncrypted)
 	}
@@ -327,10 +329,15 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 	}
 	blank := d.startBlankCheck(ctx, r, ref, info, st.ReadOnly)
 	m := d.mappers[r.mapperName]
-	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev)})
+	dev, err := m.Map(ctx, mapperImage(ref, r.creds, info), mapper.MapOptions{ReadOnly: st.ReadOnly, Extra: r.ctx[params.KeyMapOptions], Previous: prevDevice(prev), Proceed: inUse.wait})
 	if err != nil {
-		d.rollbackMap(st, prev != nil, err)
-		return nil, statusOf(err, fmt.Sprintf("map %s with %s", ref, r.mapperName))
+		// A refusal of the check is the reason, whatever the map made of it.
+		refusal := inUse.wait()
+		if refusal == nil {
+			refusal = statusOf(err, fmt.Sprintf("map %s with %s", ref, r.mapperName))
+		}
+		d.rollbackMap(st, prev != nil, status.Code(refusal))
+		return nil, refusal
 	}
 	failpoint.Crash("stage-after-map")
 	defer func() {
@@ -338,6 +345,11 @@ func (d *nodeService) stage(ctx context.Context, r stageRequest, prev *stageStat
 			d.rollbackStage(st)
 		}
 	}()
+	// Every mapper asks before it opens the image; should one not have,
+	// the mapping it made is undone here all the same.
+	if err := inUse.wait(); err != nil {
+		return nil, err
+	}
 	st.Device = &dev
 	if err := st.save(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -455,8 +467,8 @@ func readOnlyMode(m csi.VolumeCapability_AccessMode_Mode) bool {
 // rollbackMap cleans up after a failed Map: a refusal created nothing, so
 // only a state of this call goes; any other failure gets the full rollback
 // (docs/design.md, "Node").
-func (d *nodeService) rollbackMap(st *stageState, hadState bool, mapErr error) {
-	switch errorCode(mapErr) {
+func (d *nodeService) rollbackMap(st *stageState, hadState bool, code codes.Code) {
+	switch code {
 	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound, codes.PermissionDenied:
 		if hadState {
 			return
@@ -494,26 +506,56 @@ func (d *nodeService) rollbackStage(st *stageState) {
 }
 
 // inspectForStage reads the image's header and checks that its attach
-// record grants this node and, when checkUse, that no other client has it
-// open: all at once, since none depends on another. The record's verdict
-// comes first, then the image's, then the clients'.
-func (d *nodeService) inspectForStage(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageHeader, error) {
-	attached, inUse := make(chan error, 1), make(chan error, 1)
-	go func() { attached <- d.checkAttached(ctx, r, ref) }()
+// record grants this node, both at once, the record's verdict first. When
+// checkUse, it also starts the check that no other client has the image
+// open, whose verdict the map waits for before it opens the image
+// (MapOptions.Proceed): the check's round trips (librbd opens the image to
+// list its watchers, the slowest read of a stage) then overlap the map's
+// set-up instead of coming before it.
+func (d *nodeService) inspectForStage(ctx context.Context, r stageRequest, ref ceph.ImageRef, checkUse bool) (ceph.ImageHeader, *verdict, error) {
+	inUse := startVerdict(nil)
 	if checkUse {
-		go func() { inUse <- d.checkNotInUse(ctx, r, ref) }()
-	} else {
-		inUse <- nil
+		inUse = startVerdict(func() error { return d.checkNotInUse(ctx, r, ref) })
 	}
+	attached := startVerdict(func() error { return d.checkAttached(ctx, r, ref) })
 	h, err := d.opts.Backend.ReadHeader(ctx, r.creds, ref)
-	attachErr, useErr := <-attached, <-inUse
-	if attachErr != nil {
-		return h, attachErr
+	if err == nil {
+		err = attached.wait()
+	} else if aerr := attached.wait(); aerr != nil {
+		err = aerr
+	} else {
+		err = statusOf(err, "volume image "+ref.String())
 	}
 	if err != nil {
-		return h, statusOf(err, "volume image "+ref.String())
+		_ = inUse.wait() // no call outlives the RPC
+		return h, nil, err
 	}
-	return h, useErr
+	return h, inUse, nil
+}
+
+// verdict is the answer of a check running in its own goroutine, waited
+// for by whoever needs it first and then kept.
+type verdict struct {
+	once   sync.Once
+	answer chan error
+	err    error
+}
+
+// startVerdict runs check in a goroutine; a nil check passes at once.
+func startVerdict(check func() error) *verdict {
+	v := &verdict{answer: make(chan error, 1)}
+	if check == nil {
+		v.answer <- nil
+		return v
+	}
+	go func() { v.answer <- check() }()
+	return v
+}
+
+// wait returns the check's answer, waiting for it the first time.
+func (v *verdict) wait() error {
+	v.once.Do(func() { v.err = <-v.answer })
+	return v.err
 }
 
 // checkNotInUse refuses to map a single-writer volume that a client

@@ -396,6 +396,18 @@ func TestNodeStageRollbackRetriesADeviceBusyForAMoment(t *testing.T) {
 	}
 }
 
+func TestNodeStageUndoesAMapThatDidNotWaitForTheClientCheck(t *testing.T) {
+	e := newNodeEnv(t)
+	e.m.ignoreProceed = true
+	e.ceph.SetWatchers(e.ref, []ceph.Watcher{{Addr: "10.1.2.3:0/42", Client: 4711}})
+	_, err := e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))
+	wantCode(t, err, codes.FailedPrecondition, "4711")
+	if n := len(e.m.unmapCalls()); n != 1 {
+		t.Errorf("%d unmaps of the mapping made before the verdict, want 1", n)
+	}
+	e.wantNothingStaged(t)
+}
+
 func TestNodeStageVolumeOfImageOpenElsewhere(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -581,8 +593,8 @@ func TestNodeStageVolumeMapperErrorsKeepTheirCodeAndRollBack(t *testing.T) {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			e := newNodeEnv(t)
 			err := fmt.Errorf("%w: details", tc.err)
-			if errorCode(err) != tc.code {
-				t.Fatalf("errorCode says %v, test expects %v", errorCode(err), tc.code)
+			if c := status.Code(statusOf(err, "")); c != tc.code {
+				t.Fatalf("statusOf says %v, test expects %v", c, tc.code)
 			}
 			e.m.mapErr = err
 			_, err = e.d.NodeStageVolume(context.Background(), e.stageReq(fsCap("ext4", modeSNW)))

@@ -117,8 +117,9 @@ func (f *fuse) Map(ctx context.Context, img Image, opts MapOptions) (Device, err
 			return f.lock(ctx, img.Spec(), f.paths(img.Pool, img.Name).lock)
 		},
 		mapLocked: func(ctx context.Context, img Image, opts MapOptions, _ []option) (Device, error) {
-			return f.mapLocked(ctx, img, f.paths(img.Pool, img.Name), opts.ReadOnly)
+			return f.mapLocked(ctx, img, f.paths(img.Pool, img.Name), opts)
 		},
+		proceedsItself: true,
 	}, img, opts)
 }
 
@@ -131,7 +132,8 @@ func admitFuse(img Image) error {
 	return nil
 }
 
-func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly bool) (Device, error) {
+func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, opts MapOptions) (Device, error) {
+	readOnly := opts.ReadOnly
 	state, err := f.inspect(ctx, p)
 	if err != nil {
 		return Device{}, err
@@ -143,6 +145,9 @@ func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly b
 	}
 	switch state {
 	case fuseAlive:
+		if err := opts.proceed(); err != nil {
+			return Device{}, err
+		}
 		return f.ensureLoop(ctx, img, p, readOnly)
 	case fuseUnresponsive:
 		return Device{}, fmt.Errorf("%w: rbd-fuse for %s is mounted but does not answer (cluster unreachable?); see %s", ErrMapTimeout, img.Spec(), p.log)
@@ -163,7 +168,7 @@ func (f *fuse) mapLocked(ctx context.Context, img Image, p fusePaths, readOnly b
 			return Device{}, err
 		}
 	}
-	if err := f.startRBDFuse(ctx, img, p); err != nil {
+	if err := f.startRBDFuse(ctx, img, p, opts.proceed); err != nil {
 		return Device{}, err
 	}
 	dev, err := f.ensureLoop(ctx, img, p, readOnly)
@@ -243,12 +248,26 @@ func (f *fuse) ensureLoop(ctx context.Context, img Image, p fusePaths, readOnly 
 		}
 		return fuseDevice(img, loops[0], readOnly), nil
 	}
-	dev, err := attachLoop(ctx, f.cfg.Exec, f.cfg.LosetupPath, p.file, readOnly)
+	dev, err := f.attachLoop(ctx, p.file, readOnly)
 	if err != nil {
 		return Device{}, fmt.Errorf("%w: attaching a loop device to %s: %v", ErrMapFailed, p.file, err)
 	}
 	klog.InfoS("fuse: mapped image", "image", img.Spec(), "device", dev, "readOnly", readOnly)
 	return fuseDevice(img, dev, readOnly), nil
+}
+
+// attachLoop attaches a loop device to file with ioctls (loop_sys.go),
+// and with losetup where that fails other than by the deadline.
+func (f *fuse) attachLoop(ctx context.Context, file string, readOnly bool) (string, error) {
+	dev, err := attachLoopSys(ctx, f.cfg.DevRoot, file, readOnly)
+	switch {
+	case err == nil:
+		return dev, nil
+	case ctx.Err() != nil:
+		return "", err
+	}
+	klog.V(2).InfoS("fuse: attaching the loop device with losetup instead", "file", file, "err", err)
+	return attachLoop(ctx, f.cfg.Exec, f.cfg.LosetupPath, file, readOnly)
 }
 
 func fuseDevice(img Image, dev string, readOnly bool) Device {
@@ -266,11 +285,11 @@ func fuseDevice(img Image, dev string, readOnly bool) Device {
 // startRBDFuse starts rbd-fuse for the image and waits until it serves the
 // image file, i.e. until it has connected (and read the keyring, which is
 // then deleted).
-func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths) (err error) {
+func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths, proceed func() error) (err error) {
 	if err := os.MkdirAll(p.mnt, 0o700); err != nil {
 		return fmt.Errorf("%w: creating %s: %v", ErrMapFailed, p.mnt, err)
 	}
-	if err := atomicfile.Write(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
+	if err := atomicfile.WriteVolatile(p.conf, []byte(fuseConf(ctx, img)), 0o600); err != nil {
 		return fmt.Errorf("%w: writing %s: %v", ErrMapFailed, p.conf, err)
 	}
 	if err := recordFuseCluster(p, img); err != nil {
@@ -290,6 +309,11 @@ func (f *fuse) startRBDFuse(ctx context.Context, img Image, p fusePaths) (err er
 			f.abortStart(ctx, img, p, proc.pid)
 		}
 	}()
+	// rbd-fuse connects and mounts first, and opens the image at the first
+	// lookup of its file, which waitServing makes.
+	if err := proceed(); err != nil {
+		return err
+	}
 	return f.waitServing(ctx, img, p, proc)
 }
 
@@ -303,7 +327,8 @@ func recordFuseCluster(p fusePaths, img Image) error {
 		}
 		return nil
 	}
-	if err := atomicfile.Write(p.cluster, []byte(strings.ToLower(img.ClusterFSID)+"\n"), 0o600); err != nil {
+	// volatile: it describes a running rbd-fuse, which a reboot ends
+	if err := atomicfile.WriteVolatile(p.cluster, []byte(strings.ToLower(img.ClusterFSID)+"\n"), 0o600); err != nil {
 		return fmt.Errorf("%w: %v", ErrMapFailed, err)
 	}
 	return nil
@@ -383,7 +408,7 @@ func (f *fuse) spawn(img Image, p fusePaths, keyring string) (*fuseProc, error) 
 		proc.exitCode = cmd.ProcessState.ExitCode()
 		close(proc.exited)
 	}()
-	if err := atomicfile.Write(p.pid, []byte(strconv.Itoa(proc.pid)+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteVolatile(p.pid, []byte(strconv.Itoa(proc.pid)+"\n"), 0o600); err != nil {
 		klog.ErrorS(err, "fuse: cannot write pid file", "file", p.pid)
 	}
 	return proc, nil
@@ -391,19 +416,19 @@ func (f *fuse) spawn(img Image, p fusePaths, keyring string) (*fuseProc, error) 
 
 // waitServing waits until rbd-fuse is mounted and serves the image file.
 func (f *fuse) waitServing(ctx context.Context, img Image, p fusePaths, proc *fuseProc) error {
-	t := time.NewTimer(pollMin)
-	defer t.Stop()
+	mounts := watchMountTable(f.mountinfo)
+	defer mounts.Close()
 	for poll := pollMin; ; poll = min(2*poll, pollMax) {
 		select {
 		case <-proc.exited:
 			return f.startFailure(img, p, proc)
 		case <-ctx.Done():
 			return fmt.Errorf("%w: rbd-fuse did not serve %s before the deadline; see %s: %s", ErrMapTimeout, img.Spec(), p.log, tail(readLogTail(p.log, 2048), 600))
-		case <-t.C:
+		default:
 		}
-		t.Reset(poll)
 		fstype, err := mountAt(f.mountinfo, p.mnt)
 		if err != nil || fstype != fuseFSType {
+			mounts.wait(poll)
 			continue
 		}
 		// The first request waits for rbd-fuse to connect to the cluster.
@@ -412,6 +437,7 @@ func (f *fuse) waitServing(ctx context.Context, img Image, p fusePaths, proc *fu
 		case err == nil:
 			return nil
 		case errors.Is(err, errProbeTimeout):
+			mounts.wait(poll)
 			continue // the loop reports the deadline
 		case errors.Is(err, os.ErrNotExist):
 			return fmt.Errorf("%w: rbd-fuse connected but pool %s has no image %s", ErrImageNotFound, img.Pool, img.Name)

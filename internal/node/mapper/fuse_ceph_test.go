@@ -704,7 +704,8 @@ func TestFuseMapFailuresLeaveNothing(t *testing.T) {
 		{
 			name: "failed loop attach stops the rbd-fuse it started",
 			img:  func() Image { return env.image(existing) },
-			cfg:  func(c *Config) { c.LosetupPath = "false" },
+			// no loop-control under DevRoot fails the ioctls, then losetup
+			cfg:  func(c *Config) { c.DevRoot, c.LosetupPath = os.TempDir()+"/no-such-dev", "false" },
 			want: ErrMapFailed,
 		},
 	}

@@ -108,6 +108,23 @@ type MapOptions struct {
 	// after the old process died with the plugin, so that a filesystem
 	// mounted on it survives. Other mappers find their mapping without it.
 	Previous *Device
+	// Proceed, when set, is the caller's last word before the image is
+	// opened: the map calls it once, before anything of its own opens the
+	// image or takes over a mapping that has it open, and gives up (undoing
+	// what it set up) with its error, returned unwrapped. It lets a check
+	// of the image's other clients run beside the map's set-up without
+	// ever seeing this map's own client. The fuse mapper calls it once
+	// rbd-fuse is started (rbd-fuse opens an image only when asked for
+	// it), the others before mapping.
+	Proceed func() error
+}
+
+// proceed calls o.Proceed when it is set.
+func (o MapOptions) proceed() error {
+	if o.Proceed == nil {
+		return nil
+	}
+	return o.Proceed()
 }
 
 // Device is a mapped image.

@@ -195,3 +195,61 @@ func (pr *probe) wait(ctx context.Context, timeout time.Duration) (int64, error)
 func isDeadFuse(err error) bool {
 	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED)
 }
+
+// mountTableWatch wakes a waiter as soon as the mount table changes, so
+// that a wait for a mount sees it when it happens rather than at the next
+// poll: rbd-fuse mounts about 55 ms after it starts, and the first lookup
+// it answers then takes another 25 ms, so each millisecond between its
+// mount and the look is paid on the stage. poll(2) on an open mountinfo
+// reports POLLPRI once per change in the namespace since the open or the
+// previous report. A file that is no mount table (tests' fakes) never
+// reports it, and any poll error turns the wait into a sleep: the watch
+// only shortens waits.
+type mountTableWatch struct{ fd int }
+
+// watchMountTable starts watching the mount table read from mountinfo.
+// Changes from the call on wake the waiter; the caller checks the table
+// itself once after the call. The file is opened with open(2), not
+// os.Open: Go's runtime poller would register it with its epoll, whose
+// wake-ups poll the file too and so take the change report meant for
+// the waiter (seen as waits that slept their whole length).
+func watchMountTable(mountinfo string) *mountTableWatch {
+	fd, err := unix.Open(mountinfo, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &mountTableWatch{fd: -1}
+	}
+	return &mountTableWatch{fd: fd}
+}
+
+// wait returns when the mount table changed, or after d.
+func (w *mountTableWatch) wait(d time.Duration) {
+	deadline := time.Now().Add(d)
+	if w.fd < 0 {
+		time.Sleep(d)
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLPRI}}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		// Rounded up: a zero timeout would spin.
+		_, err := unix.Poll(fds, int((left+time.Millisecond-1)/time.Millisecond))
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, unix.EINTR) {
+			time.Sleep(time.Until(deadline))
+			return
+		}
+	}
+}
+
+// Close ends the watch.
+func (w *mountTableWatch) Close() {
+	if w.fd >= 0 {
+		_ = unix.Close(w.fd)
+		w.fd = -1
+	}
+}

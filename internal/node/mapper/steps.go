@@ -20,6 +20,9 @@ type mapSteps struct {
 	lock  func(context.Context, Image) (func(), error)
 	// mapLocked maps the checked image, holding its lock.
 	mapLocked func(ctx context.Context, img Image, opts MapOptions, extra []option) (Device, error)
+	// proceedsItself: mapLocked calls opts.Proceed itself, later than
+	// mapImage would (before mapLocked).
+	proceedsItself bool
 }
 
 // mapImage is Map: a deadline, the image and options checked, the image
@@ -45,6 +48,11 @@ func mapImage(ctx context.Context, timeout time.Duration, s mapSteps, img Image,
 		return Device{}, fmt.Errorf("%w: %w", ErrMapTimeout, err)
 	}
 	defer unlock()
+	if !s.proceedsItself {
+		if err := opts.proceed(); err != nil {
+			return Device{}, err
+		}
+	}
 	dev, err := s.mapLocked(ctx, img, opts, extra)
 	return dev, redact(err, img.Key)
 }
