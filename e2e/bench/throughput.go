@@ -99,7 +99,12 @@ func (b *bench) handThroughput(mapper string) (map[string]float64, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	conf, keyring, err := b.clientFiles(work)
+	// rbd-fuse without librbd's cache, as the driver runs it (nodePhases)
+	conf, err := b.confFile(work, "ceph.conf", mapper == "fuse")
+	if err != nil {
+		return nil, err
+	}
+	keyring, err := b.keyringFile(work)
 	if err != nil {
 		return nil, err
 	}
