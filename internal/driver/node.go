@@ -519,11 +519,9 @@ func (d *nodeService) inspectForStage(ctx context.Context, r stageRequest, ref c
 	}
 	attached := startVerdict(func() error { return d.checkAttached(ctx, r, ref) })
 	h, err := d.opts.Backend.ReadHeader(ctx, r.creds, ref)
-	if err == nil {
-		err = attached.wait()
-	} else if aerr := attached.wait(); aerr != nil {
+	if aerr := attached.wait(); aerr != nil {
 		err = aerr
-	} else {
+	} else if err != nil {
 		err = statusOf(err, "volume image "+ref.String())
 	}
 	if err != nil {
